@@ -1,0 +1,183 @@
+"""The `git theta-like` command line. Thin: each command calls one function elsewhere."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import pygit2
+
+from git_theta_like import __version__
+from git_theta_like.errors import ThetaLikeError
+
+
+class _Group(click.Group):
+    """Turns our errors into one clear line and exit status 1 (2 for usage errors)."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except (ThetaLikeError, pygit2.GitError, OSError) as e:
+            click.echo(f"git-theta-like: error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="git-theta-like")
+def main() -> None:
+    """Version-control ML checkpoints with Git: per-tensor, lossless, deduplicated.
+
+    Run as `git theta-like COMMAND`. Start with `git theta-like install`, then
+    `git theta-like track "*.safetensors"`.
+    """
+
+
+def _repo():  # type: ignore[no-untyped-def]
+    from git_theta_like.gitio.repo import Repo
+
+    return Repo(".")
+
+
+@main.command()
+@click.option("--global", "global_", is_flag=True, help="Configure for every repository of this user.")
+@click.option("--no-hooks", is_flag=True, help="Only set the git config; leave .git/hooks alone.")
+def install(global_: bool, no_hooks: bool) -> None:
+    """Configure git's filter, diff and merge drivers (repository-local by default) and hooks."""
+    from git_theta_like.gitio import install as inst
+
+    if global_:
+        inst.write_config(pygit2.Config.get_global_config())
+        click.echo("git-theta-like: configured globally (~/.gitconfig).")
+        try:
+            repo = _repo()
+        except ThetaLikeError:
+            return
+    else:
+        repo = _repo()
+        inst.write_config(repo.git.config)
+        click.echo(f"git-theta-like: configured {repo.common_dir}.")
+    if not no_hooks:
+        for note in inst.install_hooks(repo):
+            click.echo(f"git-theta-like: {note}")
+
+
+@main.command()
+@click.option("--global", "global_", is_flag=True, help="Remove the global configuration.")
+def uninstall(global_: bool) -> None:
+    """Remove the driver configuration and our hooks (chained hooks are put back)."""
+    from git_theta_like.gitio import install as inst
+
+    if global_:
+        inst.remove_config(pygit2.Config.get_global_config())
+        return
+    repo = _repo()
+    inst.remove_config(repo.git.config)
+    inst.uninstall_hooks(repo)
+
+
+def _attributes_path() -> Path:
+    repo = _repo()
+    if repo.workdir is None:
+        raise ThetaLikeError("track needs a repository with a work tree")
+    return repo.workdir / ".gitattributes"
+
+
+@main.command()
+@click.argument("patterns", nargs=-1)
+def track(patterns: tuple[str, ...]) -> None:
+    """Track files matching PATTERNS (gitattributes patterns, e.g. "*.safetensors").
+
+    With no pattern, list the tracked patterns.
+    """
+    from git_theta_like.gitio import attributes
+
+    path = _attributes_path()
+    if not patterns:
+        for p in attributes.tracked_patterns(path):
+            click.echo(p)
+        return
+    changed = attributes.track(path, list(patterns))
+    for p in patterns:
+        click.echo(f'Tracking "{p}"' if p in changed else f'"{p}" already tracked')
+    if changed:
+        click.echo("Stage .gitattributes with the checkpoints: git add .gitattributes")
+
+
+@main.command()
+@click.argument("patterns", nargs=-1, required=True)
+def untrack(patterns: tuple[str, ...]) -> None:
+    """Stop tracking files matching PATTERNS (files already committed stay as they are)."""
+    from git_theta_like.gitio import attributes
+
+    removed = attributes.untrack(_attributes_path(), list(patterns))
+    for p in patterns:
+        click.echo(f'Untracking "{p}"' if p in removed else f'"{p}" was not tracked')
+
+
+@main.command("ls-files")
+@click.argument("rev", required=False)
+def ls_files(rev: str | None) -> None:
+    """List tracked checkpoints (staged, or at REV): tensors, logical size and stored size."""
+    from git_theta_like.tracked import human_size, tracked_files
+
+    files = tracked_files(_repo(), rev)
+    if not files:
+        click.echo("no tracked checkpoints", err=True)
+        return
+    click.echo(f"{'tensors':>8} {'size':>11} {'stored':>11}  {'format':<12} path")
+    for f in files:
+        m = f.manifest
+        if m is None:
+            click.echo(f"{'?':>8} {'?':>11} {'?':>11}  {'invalid':<12} {f.path}  ({f.error})")
+            continue
+        click.echo(
+            f"{len(m.tensors):>8} {human_size(m.size):>11} {human_size(m.stored_size):>11}  "
+            f"{m.format:<12} {f.path}"
+        )
+
+
+@main.command("filter-process", hidden=True)
+def filter_process() -> None:
+    """Git's long-running filter (filter.theta-like.process); not for interactive use."""
+    from git_theta_like.gitio.filter_process import serve
+
+    sys.exit(serve())
+
+
+@main.command(hidden=True)
+@click.argument("path", required=False, default="")
+def clean(path: str) -> None:
+    """Clean one file: checkpoint on stdin, manifest on stdout."""
+    from git_theta_like.filters import Engine
+    from git_theta_like.formats import ByteReader
+    from git_theta_like.gitio.filter_process import _previous_manifest
+
+    repo = _repo()
+    with Engine(repo.store) as engine:
+        out = engine.clean(ByteReader(sys.stdin.buffer), _previous_manifest(repo, path), path)
+    sys.stdout.buffer.write(out)
+
+
+@main.command(hidden=True)
+@click.argument("path", required=False, default="")
+def smudge(path: str) -> None:
+    """Smudge one file: manifest on stdin, checkpoint on stdout."""
+    from git_theta_like.filters import Engine
+    from git_theta_like.manifest import Manifest, is_manifest
+
+    data = sys.stdin.buffer.read()
+    if not is_manifest(data):
+        sys.stdout.buffer.write(data)
+        return
+    repo = _repo()
+    with Engine(repo.store) as engine:
+        engine.smudge(Manifest.from_bytes(data), sys.stdout.buffer.write)
+
+
+@main.command("pre-push", hidden=True)
+@click.argument("remote")
+@click.argument("url", required=False)
+def pre_push(remote: str, url: str | None) -> None:
+    """The pre-push hook: upload the objects the pushed commits need."""
+    sys.stdin.read()

@@ -1,0 +1,116 @@
+"""`planes`: byte-grouped planes + zstd (ZipNN-style), and the `raw` fallback.
+
+Floats of one tensor share their high bytes (sign and exponent) far more than their low
+(mantissa) bytes. Grouping byte i of every element into plane i puts the similar bytes next to
+each other, where zstd finds them; planes that do not compress are stored as they are.
+
+Payload: a sequence of chunks (each `params["chunk"]` raw bytes, the last one shorter), each
+chunk = for every plane: u8 mode (0 stored, 1 zstd) + u32 length + bytes. Chunks are encoded
+independently, so one large tensor spreads across cores and decodes in bounded memory.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import numpy as np
+import zstandard
+
+LEVEL = 1  # measured: level 1 compresses exponent planes as well as level 3, 1.4x faster
+CHUNK = 8 * 1024 * 1024
+PROBE = 64 * 1024  # a plane whose first PROBE bytes do not compress is stored as is
+PROBE_RATIO = 0.97
+PLANE = struct.Struct("<BI")
+STORED, ZSTD = 0, 1
+
+_local = threading.local()
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    c = getattr(_local, "cctx", None)
+    if c is None:
+        c = _local.cctx = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
+    return c
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "dctx", None)
+    if d is None:
+        d = _local.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def chunk_bounds(size: int, itemsize: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
+    """(start, end) of each chunk; chunk boundaries fall on element boundaries."""
+    step = max(itemsize, chunk - chunk % itemsize)
+    return [(s, min(s + step, size)) for s in range(0, size, step)] or [(0, 0)]
+
+
+def plane_width(size: int, itemsize: int) -> int:
+    """Number of planes: the element size, or 1 where bytes do not form whole elements."""
+    return itemsize if itemsize > 1 and size % itemsize == 0 else 1
+
+
+def _compress_plane(plane: memoryview) -> bytes:
+    n = len(plane)
+    if n == 0:
+        return PLANE.pack(STORED, 0)
+    c = _cctx()
+    if n > 2 * PROBE:
+        probe = c.compress(plane[:PROBE])
+        if len(probe) > PROBE * PROBE_RATIO:
+            return PLANE.pack(STORED, n) + plane
+    out = c.compress(plane)
+    if len(out) >= n:
+        return PLANE.pack(STORED, n) + plane
+    return PLANE.pack(ZSTD, len(out)) + out
+
+
+def encode_chunk(raw: memoryview, width: int) -> bytes:
+    """Encode one chunk of raw bytes into its planes."""
+    if width == 1:
+        return _compress_plane(raw)
+    grid = np.frombuffer(raw, dtype=np.uint8).reshape(-1, width)
+    parts = []
+    for i in range(width):
+        plane = np.ascontiguousarray(grid[:, i])
+        parts.append(_compress_plane(memoryview(plane).cast("B")))
+    return b"".join(parts)
+
+
+def decode_chunk(payload: memoryview, pos: int, raw_len: int, width: int, out: memoryview) -> int:
+    """Decode the chunk starting at payload[pos] into out (raw_len bytes); returns the next pos."""
+    n = raw_len // width
+    if width == 1:
+        return _read_plane(payload, pos, n, out)
+    grid = np.empty((n, width), dtype=np.uint8)
+    plane = bytearray(n)
+    pmv = memoryview(plane)
+    for i in range(width):
+        pos = _read_plane(payload, pos, n, pmv)
+        grid[:, i] = np.frombuffer(plane, dtype=np.uint8)
+    out[:raw_len] = memoryview(grid).cast("B")
+    return pos
+
+
+def _read_plane(payload: memoryview, pos: int, n: int, out: memoryview) -> int:
+    if pos + PLANE.size > len(payload):
+        raise ValueError("payload ends inside a plane header")
+    mode, length = PLANE.unpack_from(payload, pos)
+    pos += PLANE.size
+    data = payload[pos : pos + length]
+    if len(data) != length:
+        raise ValueError("payload ends inside a plane")
+    if mode == STORED:
+        if length != n:
+            raise ValueError(f"stored plane has {length} bytes, expected {n}")
+        out[:n] = data
+    elif mode == ZSTD:
+        dec = _dctx().decompress(data, max_output_size=n)
+        if len(dec) != n:
+            raise ValueError(f"plane decompresses to {len(dec)} bytes, expected {n}")
+        out[:n] = dec
+    else:
+        raise ValueError(f"unknown plane mode {mode}")
+    return pos + length

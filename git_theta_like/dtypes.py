@@ -1,0 +1,46 @@
+"""Tensor element types, named as safetensors names them (the canonical names in manifests)."""
+
+from __future__ import annotations
+
+# name -> bytes per element
+ITEMSIZE: dict[str, int] = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "F8_E4M3FNUZ": 1,
+    "F8_E5M2FNUZ": 1,
+    "C64": 8,
+    "C128": 16,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+}
+
+FLOAT_DTYPES = frozenset(
+    {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ"}
+)
+
+# Regions whose element type is unknown or opaque (quantized blocks, raw bytes) use "BYTES".
+OPAQUE = "BYTES"
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element; 1 for opaque regions."""
+    return ITEMSIZE.get(dtype, 1)
+
+
+def numel(shape: tuple[int, ...] | list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

@@ -1,0 +1,308 @@
+"""Clean (checkpoint file -> manifest) and smudge (manifest -> checkpoint file).
+
+Clean reads the file sequentially (git pipes it to the filter), splits it with the format's
+parser, and hashes and encodes tensors on a thread pool while it keeps reading. A tensor whose
+raw hash the previous manifest of the same path already has (git re-cleans a file after a
+`touch`, or most tensors after a fine-tune) reuses that entry and costs one hash. Memory is
+bounded: at most `inflight_bytes` of tensor data (or one tensor, if larger) is held at a time.
+
+Smudge decodes the objects a manifest references, verifies each against its raw hash, and
+streams skeleton and tensors back in file order, decoding ahead on the same pool.
+
+Files that no format parses, or that fail to parse half-way (truncated, corrupt), are stored
+whole as one object with a warning: clean never refuses a file and never loses a byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from git_theta_like import codecs, dtypes, formats
+from git_theta_like.codecs import planes
+from git_theta_like.errors import FormatError, ManifestError, ThetaLikeError
+from git_theta_like.formats import ByteReader, Skeleton, Tensor, TensorInfo
+from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifest
+from git_theta_like.store.local import LocalStore
+
+BIG_REGION = 16 * 1024 * 1024  # regions above this have their chunks encoded in parallel
+DEFAULT_INFLIGHT = 64 * 1024 * 1024
+WHOLE = "opaque"  # manifest format name of a file stored whole
+
+Buffer = bytes | bytearray | memoryview
+Warn = Callable[[str], None]
+
+
+def _stderr_warn(msg: str) -> None:
+    print(f"git-theta-like: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def default_workers() -> int:
+    env = os.environ.get("GIT_THETA_LIKE_WORKERS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class _Budget:
+    """Bounds the bytes of tensor data in flight; one region larger than the budget may pass."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cv = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cv:
+            self.used -= n
+            self._cv.notify_all()
+
+
+def _sha256(data: Buffer) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class _Piece:
+    """One event of the file, in order: skeleton bytes, or a tensor being stored."""
+
+    skeleton: Buffer | None = None
+    info: TensorInfo | None = None
+    future: Future[ObjectRef] | None = None
+
+
+class Engine:
+    """Clean and smudge for one repository's store, sharing one thread pool."""
+
+    def __init__(
+        self,
+        store: LocalStore,
+        workers: int | None = None,
+        inflight_bytes: int = DEFAULT_INFLIGHT,
+        warn: Warn = _stderr_warn,
+    ) -> None:
+        self.store = store
+        self.workers = workers or default_workers()
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gtl-work")
+        # Big regions are coordinated from here: they wait on pool tasks, never inside one.
+        self.big = ThreadPoolExecutor(1, thread_name_prefix="gtl-big")
+        self.inflight_bytes = inflight_bytes
+        self.warn = warn
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.big.shutdown()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- clean
+
+    def clean(self, reader: ByteReader, previous: Manifest | None = None, path: str = "") -> bytes:
+        """Store the file read from reader; returns its manifest (or a manifest, unchanged)."""
+        head = reader.peek(formats.SNIFF_BYTES)
+        if is_manifest(head):
+            return self._clean_manifest(reader, path)
+        known: dict[str, ObjectRef] = {}
+        if previous is not None:
+            for _, ref in previous.objects():
+                known.setdefault(ref.raw, ref)
+        parser = formats.detect(head)
+        if parser is None:
+            return self._store_whole(iter(()), reader, known).to_bytes()
+        pieces: list[_Piece] = []
+        budget = _Budget(self.inflight_bytes)
+        try:
+            for event in parser.split(reader):
+                reader.mark()
+                if isinstance(event, Skeleton):
+                    pieces.append(_Piece(skeleton=event.data))
+                elif isinstance(event, Tensor):
+                    pieces.append(_Piece(info=event.info, future=self._submit(event, known, budget)))
+        except FormatError as e:
+            self.warn(f"{path or 'file'}: not split as {parser.name} ({e}); stored whole")
+            leftover = reader.consumed_since_mark()
+            return self._store_whole(self._replay(pieces, leftover), reader, known).to_bytes()
+        return self._finish(parser.name, pieces, known).to_bytes()
+
+    def _clean_manifest(self, reader: ByteReader, path: str) -> bytes:
+        """A manifest being cleaned (the working tree holds manifests after a skip-smudge
+        checkout): keep it as it is, so that `git status` stays clean."""
+        data = bytes(reader.read_upto(1 << 30))
+        if not reader.at_eof():
+            raise ThetaLikeError(f"{path}: a manifest larger than 1 GiB is not plausible")
+        try:
+            Manifest.from_bytes(data)
+        except ManifestError as e:
+            self.warn(f"{path or 'file'}: looks like a manifest but is not valid ({e})")
+        return data
+
+    def _submit(self, event: Tensor, known: dict[str, ObjectRef], budget: _Budget) -> Future[ObjectRef]:
+        n = len(event.data)
+        budget.acquire(n)
+        if n > BIG_REGION:
+            fut = self.big.submit(self._store_region, event.info, event.data, known, self.pool.map)
+        else:
+            fut = self.pool.submit(self._store_region, event.info, event.data, known, map)
+        fut.add_done_callback(lambda _: budget.release(n))
+        return fut
+
+    def _store_region(
+        self, info: TensorInfo, data: bytearray, known: dict[str, ObjectRef], map_fn: codecs.MapFn
+    ) -> ObjectRef:
+        if map_fn is not map:  # a big region: hash it on the pool too
+            raw = self.pool.submit(_sha256, data).result()
+        else:
+            raw = _sha256(data)
+        ref = known.get(raw)
+        if ref is not None and self.store.has(ref.oid):
+            return ref
+        enc = codecs.encode(data, info.dtype, info.shape, raw, map_fn)
+        oid, size = self.store.write_encoded(enc)
+        ref = ObjectRef(raw, oid, size, enc.header.codec)
+        known.setdefault(raw, ref)
+        return ref
+
+    def _finish(self, fmt: str, pieces: list[_Piece], known: dict[str, ObjectRef]) -> Manifest:
+        skeleton = bytearray()
+        tensors: list[TensorEntry] = []
+        for p in pieces:
+            if p.skeleton is not None:
+                skeleton += p.skeleton
+            else:
+                assert p.info is not None and p.future is not None
+                i = p.info
+                tensors.append(TensorEntry(i.name, i.dtype, i.shape, i.offset, i.length, p.future.result()))
+        ref = self._store_region(
+            TensorInfo("skeleton", dtypes.OPAQUE, (len(skeleton),), 0, len(skeleton)), skeleton, known, map
+        )
+        size = len(skeleton) + sum(t.length for t in tensors)
+        manifest = Manifest(fmt, size, len(skeleton), ref, tensors)
+        manifest.validate()
+        return manifest
+
+    def _replay(self, pieces: list[_Piece], leftover: bytes) -> Iterator[Buffer]:
+        """The bytes of a half-parsed file, from its pieces (tensors read back from the store)."""
+        for p in pieces:
+            if p.skeleton is not None:
+                yield p.skeleton
+            else:
+                assert p.future is not None and p.info is not None
+                ref = p.future.result()
+                yield self.store.read_raw(ref.oid, f"tensor {p.info.name!r}", ref.raw)
+        yield leftover
+
+    def _store_whole(self, prefix: Iterator[Buffer], reader: ByteReader, known: dict[str, ObjectRef]) -> Manifest:
+        """Store prefix + the rest of reader as one object (a file that is not split)."""
+        raw_hash = hashlib.sha256()
+        size = 0
+        reader.journaling = False  # nothing to recover from here on: don't keep what was read
+
+        def chunks() -> Iterator[memoryview]:
+            nonlocal size
+            pending = bytearray()
+            for part in prefix:
+                pending += part
+                while len(pending) >= planes.CHUNK:
+                    yield memoryview(bytes(pending[: planes.CHUNK]))
+                    del pending[: planes.CHUNK]
+            while True:
+                need = planes.CHUNK - len(pending)
+                more = reader.read_upto(need)
+                pending += more
+                if len(pending) == planes.CHUNK or not more:
+                    if pending:
+                        yield memoryview(bytes(pending))
+                    if not more:
+                        return
+                    pending = bytearray()
+
+        def encoded() -> Iterator[bytes]:
+            nonlocal size
+            window: list[Future[bytes]] = []
+            for chunk in chunks():
+                raw_hash.update(chunk)
+                size += len(chunk)
+                window.append(self.pool.submit(planes.encode_chunk, chunk, 1))
+                if len(window) > 2 * self.workers:
+                    yield window.pop(0).result()
+            for f in window:
+                yield f.result()
+
+        parts = encoded()
+        # The trailer depends on the raw hash and size, known once all chunks went through.
+        def with_trailer() -> Iterator[Buffer]:
+            yield from parts
+            header = codecs.ObjectHeader(
+                codecs.PLANES, dtypes.OPAQUE, (size,), size, raw_hash.hexdigest(),
+                {"chunk": planes.CHUNK, "width": 1},
+            )
+            yield header.trailer()
+
+        oid, stored = self.store.write(with_trailer())
+        raw = raw_hash.hexdigest()
+        previous = known.get(raw)
+        if previous is not None and self.store.has(previous.oid):
+            ref = previous  # the previous manifest's entry: `git status` stays clean
+        else:
+            ref = ObjectRef(raw, oid, stored, codecs.PLANES)
+        return Manifest(WHOLE, size, size, ref, [])
+
+    # ---------------------------------------------------------------- smudge
+
+    def smudge(self, manifest: Manifest, write: Callable[[Buffer], object]) -> None:
+        """Write the checkpoint file a manifest describes, through write(), in order."""
+        manifest.validate()
+        skel_ref = manifest.skeleton
+        if manifest.skeleton_length > BIG_REGION and not manifest.tensors:
+            for chunk in self.store.iter_raw(skel_ref.oid, "the file", skel_ref.raw):
+                write(chunk)
+            return
+        skeleton = memoryview(self.store.read_raw(skel_ref.oid, "skeleton", skel_ref.raw))
+        if len(skeleton) != manifest.skeleton_length:
+            raise ThetaLikeError("skeleton object has the wrong length for its manifest")
+        window: list[tuple[TensorEntry, Future[bytearray]]] = []
+        ahead = 0  # bytes being decoded ahead
+        queue = list(manifest.tensors)
+        nxt = 0
+        pos = 0  # position in the file
+        spos = 0  # position in the skeleton
+
+        def fill() -> None:
+            # decode ahead, in parallel, up to the in-flight budget (always at least one tensor)
+            nonlocal nxt, ahead
+            while nxt < len(queue) and (not window or ahead + queue[nxt].length <= self.inflight_bytes):
+                t = queue[nxt]
+                nxt += 1
+                ahead += t.length
+                what = f"tensor {t.name!r}"
+                window.append((t, self.pool.submit(self.store.read_raw, t.obj.oid, what, t.obj.raw)))
+
+        fill()
+        while window:
+            t, fut = window.pop(0)
+            gap = t.offset - pos
+            write(skeleton[spos : spos + gap])
+            spos += gap
+            data = fut.result()
+            ahead -= t.length
+            if len(data) != t.length:
+                raise ThetaLikeError(f"tensor {t.name!r}: object decodes to the wrong length")
+            write(data)
+            del data
+            pos = t.offset + t.length
+            fill()
+        write(skeleton[spos:])

@@ -1,0 +1,45 @@
+"""Checkpoint formats. Each splits a file into skeleton + tensor regions, exactly.
+
+`detect(head)` picks the parser from the file's first bytes (never from its name, so a renamed
+file still splits); a file no parser recognises is stored whole as one object.
+"""
+
+from __future__ import annotations
+
+from git_theta_like.formats.base import (
+    ByteReader,
+    Event,
+    FormatParser,
+    Skeleton,
+    Tensor,
+    TensorInfo,
+    TruncatedError,
+)
+from git_theta_like.formats.pytorch import PyTorchZipFormat
+from git_theta_like.formats.safetensors import SafetensorsFormat
+
+SNIFF_BYTES = 64
+
+PARSERS: tuple[FormatParser, ...] = (SafetensorsFormat(), PyTorchZipFormat())
+
+
+def detect(head: bytes) -> FormatParser | None:
+    """The parser for a file starting with `head` (its first SNIFF_BYTES bytes), if any."""
+    for parser in PARSERS:
+        if parser.sniff(head):
+            return parser
+    return None
+
+
+__all__ = [
+    "ByteReader",
+    "Event",
+    "FormatParser",
+    "PARSERS",
+    "SNIFF_BYTES",
+    "Skeleton",
+    "Tensor",
+    "TensorInfo",
+    "TruncatedError",
+    "detect",
+]

@@ -1,0 +1,163 @@
+"""What every checkpoint format produces: a stream of skeleton bytes and tensor regions.
+
+A format parser reads a checkpoint *sequentially* from a `ByteReader` (git pipes the file to the
+filter; nothing guarantees a seekable file) and yields events in file order:
+
+- `Skeleton(data)`: bytes that are not tensor data (headers, pickle, zip records, padding);
+- `Tensor(info, data)`: one tensor region, its bytes in `data`.
+
+Concatenating the bytes of all events in order gives back the file exactly. A parser raises
+`FormatError` when the input is not what it expected; the caller then stores the file whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from git_theta_like.errors import FormatError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor lives in a checkpoint file and how to read its bytes."""
+
+    name: str
+    dtype: str  # canonical name from git_theta_like.dtypes (or "BYTES" for opaque regions)
+    shape: tuple[int, ...]
+    offset: int  # byte offset in the file
+    length: int  # number of bytes
+
+
+@dataclass
+class Skeleton:
+    data: bytes | bytearray
+
+
+@dataclass
+class Tensor:
+    info: TensorInfo
+    data: bytearray = field(repr=False)
+
+
+Event = Skeleton | Tensor
+
+
+class Source(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int: ...
+
+
+class ByteReader:
+    """Sequential reader over a `Source` with exact reads, a small peek buffer and a position."""
+
+    def __init__(self, source: Source | BinaryIO) -> None:
+        self._src = source
+        self._pending = bytearray()  # bytes peeked but not yet consumed
+        self.position = 0
+        self._eof = False
+        # Views of every byte consumed since the last mark(): when a parser fails half-way, the
+        # caller recovers the bytes it consumed but never yielded (no copies are made).
+        self._journal: list[memoryview] = []
+        self.journaling = True
+
+    def mark(self) -> None:
+        """Forget the journal: everything consumed so far has been accounted for."""
+        self._journal.clear()
+
+    def consumed_since_mark(self) -> bytes:
+        return b"".join(self._journal)
+
+    def _fill(self, n: int) -> None:
+        """Make at least n bytes available in _pending, unless the source ends first."""
+        while len(self._pending) < n and not self._eof:
+            chunk = bytearray(max(n - len(self._pending), 65536))
+            got = self._src.readinto(memoryview(chunk))
+            if not got:
+                self._eof = True
+                break
+            self._pending += memoryview(chunk)[:got]
+
+    def peek(self, n: int) -> bytes:
+        """Up to n next bytes, without consuming them (fewer only at end of input)."""
+        self._fill(n)
+        return bytes(self._pending[:n])
+
+    def at_eof(self) -> bool:
+        self._fill(1)
+        return not self._pending
+
+    def _read_into(self, buf: memoryview) -> int:
+        """Fill buf as far as the input allows, without journaling."""
+        n = len(buf)
+        done = 0
+        if self._pending:
+            take = min(n, len(self._pending))
+            buf[:take] = self._pending[:take]
+            del self._pending[:take]
+            done = take
+        while done < n and not self._eof:
+            got = self._src.readinto(buf[done:])
+            if not got:
+                self._eof = True
+                break
+            done += got
+        self.position += done
+        return done
+
+    def readinto_exact(self, buf: memoryview) -> int:
+        """Fill buf as far as the input allows; returns the number of bytes written."""
+        done = self._read_into(buf)
+        if done and self.journaling:
+            self._journal.append(buf[:done])
+        return done
+
+    def read_exact(self, n: int, what: str = "data") -> bytearray:
+        """Exactly n bytes, or FormatError naming `what` if the input ends first."""
+        buf = bytearray(n)
+        got = self.readinto_exact(memoryview(buf))
+        if got != n:
+            raise TruncatedError(what, n, got)
+        return buf
+
+    def read_upto(self, n: int) -> bytes:
+        """Up to n bytes (fewer only at end of input)."""
+        parts = []
+        left = n
+        while left > 0:
+            buf = bytearray(min(left, 1 << 22))
+            got = self._read_into(memoryview(buf))
+            if not got:
+                break
+            del buf[got:]
+            parts.append(buf)
+            left -= got
+        data = b"".join(parts)
+        if data and self.journaling:
+            self._journal.append(memoryview(data))
+        return data
+
+
+class TruncatedError(FormatError):
+    """The input ended inside a structure (a truncated file)."""
+
+    def __init__(self, what: str, wanted: int, got: int) -> None:
+        super().__init__(f"file ends inside {what}: expected {wanted} bytes, found {got}")
+
+
+class FormatParser(Protocol):
+    """A checkpoint format: recognises its files and splits them into events."""
+
+    name: str
+
+    def sniff(self, head: bytes) -> bool:
+        """True when the first bytes of a file look like this format."""
+        ...
+
+    def split(self, reader: ByteReader) -> Iterator[Event]:
+        """Yield the file's events in order, consuming the reader to its end.
+
+        The caller calls `reader.mark()` after each event it receives; on FormatError it takes
+        `reader.consumed_since_mark()` as the bytes read but not yet yielded.
+        """
+        ...

@@ -1,0 +1,100 @@
+"""safetensors: 8-byte little-endian header length, a JSON header, then the tensor data.
+
+Every byte outside the tensor regions (length prefix, header including its padding, gaps and
+trailing bytes) goes to the skeleton, so re-joining is exact for any file this parser accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+
+from git_theta_like import dtypes
+from git_theta_like.errors import FormatError
+from git_theta_like.formats.base import ByteReader, Event, Skeleton, Tensor, TensorInfo
+
+MAX_HEADER = 100 * 1024 * 1024  # the limit the safetensors library itself enforces
+TRAILING_CHUNK = 16 * 1024 * 1024
+
+
+class SafetensorsFormat:
+    name = "safetensors"
+
+    def sniff(self, head: bytes) -> bool:
+        if len(head) < 9:
+            return False
+        (n,) = struct.unpack("<Q", head[:8])
+        return 2 <= n <= MAX_HEADER and head[8:9] == b"{"
+
+    def split(self, reader: ByteReader) -> Iterator[Event]:
+        prefix = reader.read_exact(8, "the safetensors header length")
+        (n,) = struct.unpack("<Q", prefix)
+        if n > MAX_HEADER:
+            raise FormatError(f"safetensors header length {n} exceeds {MAX_HEADER} bytes")
+        header = reader.read_exact(n, "the safetensors JSON header")
+        regions = parse_header(bytes(header), data_start=8 + n)
+        yield Skeleton(prefix + header)
+        pos = 8 + n
+        for info in regions:
+            if info.offset > pos:
+                yield Skeleton(reader.read_exact(info.offset - pos, "padding between tensors"))
+            yield Tensor(info, reader.read_exact(info.length, f"tensor {info.name!r}"))
+            pos = info.offset + info.length
+        while True:
+            rest = reader.read_upto(TRAILING_CHUNK)
+            if not rest:
+                break
+            yield Skeleton(rest)
+
+
+def parse_header(header: bytes, data_start: int) -> list[TensorInfo]:
+    """Tensor regions of a safetensors header, sorted by offset, validated for exact re-joining."""
+    try:
+        meta = json.loads(header.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"safetensors header is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise FormatError("safetensors header is not a JSON object")
+    regions: list[TensorInfo] = []
+    for name, entry in meta.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict):
+                raise FormatError("safetensors __metadata__ is not an object")
+            continue
+        if not isinstance(entry, dict):
+            raise FormatError(f"tensor {name!r}: header entry is not an object")
+        dtype = entry.get("dtype")
+        shape = entry.get("shape")
+        offsets = entry.get("data_offsets")
+        if not isinstance(dtype, str):
+            raise FormatError(f"tensor {name!r}: missing dtype")
+        if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
+            raise FormatError(f"tensor {name!r}: shape {shape!r} is not a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
+            raise FormatError(f"tensor {name!r}: data_offsets {offsets!r} are invalid")
+        begin, end = offsets
+        if end < begin:
+            raise FormatError(f"tensor {name!r}: data_offsets end before they begin")
+        length = end - begin
+        if dtype in dtypes.ITEMSIZE:
+            expected = dtypes.numel(shape) * dtypes.ITEMSIZE[dtype]
+            if expected != length:
+                raise FormatError(
+                    f"tensor {name!r}: {dtype}{shape} needs {expected} bytes, "
+                    f"data_offsets give {length}"
+                )
+        else:
+            dtype = dtypes.OPAQUE  # unknown element type: keep the bytes, do no arithmetic
+        regions.append(TensorInfo(name, dtype, tuple(shape), data_start + begin, length))
+    regions.sort(key=lambda r: (r.offset, r.length, r.name))
+    end_prev = data_start
+    for r in regions:
+        if r.offset < end_prev:
+            raise FormatError(f"tensor {r.name!r} overlaps the tensor before it")
+        end_prev = r.offset + r.length
+    return regions
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0

@@ -1,0 +1,1 @@
+"""Git access: repository, config, .gitattributes, hooks and the filter-process protocol."""

@@ -1,0 +1,86 @@
+"""`git theta-like install`: the filter/diff/merge driver config and the git hooks.
+
+Hooks are installed by chaining: an existing hook (the user's own, or git-lfs's) is kept, renamed
+to `<hook>.theta-like-chained`, and our hook runs it first with the same arguments and input,
+then does its own work. Installing twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from importlib import resources
+from pathlib import Path
+
+import pygit2
+
+from git_theta_like.gitio.attributes import DRIVER
+from git_theta_like.gitio.repo import Repo
+
+CONFIG = {
+    f"filter.{DRIVER}.process": "git-theta-like filter-process",
+    f"filter.{DRIVER}.clean": "git-theta-like clean -- %f",
+    f"filter.{DRIVER}.smudge": "git-theta-like smudge -- %f",
+    f"filter.{DRIVER}.required": "true",
+}
+HOOKS = ("pre-push",)
+MARKER = "# installed by git-theta-like"
+CHAINED_SUFFIX = ".theta-like-chained"
+
+
+def hooks_source() -> Path:
+    """Where the hook scripts ship: inside the wheel, or hooks/ at the top of a source checkout."""
+    packaged = Path(str(resources.files("git_theta_like"))) / "hooks"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "hooks"
+
+
+def write_config(config: pygit2.Config) -> None:
+    for key, value in CONFIG.items():
+        config[key] = value
+
+
+def remove_config(config: pygit2.Config) -> None:
+    for key in CONFIG:
+        try:
+            del config[key]
+        except KeyError:
+            pass
+
+
+def install_hooks(repo: Repo) -> list[str]:
+    """Install our hooks into the repository's hooks dir, chaining existing ones."""
+    hooks_dir = Path(repo.config_get("core.hooksPath") or repo.common_dir / "hooks")
+    if not hooks_dir.is_absolute() and repo.workdir is not None:
+        hooks_dir = repo.workdir / hooks_dir
+    hooks_dir.mkdir(parents=True, exist_ok=True)
+    notes = []
+    for name in HOOKS:
+        ours = (hooks_source() / name).read_text()
+        dest = hooks_dir / name
+        if dest.exists():
+            current = dest.read_text(errors="replace")
+            if MARKER in current:
+                if current != ours:
+                    dest.write_text(ours)  # upgrade our own hook
+                continue
+            chained = hooks_dir / (name + CHAINED_SUFFIX)
+            if chained.exists():
+                raise FileExistsError(f"both {dest} and {chained} exist; merge them by hand")
+            os.replace(dest, chained)
+            notes.append(f"{name}: kept the existing hook, now run first from {chained.name}")
+        dest.write_text(ours)
+        dest.chmod(dest.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return notes
+
+
+def uninstall_hooks(repo: Repo) -> None:
+    hooks_dir = Path(repo.config_get("core.hooksPath") or repo.common_dir / "hooks")
+    for name in HOOKS:
+        dest = hooks_dir / name
+        if dest.exists() and MARKER in dest.read_text(errors="replace"):
+            dest.unlink()
+            chained = hooks_dir / (name + CHAINED_SUFFIX)
+            if chained.exists():
+                os.replace(chained, dest)

@@ -1,0 +1,168 @@
+"""The local object store, in git-lfs's own layout: `<lfs dir>/objects/ab/cd/<sha256>`.
+
+An object's id is the SHA-256 of its bytes (what git-lfs and LFS servers verify). Objects are
+written to `<lfs dir>/tmp`, then renamed into place, so a reader never sees a partial object and
+a crash leaves at most a stray temp file. Every read checks the object against the raw-content
+hash in its header; a mismatch names the object and what it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from git_theta_like import codecs
+from git_theta_like.codecs.container import MAGIC, MAX_HEADER, TRAILER, ObjectHeader, split_object
+from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _is_oid(oid: str) -> bool:
+    return len(oid) == 64 and all(c in "0123456789abcdef" for c in oid)
+
+
+class LocalStore:
+    """Objects under `lfs_dir` (normally `<git common dir>/lfs`)."""
+
+    def __init__(self, lfs_dir: str | os.PathLike[str], *, durable: bool = True) -> None:
+        self.root = Path(lfs_dir)
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+        self.durable = durable
+        self._lock = threading.Lock()
+        self.reads = 0  # objects read (tests assert on it: what a command touched)
+        self.writes = 0  # objects newly written
+
+    def path(self, oid: str) -> Path:
+        if not _is_oid(oid):
+            raise ObjectCorruptError(f"{oid!r} is not an object id (64 hex digits)")
+        return self.objects / oid[0:2] / oid[2:4] / oid
+
+    def has(self, oid: str) -> bool:
+        return self.path(oid).is_file()
+
+    def write(self, parts: Iterable[Buffer]) -> tuple[str, int]:
+        """Store the concatenation of parts; returns (oid, size). Atomic; idempotent."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="gtl-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for part in parts:
+                    h.update(part)
+                    f.write(part)
+                    size += len(part)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            oid = h.hexdigest()
+            dest = self.path(oid)
+            if dest.exists():
+                os.unlink(tmp_name)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, dest)
+                with self._lock:
+                    self.writes += 1
+            return oid, size
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+
+    def write_encoded(self, enc: codecs.Encoded) -> tuple[str, int]:
+        return self.write([*enc.parts, enc.header.trailer()])
+
+    def read(self, oid: str, what: str = "object") -> bytes:
+        """The stored bytes of an object, unverified."""
+        p = self.path(oid)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise ObjectMissingError(
+                f"{what}: object {oid} is not in the local store ({p}); "
+                "fetch it from the remote (git theta-like fetch) or re-add the file"
+            ) from None
+        with self._lock:
+            self.reads += 1
+        return data
+
+    def read_header(self, oid: str, what: str = "object") -> ObjectHeader:
+        header, _ = split_object(self.read(oid, what), oid)
+        return header
+
+    def read_raw(self, oid: str, what: str = "object", expect_raw: str | None = None) -> bytearray:
+        """The decoded, verified raw content of an object."""
+        data = self.read(oid, what)
+        try:
+            header, payload = split_object(data, oid)
+            if expect_raw is not None and header.raw != expect_raw:
+                raise ObjectCorruptError(
+                    f"object {oid} holds content {header.raw[:12]}…, "
+                    f"the manifest expects {expect_raw[:12]}…"
+                )
+            raw = codecs.decode(header, payload, oid)
+        except ObjectCorruptError as e:
+            raise ObjectCorruptError(f"{what}: {e}") from None
+        if len(raw) != header.size or hashlib.sha256(raw).hexdigest() != header.raw:
+            raise ObjectCorruptError(
+                f"{what}: object {oid} is corrupt: its content does not match its hash "
+                f"(re-fetch it, or restore {self.path(oid)} from a clone that has it)"
+            )
+        return raw
+
+    def iter_raw(self, oid: str, what: str = "object", expect_raw: str | None = None) -> Iterator[bytes]:
+        """The raw content of a (large) object, decoded chunk by chunk and verified at the end.
+
+        The last chunk is only yielded once the whole content has matched its hash.
+        """
+        p = self.path(oid)
+        try:
+            f = open(p, "rb")
+        except FileNotFoundError:
+            raise ObjectMissingError(f"{what}: object {oid} is not in the local store ({p})") from None
+        with f:
+            with self._lock:
+                self.reads += 1
+            total = os.fstat(f.fileno()).st_size
+            try:
+                if total < TRAILER.size:
+                    raise ObjectCorruptError(f"object {oid}: too short to be an object")
+                f.seek(total - TRAILER.size)
+                hlen, magic = TRAILER.unpack(f.read(TRAILER.size))
+                if magic != MAGIC or hlen > MAX_HEADER or hlen > total - TRAILER.size:
+                    raise ObjectCorruptError(f"object {oid}: not a git-theta-like object (bad trailer)")
+                f.seek(total - TRAILER.size - hlen)
+                header = ObjectHeader.from_bytes(f.read(hlen), oid)
+                if expect_raw is not None and header.raw != expect_raw:
+                    raise ObjectCorruptError(f"object {oid} does not hold the content the manifest expects")
+                f.seek(0)
+                payload_left = total - TRAILER.size - hlen
+
+                def read(n: int) -> bytes:
+                    nonlocal payload_left
+                    data = f.read(min(n, payload_left))
+                    payload_left -= len(data)
+                    return data
+
+                h = hashlib.sha256()
+                size = 0
+                held: bytes | None = None
+                for chunk in codecs.iter_decode(header, read, oid):
+                    if held is not None:
+                        yield held
+                    h.update(chunk)
+                    size += len(chunk)
+                    held = chunk
+                if size != header.size or h.hexdigest() != header.raw or payload_left:
+                    raise ObjectCorruptError(f"object {oid} is corrupt: its content does not match its hash")
+                if held is not None:
+                    yield held
+            except ObjectCorruptError as e:
+                raise ObjectCorruptError(f"{what}: {e}") from None
