@@ -98,6 +98,8 @@ class Engine:
         self.big = ThreadPoolExecutor(1, thread_name_prefix="gtl-big")
         self.inflight_bytes = inflight_bytes
         self.warn = warn
+        self._lock = threading.Lock()
+        self._storing: dict[str, Future[ObjectRef]] = {}
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -170,11 +172,28 @@ class Engine:
         ref = known.get(raw)
         if ref is not None and self.store.has(ref.oid):
             return ref
-        enc = codecs.encode(data, info.dtype, info.shape, raw, map_fn)
-        oid, size = self.store.write_encoded(enc)
-        ref = ObjectRef(raw, oid, size, enc.header.codec)
-        known.setdefault(raw, ref)
-        return ref
+        # The same content being stored right now by another worker (tied or zero tensors):
+        # wait for it rather than encode it twice. That worker is running, so this cannot block.
+        with self._lock:
+            pending = self._storing.get(raw)
+            if pending is None:
+                mine: Future[ObjectRef] = Future()
+                self._storing[raw] = mine
+        if pending is not None:
+            return pending.result()
+        try:
+            enc = codecs.encode(data, info.dtype, info.shape, raw, map_fn)
+            oid, size = self.store.write_encoded(enc)
+            ref = ObjectRef(raw, oid, size, enc.header.codec)
+            known.setdefault(raw, ref)
+            mine.set_result(ref)
+            return ref
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        finally:
+            with self._lock:
+                del self._storing[raw]
 
     def _finish(self, fmt: str, pieces: list[_Piece], known: dict[str, ObjectRef]) -> Manifest:
         skeleton = bytearray()
