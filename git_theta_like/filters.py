@@ -165,10 +165,8 @@ class Engine:
     def _store_region(
         self, info: TensorInfo, data: bytearray, known: dict[str, ObjectRef], map_fn: codecs.MapFn
     ) -> ObjectRef:
-        if map_fn is not map:  # a big region: hash it on the pool too
-            raw = self.pool.submit(_sha256, data).result()
-        else:
-            raw = _sha256(data)
+        # a big region (map_fn spreads work over the pool): hash it on the pool too
+        raw = _sha256(data) if map_fn is map else self.pool.submit(_sha256, data).result()
         ref = known.get(raw)
         if ref is not None and self.store.has(ref.oid):
             return ref
@@ -224,7 +222,9 @@ class Engine:
                 yield self.store.read_raw(ref.oid, f"tensor {p.info.name!r}", ref.raw)
         yield leftover
 
-    def _store_whole(self, prefix: Iterator[Buffer], reader: ByteReader, known: dict[str, ObjectRef]) -> Manifest:
+    def _store_whole(
+        self, prefix: Iterator[Buffer], reader: ByteReader, known: dict[str, ObjectRef]
+    ) -> Manifest:
         """Store prefix + the rest of reader as one object (a file that is not split)."""
         raw_hash = hashlib.sha256()
         size = 0
@@ -262,11 +262,16 @@ class Engine:
                 yield f.result()
 
         parts = encoded()
+
         # The trailer depends on the raw hash and size, known once all chunks went through.
         def with_trailer() -> Iterator[Buffer]:
             yield from parts
             header = codecs.ObjectHeader(
-                codecs.PLANES, dtypes.OPAQUE, (size,), size, raw_hash.hexdigest(),
+                codecs.PLANES,
+                dtypes.OPAQUE,
+                (size,),
+                size,
+                raw_hash.hexdigest(),
                 {"chunk": planes.CHUNK, "width": 1},
             )
             yield header.trailer()

@@ -9,8 +9,9 @@ Versioned, deterministic and line-oriented, so that a changed tensor is one chan
     ...
 
 Fields are separated by one space; names are percent-escaped (`%`, `"`, whitespace and
-control characters; the empty name is `""`); shapes are written `[d0,d1,...]` (`[]` for a 0-d tensor). Tensor lines are in file
-order. Optional `key=value` fields may follow the codec; readers ignore keys they don't know.
+control characters; the empty name is `""`); shapes are written `[d0,d1,...]` (`[]` for a 0-d
+tensor). Tensor lines are in file order. Optional `key=value` fields may follow the codec;
+readers ignore keys they don't know.
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ def git_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
     (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
 
 
-def run(*args: str, cwd: Path, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure the assertion shows its output."""
     p = subprocess.run(list(args), cwd=cwd, input=input, capture_output=True)
     out = subprocess.CompletedProcess(

@@ -67,7 +67,10 @@ def _file_with(entry: dict, data: bytes = b"\0" * 16) -> bytes:  # type: ignore[
             "overlaps",
         ),
         (_file_with({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}), "shape"),
-        (_file_with({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 5), "ends inside"),
+        (
+            _file_with({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 5),
+            "ends inside",
+        ),
         (struct.pack("<Q", 10) + b"{not json}", "not valid JSON"),
         (struct.pack("<Q", 1000) + b"{}", "ends inside"),
     ],

@@ -31,7 +31,11 @@ def test_issue_workflow_base_then_finetune(repo: Path) -> None:
 
     tensors = small_model(seed=0, scale=4)
     rng = np.random.default_rng(5)
-    tensors["layers.1.attn.weight"] = ("F32", (256, 256), rng.standard_normal(256 * 256).astype(np.float32).tobytes())
+    tensors["layers.1.attn.weight"] = (
+        "F32",
+        (256, 256),
+        rng.standard_normal(256 * 256).astype(np.float32).tobytes(),
+    )
     ft = safetensors_bytes(tensors)
     commit_file(repo, "model.safetensors", ft, "ft")
     new = objects_in(repo) - before
@@ -177,7 +181,7 @@ def test_chained_hook_runs_with_same_input(tmp_path: Path) -> None:
     git(r, "init", "-q")
     hook = r / ".git" / "hooks" / "pre-push"
     log = tmp_path / "hook.log"
-    hook.write_text(f"#!/bin/sh\necho \"args: $@\" > {log}\ncat >> {log}\n")
+    hook.write_text(f'#!/bin/sh\necho "args: $@" > {log}\ncat >> {log}\n')
     hook.chmod(0o755)
     gtl(r, "install")
     run(str(hook), "origin", "url", cwd=r, input=b"refs/heads/main 1 refs/heads/main 2\n")

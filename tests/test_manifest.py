@@ -9,7 +9,10 @@ H1, H2 = "a" * 64, "b" * 64
 def sample() -> Manifest:
     ref = ObjectRef(H1, H2, 10, "planes")
     return Manifest(
-        "safetensors", 8 + 12 + 4, 8, ref,
+        "safetensors",
+        8 + 12 + 4,
+        8,
+        ref,
         [TensorEntry("w 1", "F32", (3,), 8, 12, ref), TensorEntry("s", "F32", (), 20, 4, ref)],
     )
 

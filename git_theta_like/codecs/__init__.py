@@ -53,13 +53,13 @@ def encode(
     return Encoded(ObjectHeader(RAW, dtype, shape, size, raw_hash), [mv])
 
 
-def decode(header: ObjectHeader, payload: memoryview, oid: str = "?") -> bytearray:
+def decode(header: ObjectHeader, payload: memoryview, oid: str = "?") -> bytearray | memoryview:
     """The raw bytes of an object (not yet verified against header.raw: the store does that)."""
     try:
         if header.codec == RAW:
             if len(payload) != header.size:
                 raise ValueError(f"raw payload has {len(payload)} bytes, expected {header.size}")
-            return bytearray(payload)
+            return payload
         if header.codec == PLANES:
             return _decode_planes(header, payload)
     except (ValueError, TypeError, KeyError) as e:
@@ -108,7 +108,7 @@ def _decode_planes(header: ObjectHeader, payload: memoryview) -> bytearray:
     width = int(header.params["width"])
     if width < 1 or chunk < width or chunk % width:
         raise ValueError(f"bad planes parameters chunk={chunk} width={width}")
-    out = bytearray(header.size)
+    out = bytearray(header.size)  # every byte is written below
     omv = memoryview(out)
     pos = 0
     for start in range(0, header.size, chunk):

@@ -82,19 +82,14 @@ def encode_chunk(raw: memoryview, width: int) -> bytes:
 def decode_chunk(payload: memoryview, pos: int, raw_len: int, width: int, out: memoryview) -> int:
     """Decode the chunk starting at payload[pos] into out (raw_len bytes); returns the next pos."""
     n = raw_len // width
-    if width == 1:
-        return _read_plane(payload, pos, n, out)
-    grid = np.empty((n, width), dtype=np.uint8)
-    plane = bytearray(n)
-    pmv = memoryview(plane)
+    grid = np.frombuffer(out, dtype=np.uint8, count=raw_len).reshape(n, width)
     for i in range(width):
-        pos = _read_plane(payload, pos, n, pmv)
+        pos, plane = _read_plane(payload, pos, n)
         grid[:, i] = np.frombuffer(plane, dtype=np.uint8)
-    out[:raw_len] = memoryview(grid).cast("B")
     return pos
 
 
-def _read_plane(payload: memoryview, pos: int, n: int, out: memoryview) -> int:
+def _read_plane(payload: memoryview, pos: int, n: int) -> tuple[int, bytes | memoryview]:
     if pos + PLANE.size > len(payload):
         raise ValueError("payload ends inside a plane header")
     mode, length = PLANE.unpack_from(payload, pos)
@@ -105,12 +100,10 @@ def _read_plane(payload: memoryview, pos: int, n: int, out: memoryview) -> int:
     if mode == STORED:
         if length != n:
             raise ValueError(f"stored plane has {length} bytes, expected {n}")
-        out[:n] = data
-    elif mode == ZSTD:
+        return pos + length, data
+    if mode == ZSTD:
         dec = _dctx().decompress(data, max_output_size=n)
         if len(dec) != n:
             raise ValueError(f"plane decompresses to {len(dec)} bytes, expected {n}")
-        out[:n] = dec
-    else:
-        raise ValueError(f"unknown plane mode {mode}")
-    return pos + length
+        return pos + length, dec
+    raise ValueError(f"unknown plane mode {mode}")

@@ -81,8 +81,7 @@ def parse_header(header: bytes, data_start: int) -> list[TensorInfo]:
             expected = dtypes.numel(shape) * dtypes.ITEMSIZE[dtype]
             if expected != length:
                 raise FormatError(
-                    f"tensor {name!r}: {dtype}{shape} needs {expected} bytes, "
-                    f"data_offsets give {length}"
+                    f"tensor {name!r}: {dtype}{shape} needs {expected} bytes, data_offsets give {length}"
                 )
         else:
             dtype = dtypes.OPAQUE  # unknown element type: keep the bytes, do no arithmetic

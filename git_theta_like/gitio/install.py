@@ -7,6 +7,7 @@ then does its own work. Installing twice changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from importlib import resources
@@ -43,10 +44,8 @@ def write_config(config: pygit2.Config) -> None:
 
 def remove_config(config: pygit2.Config) -> None:
     for key in CONFIG:
-        try:
+        with contextlib.suppress(KeyError):
             del config[key]
-        except KeyError:
-            pass
 
 
 def install_hooks(repo: Repo) -> list[str]:

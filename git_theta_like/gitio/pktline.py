@@ -6,6 +6,7 @@ packet that ends a list or a content stream. Data is at most 65516 bytes per pac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import BinaryIO
 
@@ -95,6 +96,10 @@ class ContentSource:
 class PktWriter:
     def __init__(self, stream: BinaryIO) -> None:
         self._f = stream
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
 
     def packet(self, data: bytes) -> None:
         if len(data) > MAX_DATA:
@@ -114,12 +119,38 @@ class PktWriter:
         self._f.write(FLUSH)
 
     def content(self, data: bytes | bytearray | memoryview) -> None:
-        """Write data as content packets (no flush: call flush_packet when the stream ends)."""
+        """Write data as content packets (no flush: call flush_packet when the stream ends).
+
+        Large content goes straight to the file descriptor with writev, packets gathered
+        without copying the data; small content goes through the buffer.
+        """
         mv = memoryview(data).cast("B")
+        if len(mv) < 4 * MAX_DATA or self._fd is None:
+            for i in range(0, len(mv), MAX_DATA):
+                part = mv[i : i + MAX_DATA]
+                self._f.write(b"%04x" % (len(part) + 4))
+                self._f.write(part)
+            return
+        self._f.flush()
+        iov: list[bytes | memoryview] = []
         for i in range(0, len(mv), MAX_DATA):
             part = mv[i : i + MAX_DATA]
-            self._f.write(b"%04x" % (len(part) + 4))
-            self._f.write(part)
+            iov += (b"%04x" % (len(part) + 4), part)
+            if len(iov) >= 64:
+                self._writev(iov)
+                iov = []
+        if iov:
+            self._writev(iov)
+
+    def _writev(self, iov: list[bytes | memoryview]) -> None:
+        assert self._fd is not None
+        while iov:
+            n = os.writev(self._fd, iov)
+            while iov and n >= len(iov[0]):
+                n -= len(iov[0])
+                iov.pop(0)
+            if n:
+                iov[0] = memoryview(iov[0])[n:]
 
     def flush(self) -> None:
         self._f.flush()

@@ -97,15 +97,16 @@ class LocalStore:
         header, _ = split_object(self.read(oid, what), oid)
         return header
 
-    def read_raw(self, oid: str, what: str = "object", expect_raw: str | None = None) -> bytearray:
+    def read_raw(
+        self, oid: str, what: str = "object", expect_raw: str | None = None
+    ) -> bytearray | memoryview:
         """The decoded, verified raw content of an object."""
         data = self.read(oid, what)
         try:
             header, payload = split_object(data, oid)
             if expect_raw is not None and header.raw != expect_raw:
                 raise ObjectCorruptError(
-                    f"object {oid} holds content {header.raw[:12]}…, "
-                    f"the manifest expects {expect_raw[:12]}…"
+                    f"object {oid} holds content {header.raw[:12]}…, the manifest expects {expect_raw[:12]}…"
                 )
             raw = codecs.decode(header, payload, oid)
         except ObjectCorruptError as e:
