@@ -115,15 +115,58 @@ def untrack(patterns: tuple[str, ...]) -> None:
         click.echo(f'Untracking "{p}"' if p in removed else f'"{p}" was not tracked')
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--lora",
+    "adapter",
+    type=click.Path(exists=True),
+    help="A PEFT LoRA adapter (directory or adapter_model.safetensors) merged into these "
+    "checkpoints: its exact factors are used to store the changed weights.",
+)
+def add(paths: tuple[str, ...], adapter: str | None) -> None:
+    """`git add` PATHS, optionally telling the filter which LoRA adapter was merged."""
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    if adapter:
+        from git_theta_like.lora import load_adapter
+
+        n = len(load_adapter(adapter))  # fail early, with a clear message, on a bad adapter
+        env["GIT_THETA_LIKE_LORA"] = os.path.abspath(adapter)
+        click.echo(f"git-theta-like: using {n} LoRA factor pairs from {adapter}", err=True)
+    sys.exit(subprocess.call(["git", "add", "--", *paths], env=env))
+
+
+@main.command()
+@click.argument("rev_or_path")
+@click.argument("path", required=False)
+def show(rev_or_path: str, path: str | None) -> None:
+    """Per-tensor storage of a checkpoint: codec, stored bytes, delta chain depth.
+
+    `show PATH` reads the staged version, `show REV PATH` the version at REV.
+    """
+    from git_theta_like.tracked import describe, load_manifest
+
+    rev, p = (None, rev_or_path) if path is None else (rev_or_path, path)
+    click.echo(describe(load_manifest(_repo(), p, rev), p))
+
+
 @main.command("ls-files")
 @click.argument("rev", required=False)
-def ls_files(rev: str | None) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also list every tensor: codec, stored bytes, depth.")
+def ls_files(rev: str | None, verbose: bool) -> None:
     """List tracked checkpoints (staged, or at REV): tensors, logical size and stored size."""
-    from git_theta_like.tracked import human_size, tracked_files
+    from git_theta_like.tracked import describe, human_size, tracked_files
 
     files = tracked_files(_repo(), rev)
     if not files:
         click.echo("no tracked checkpoints", err=True)
+        return
+    if verbose:
+        for f in files:
+            click.echo(describe(f.manifest, f.path) if f.manifest else f"{f.path}: {f.error}")
         return
     click.echo(f"{'tensors':>8} {'size':>11} {'stored':>11}  {'format':<12} path")
     for f in files:
@@ -149,12 +192,11 @@ def filter_process() -> None:
 @click.argument("path", required=False, default="")
 def clean(path: str) -> None:
     """Clean one file: checkpoint on stdin, manifest on stdout."""
-    from git_theta_like.filters import Engine
     from git_theta_like.formats import ByteReader
-    from git_theta_like.gitio.filter_process import _previous_manifest
+    from git_theta_like.gitio.filter_process import _previous_manifest, make_engine
 
     repo = _repo()
-    with Engine(repo.store) as engine:
+    with make_engine(repo) as engine:
         out = engine.clean(ByteReader(sys.stdin.buffer), _previous_manifest(repo, path), path)
     sys.stdout.buffer.write(out)
 

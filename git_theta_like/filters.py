@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from git_theta_like import codecs, dtypes, formats
 from git_theta_like.codecs import planes
@@ -30,6 +31,7 @@ from git_theta_like.formats import ByteReader, Skeleton, Tensor, TensorInfo
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifest
 from git_theta_like.store.local import LocalStore
 
+DEFAULT_MAX_CHAIN = 8  # a delta chain longer than this gets a keyframe
 BIG_REGION = 16 * 1024 * 1024  # regions above this have their chunks encoded in parallel
 DEFAULT_INFLIGHT = 64 * 1024 * 1024
 WHOLE = "opaque"  # manifest format name of a file stored whole
@@ -72,6 +74,59 @@ def _sha256(data: Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def parent_depth(ref: ObjectRef) -> int:
+    """Length of the delta chain behind an object (0 for a keyframe), as its manifest line says."""
+    value = dict(ref.extra).get("depth", "0")
+    return int(value) if value.isdigit() else 0
+
+
+LoraFactors = dict[str, tuple[Any, Any]]  # tensor name -> (u, v) with delta = u @ v
+
+
+class _CleanContext:
+    """What clean knows about a file's previous version: contents to reuse, parents for deltas."""
+
+    def __init__(
+        self,
+        previous: Manifest | None,
+        options: codecs.DeltaOptions | None,
+        lora: LoraFactors | None,
+        known: dict[str, ObjectRef] | None = None,
+    ) -> None:
+        self.known: dict[str, ObjectRef] = known if known is not None else {}
+        self.options = options
+        self.lora = lora or {}
+        self.by_name: dict[str, TensorEntry] = {}
+        if previous is not None:
+            for _, ref in previous.objects():
+                self.known.setdefault(ref.raw, ref)
+            self.by_name = {t.name: t for t in previous.tensors}
+
+    def parent_of(self, info: TensorInfo) -> TensorEntry | None:
+        """The previous version of a tensor: same name, else an unambiguous rename (one name a
+        dotted suffix of the other, e.g. `embeddings.x` -> `bert.embeddings.x`); same dtype and
+        shape either way. None when deltas are off."""
+        if self.options is None:
+            return None
+        same = self.by_name.get(info.name)
+        if same is not None:
+            return same if (same.dtype, same.shape) == (info.dtype, info.shape) else None
+        found = [
+            t
+            for t in self.by_name.values()
+            if (t.dtype, t.shape) == (info.dtype, info.shape)
+            and (info.name.endswith("." + t.name) or t.name.endswith("." + info.name))
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def factors_for(self, name: str) -> tuple[Any, Any] | None:
+        if not self.lora:
+            return None
+        from git_theta_like.lora import match
+
+        return match(self.lora, name)
+
+
 @dataclass
 class _Piece:
     """One event of the file, in order: skeleton bytes, or a tensor being stored."""
@@ -90,6 +145,11 @@ class Engine:
         workers: int | None = None,
         inflight_bytes: int = DEFAULT_INFLIGHT,
         warn: Warn = _stderr_warn,
+        *,
+        deltas: bool = True,
+        max_chain_depth: int = DEFAULT_MAX_CHAIN,
+        svd_seconds: float = 30.0,
+        lora: LoraFactors | None = None,
     ) -> None:
         self.store = store
         self.workers = workers or default_workers()
@@ -100,6 +160,10 @@ class Engine:
         self.warn = warn
         self._lock = threading.Lock()
         self._storing: dict[str, Future[ObjectRef]] = {}
+        self.deltas = deltas
+        self.max_chain_depth = max_chain_depth
+        self.svd_seconds = svd_seconds
+        self.lora = lora
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -118,10 +182,8 @@ class Engine:
         head = reader.peek(formats.SNIFF_BYTES)
         if is_manifest(head):
             return self._clean_manifest(reader, path)
-        known: dict[str, ObjectRef] = {}
-        if previous is not None:
-            for _, ref in previous.objects():
-                known.setdefault(ref.raw, ref)
+        ctx = _CleanContext(previous, self.delta_options(), self.lora)
+        known = ctx.known
         parser = formats.detect(head)
         if parser is None:
             return self._store_whole(iter(()), reader, known).to_bytes()
@@ -133,7 +195,7 @@ class Engine:
                 if isinstance(event, Skeleton):
                     pieces.append(_Piece(skeleton=event.data))
                 elif isinstance(event, Tensor):
-                    pieces.append(_Piece(info=event.info, future=self._submit(event, known, budget)))
+                    pieces.append(_Piece(info=event.info, future=self._submit(event, ctx, budget)))
         except FormatError as e:
             self.warn(f"{path or 'file'}: not split as {parser.name} ({e}); stored whole")
             leftover = reader.consumed_since_mark()
@@ -152,19 +214,20 @@ class Engine:
             self.warn(f"{path or 'file'}: looks like a manifest but is not valid ({e})")
         return data
 
-    def _submit(self, event: Tensor, known: dict[str, ObjectRef], budget: _Budget) -> Future[ObjectRef]:
+    def _submit(self, event: Tensor, ctx: _CleanContext, budget: _Budget) -> Future[ObjectRef]:
         n = len(event.data)
         budget.acquire(n)
         if n > BIG_REGION:
-            fut = self.big.submit(self._store_region, event.info, event.data, known, self.pool.map)
+            fut = self.big.submit(self._store_region, event.info, event.data, ctx, self.pool.map)
         else:
-            fut = self.pool.submit(self._store_region, event.info, event.data, known, map)
+            fut = self.pool.submit(self._store_region, event.info, event.data, ctx, map)
         fut.add_done_callback(lambda _: budget.release(n))
         return fut
 
     def _store_region(
-        self, info: TensorInfo, data: bytearray, known: dict[str, ObjectRef], map_fn: codecs.MapFn
+        self, info: TensorInfo, data: bytearray, ctx: _CleanContext, map_fn: codecs.MapFn
     ) -> ObjectRef:
+        known = ctx.known
         # a big region (map_fn spreads work over the pool): hash it on the pool too
         raw = _sha256(data) if map_fn is map else self.pool.submit(_sha256, data).result()
         ref = known.get(raw)
@@ -180,9 +243,12 @@ class Engine:
         if pending is not None:
             return pending.result()
         try:
-            enc = codecs.encode(data, info.dtype, info.shape, raw, map_fn)
+            enc = self._encode(info, data, raw, ctx, map_fn)
             oid, size = self.store.write_encoded(enc)
-            ref = ObjectRef(raw, oid, size, enc.header.codec)
+            extra: tuple[tuple[str, str], ...] = ()
+            if enc.header.base:
+                extra = (("depth", str(enc.header.params["depth"])), ("base", enc.header.base))
+            ref = ObjectRef(raw, oid, size, enc.header.codec, extra)
             known.setdefault(raw, ref)
             mine.set_result(ref)
             return ref
@@ -192,6 +258,27 @@ class Engine:
         finally:
             with self._lock:
                 del self._storing[raw]
+
+    def _encode(
+        self, info: TensorInfo, data: bytearray, raw: str, ctx: _CleanContext, map_fn: codecs.MapFn
+    ) -> codecs.Encoded:
+        """A delta against the tensor's previous version when there is one (and the chain is
+        not too long), else a keyframe."""
+        parent = ctx.parent_of(info)
+        if parent is not None:
+            depth = parent_depth(parent.obj) + 1
+            if depth <= self.max_chain_depth and self.store.has(parent.obj.oid):
+                base = self.store.read_raw(parent.obj.oid, f"tensor {parent.name!r}", parent.obj.raw)
+                return codecs.encode_delta(
+                    data, base, info.dtype, info.shape, raw, parent.obj.oid, depth,
+                    ctx.options, ctx.factors_for(info.name),
+                )
+        return codecs.encode(data, info.dtype, info.shape, raw, map_fn)
+
+    def delta_options(self) -> codecs.DeltaOptions | None:
+        if not self.deltas:
+            return None
+        return codecs.DeltaOptions(svd_seconds=self.svd_seconds)
 
     def _finish(self, fmt: str, pieces: list[_Piece], known: dict[str, ObjectRef]) -> Manifest:
         skeleton = bytearray()
@@ -204,7 +291,10 @@ class Engine:
                 i = p.info
                 tensors.append(TensorEntry(i.name, i.dtype, i.shape, i.offset, i.length, p.future.result()))
         ref = self._store_region(
-            TensorInfo("skeleton", dtypes.OPAQUE, (len(skeleton),), 0, len(skeleton)), skeleton, known, map
+            TensorInfo("skeleton", dtypes.OPAQUE, (len(skeleton),), 0, len(skeleton)),
+            skeleton,
+            _CleanContext(None, None, None, known),
+            map,
         )
         size = len(skeleton) + sum(t.length for t in tensors)
         manifest = Manifest(fmt, size, len(skeleton), ref, tensors)

@@ -61,3 +61,36 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError
+
+
+def load_manifest(repo: Repo, path: str, rev: str | None = None) -> Manifest:
+    """The manifest of path, staged (rev None) or at rev; a clear error when there is none."""
+    from git_theta_like.errors import ThetaLikeError
+
+    blob = repo.index_blob(path) if rev is None else repo.rev_blob(rev, path)
+    where = "in the index" if rev is None else f"at {rev}"
+    if blob is None:
+        raise ThetaLikeError(f"{path} does not exist {where}")
+    if not is_manifest(blob):
+        raise ThetaLikeError(f"{path} {where} is not a tracked checkpoint (no manifest)")
+    return Manifest.from_bytes(blob)
+
+
+def describe(m: Manifest, path: str) -> str:
+    """A per-tensor table: dtype, shape, codec, stored bytes, delta depth."""
+    from git_theta_like.filters import parent_depth
+
+    lines = [
+        f"{path}: {m.format}, {len(m.tensors)} tensors, {human_size(m.size)}, "
+        f"stored {human_size(m.stored_size)} ({m.stored_size / max(1, m.size):.3f}x)",
+        f"  {'codec':<8} {'stored':>10} {'ratio':>6} {'depth':>5}  {'dtype':<6} {'shape':<16} name",
+        f"  {m.skeleton.codec:<8} {human_size(m.skeleton.stored):>10} "
+        f"{m.skeleton.stored / max(1, m.skeleton_length):>6.3f} {0:>5}  {'':<6} {'':<16} (skeleton)",
+    ]
+    for t in m.tensors:
+        shape = "[" + ",".join(map(str, t.shape)) + "]"
+        lines.append(
+            f"  {t.obj.codec:<8} {human_size(t.obj.stored):>10} {t.obj.stored / max(1, t.length):>6.3f} "
+            f"{parent_depth(t.obj):>5}  {t.dtype:<6} {shape:<16} {t.name}"
+        )
+    return "\n".join(lines)

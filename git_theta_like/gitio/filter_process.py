@@ -37,6 +37,26 @@ def _previous_manifest(repo: Repo, path: str) -> Manifest | None:
         return None
 
 
+def make_engine(repo: Repo) -> Engine:
+    """An Engine configured from git config (theta-like.*) and the environment."""
+    lora = None
+    if adapter := os.environ.get("GIT_THETA_LIKE_LORA"):
+        from git_theta_like.lora import load_adapter
+
+        lora = load_adapter(adapter)
+    try:
+        svd = float(repo.config_get("theta-like.svdBudget") or 30)
+    except ValueError:
+        svd = 30.0
+    return Engine(
+        repo.store,
+        deltas=repo.config_bool("theta-like.deltas", True),
+        max_chain_depth=repo.config_int("theta-like.maxChainDepth", 8),
+        svd_seconds=svd,
+        lora=lora,
+    )
+
+
 def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     fin = stdin or sys.stdin.buffer
     fout = stdout or os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
@@ -52,7 +72,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     writer.flush()
 
     repo = Repo(".")
-    with Engine(repo.store) as engine:
+    with make_engine(repo) as engine:
         while True:
             try:
                 request = reader.read_text_list()

@@ -20,6 +20,8 @@ from git_theta_like.codecs.container import MAGIC, MAX_HEADER, TRAILER, ObjectHe
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
 
 Buffer = bytes | bytearray | memoryview
+MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
+MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
 
 
 def _is_oid(oid: str) -> bool:
@@ -98,9 +100,9 @@ class LocalStore:
         return header
 
     def read_raw(
-        self, oid: str, what: str = "object", expect_raw: str | None = None
+        self, oid: str, what: str = "object", expect_raw: str | None = None, _depth: int = 0
     ) -> bytearray | memoryview:
-        """The decoded, verified raw content of an object."""
+        """The decoded, verified raw content of an object (deltas: their bases first)."""
         data = self.read(oid, what)
         try:
             header, payload = split_object(data, oid)
@@ -108,7 +110,12 @@ class LocalStore:
                 raise ObjectCorruptError(
                     f"object {oid} holds content {header.raw[:12]}…, the manifest expects {expect_raw[:12]}…"
                 )
-            raw = codecs.decode(header, payload, oid)
+            base = None
+            if header.base:
+                if _depth >= MAX_CHAIN:
+                    raise ObjectCorruptError(f"object {oid}: delta chain longer than {MAX_CHAIN}")
+                base = self.read_raw(header.base, f"{what} (delta base)", None, _depth + 1)
+            raw = codecs.decode(header, payload, oid, base)
         except ObjectCorruptError as e:
             raise ObjectCorruptError(f"{what}: {e}") from None
         if len(raw) != header.size or hashlib.sha256(raw).hexdigest() != header.raw:

@@ -1,0 +1,281 @@
+"""Delta codecs: a tensor stored against a base object (its previous version), bit-exactly.
+
+- `xor`: the bits of new XOR base, then byte-grouped planes + zstd. After a fine-tune the high
+  bytes of most floats are unchanged, so their planes are almost all zero.
+- `sparse`: positions and XOR-values of the elements whose bits changed (BitFit, sparse or
+  partial updates). Positions are delta-coded, both parts go through planes + zstd.
+- `lowrank`: factors of the delta (a merged LoRA, say) and an XOR residual against a
+  reconstruction that is deterministic on every machine. The factors are stored as integers
+  with one power-of-two scale each (|entries| < 2**20, rank <= 2048), so every product and every
+  partial sum of `U @ V` is an integer below 2**53: float64 matrix multiplication gives exactly
+  the same result in any summation order, on any BLAS, CPU or GPU. The reconstruction
+  `base + U @ V * 2**-(su+sv)` is then rounded once to the tensor's dtype, and the residual
+  makes the result exact whatever the rounding left over.
+
+All three decode to exactly the raw bytes; the store verifies them against the raw hash.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from git_theta_like import dtypes
+from git_theta_like.codecs import planes
+
+XOR, SPARSE, LOWRANK = "xor", "sparse", "lowrank"
+LOWRANK_DTYPES = {"F64", "F32", "F16", "BF16"}
+MAX_RANK = 2048
+
+
+def factor_bits(rank: int) -> int:
+    """Bits per integer factor entry such that rank * 2**(2*bits) <= 2**53 (exact float64 sums)."""
+    return min(24, (53 - max(1, rank - 1).bit_length()) // 2)
+_U64 = struct.Struct("<Q")
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def elements(buf: bytes | bytearray | memoryview, dtype: str) -> np.ndarray:
+    """The buffer as unsigned integers of the element's width (bytes when that does not fit)."""
+    k = dtypes.itemsize(dtype)
+    n = len(memoryview(buf).cast("B"))
+    if k in _UINT and n % k == 0:
+        return np.frombuffer(buf, dtype=_UINT[k])
+    return np.frombuffer(buf, dtype=np.uint8)
+
+
+# ------------------------------------------------------------------ planes helpers
+
+
+def _planes(data: np.ndarray, width: int) -> bytes:
+    """planes-encode a contiguous array's bytes, chunk by chunk, self-delimited by a length."""
+    mv = memoryview(np.ascontiguousarray(data)).cast("B")
+    w = planes.plane_width(len(mv), width)
+    chunks = [planes.encode_chunk(mv[s:e], w) for s, e in planes.chunk_bounds(len(mv), w)]
+    body = b"".join(chunks)
+    return _U64.pack(len(mv)) + struct.pack("<B", w) + _U64.pack(len(body)) + body
+
+
+def _unplanes(payload: memoryview, pos: int) -> tuple[bytearray, int]:
+    (size,) = _U64.unpack_from(payload, pos)
+    (w,) = struct.unpack_from("<B", payload, pos + 8)
+    (blen,) = _U64.unpack_from(payload, pos + 9)
+    pos += 17
+    end = pos + blen
+    if end > len(payload) or w < 1:
+        raise ValueError("delta payload ends inside a section")
+    out = bytearray(size)
+    omv = memoryview(out)
+    for s, e in planes.chunk_bounds(size, w):
+        pos = planes.decode_chunk(payload, pos, e - s, w, omv[s:e])
+    if pos != end:
+        raise ValueError("delta section has trailing bytes")
+    return out, end
+
+
+# ------------------------------------------------------------------ xor
+
+
+def encode_xor(new: np.ndarray, base: np.ndarray) -> bytes:
+    return _planes(np.bitwise_xor(new, base), new.itemsize)
+
+
+def decode_xor(payload: memoryview, base: np.ndarray) -> bytearray:
+    diff, end = _unplanes(payload, 0)
+    if end != len(payload) or len(diff) != base.nbytes:
+        raise ValueError("xor payload does not match its base")
+    d = np.frombuffer(diff, dtype=base.dtype)
+    np.bitwise_xor(d, base, out=d)
+    return diff
+
+
+# ------------------------------------------------------------------ sparse
+
+
+def encode_sparse(new: np.ndarray, base: np.ndarray, changed: np.ndarray | None = None) -> bytes:
+    diff = np.bitwise_xor(new, base)
+    idx = np.flatnonzero(diff) if changed is None else changed
+    gaps = np.diff(idx, prepend=0)  # first gap = first index; all >= 0
+    wide = new.size >= 2**32
+    gaps = gaps.astype(np.uint64 if wide else np.uint32)
+    return _planes(gaps, gaps.itemsize) + _planes(diff[idx], new.itemsize)
+
+
+def decode_sparse(payload: memoryview, base: np.ndarray) -> bytearray:
+    gaps_b, pos = _unplanes(payload, 0)
+    vals_b, end = _unplanes(payload, pos)
+    if end != len(payload):
+        raise ValueError("sparse payload has trailing bytes")
+    gw = 8 if base.size >= 2**32 else 4
+    gaps = np.frombuffer(gaps_b, dtype=np.uint64 if gw == 8 else np.uint32)
+    vals = np.frombuffer(vals_b, dtype=base.dtype)
+    if len(gaps) != len(vals):
+        raise ValueError("sparse payload has mismatched positions and values")
+    idx = np.cumsum(gaps, dtype=np.uint64).astype(np.int64)
+    if len(idx) and (idx[-1] >= base.size or np.any(np.diff(idx) <= 0)):
+        raise ValueError("sparse positions out of range")
+    out = bytearray(base.tobytes())
+    o = np.frombuffer(out, dtype=base.dtype)
+    o[idx] ^= vals
+    return out
+
+
+# ------------------------------------------------------------------ lowrank
+
+
+def to_float64(bits: np.ndarray, dtype: str) -> np.ndarray:
+    with np.errstate(invalid="ignore"):  # NaN payloads convert to NaN: fine, we never store these
+        return _to_float64(bits, dtype)
+
+
+def _to_float64(bits: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "F64":
+        return bits.view(np.float64).astype(np.float64)
+    if dtype == "F32":
+        return bits.view(np.float32).astype(np.float64)
+    if dtype == "F16":
+        return bits.view(np.float16).astype(np.float64)
+    if dtype == "BF16":
+        return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    raise ValueError(f"no float view of {dtype}")
+
+
+def from_float64(x: np.ndarray, dtype: str) -> np.ndarray:
+    """Round to dtype's bits, deterministically (IEEE round-to-nearest-even at each step)."""
+    if dtype == "F64":
+        return x.view(np.uint64).copy()
+    if dtype == "F32":
+        return x.astype(np.float32).view(np.uint32)
+    if dtype == "F16":
+        return x.astype(np.float16).view(np.uint16)
+    if dtype == "BF16":
+        b = x.astype(np.float32).view(np.uint32)
+        rounded = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+        nan = np.isnan(x)
+        out = rounded.astype(np.uint16)
+        out[nan] = (b[nan] >> np.uint32(16)).astype(np.uint16) | np.uint16(0x40)  # keep NaN a NaN
+        return out
+    raise ValueError(f"no float view of {dtype}")
+
+
+def quantize_factors(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """Integer factors with power-of-two scales: u ~= iu * 2**-su, v ~= iv * 2**-sv."""
+    bits = factor_bits(u.shape[1])
+
+    def q(a: np.ndarray) -> tuple[np.ndarray, int]:
+        peak = float(np.max(np.abs(a))) if a.size else 0.0
+        if peak == 0.0 or not np.isfinite(peak):
+            return np.zeros(a.shape, np.int32), 0
+        s = bits - 1 - int(np.floor(np.log2(peak)))
+        ia = np.clip(np.rint(np.ldexp(a, s)), -(2**bits - 1), 2**bits - 1)
+        return ia.astype(np.int32), s
+
+    iu, su = q(u)
+    iv, sv = q(v)
+    return iu, su, iv, sv
+
+
+def reconstruct(
+    base_bits: np.ndarray, dtype: str, shape2d: tuple[int, int], iu: np.ndarray, su: int, iv: np.ndarray, sv: int
+) -> np.ndarray:
+    """base + iu @ iv * 2**-(su+sv), rounded to dtype: the same bits on every machine."""
+    m, n = shape2d
+    bound = 2 ** factor_bits(iu.shape[1])
+    if iu.shape[1] > MAX_RANK or np.abs(iu).max(initial=0) >= bound or np.abs(iv).max(initial=0) >= bound:
+        raise ValueError("lowrank factors exceed the exactness bounds")
+    base = to_float64(base_bits, dtype).reshape(m, n)
+    delta = np.ldexp(iu.astype(np.float64) @ iv.astype(np.float64), -(su + sv))
+    rec = base + delta
+    finite = np.isfinite(base)
+    rec = np.where(finite, rec, 0.0)
+    bits = from_float64(rec.reshape(-1), dtype)
+    bits[~finite.reshape(-1)] = base_bits[~finite.reshape(-1)]  # non-finite bases pass through
+    return bits
+
+
+def zigzag_sub(new: np.ndarray, rec: np.ndarray) -> np.ndarray:
+    """(new - rec) as a signed integer, zigzag-coded: a one-ulp miss is 1 or 2, not a carry chain."""
+    bits = new.dtype.itemsize * 8
+    d = (new - rec).view(np.dtype(f"i{new.itemsize}"))  # modular difference, read as signed
+    return ((d << 1) ^ (d >> (bits - 1))).view(new.dtype)
+
+
+def zigzag_add(rec: np.ndarray, zz: np.ndarray) -> np.ndarray:
+    one = zz.dtype.type(1)
+    d = (zz >> one) ^ (zz.dtype.type(0) - (zz & one))  # back to the modular difference
+    return rec + d
+
+
+def encode_lowrank(
+    new: np.ndarray, base: np.ndarray, dtype: str, shape2d: tuple[int, int], u: np.ndarray, v: np.ndarray
+) -> tuple[bytes, dict[str, int]]:
+    iu, su, iv, sv = quantize_factors(u, v)
+    rec = reconstruct(base, dtype, shape2d, iu, su, iv, sv)
+    residual = zigzag_sub(new, rec)
+    payload = _planes(iu, 4) + _planes(iv, 4) + _planes(residual, new.itemsize)
+    m, n = shape2d
+    return payload, {"rank": int(iu.shape[1]), "m": m, "n": n, "su": su, "sv": sv}
+
+
+def decode_lowrank(payload: memoryview, base: np.ndarray, dtype: str, params: dict[str, int]) -> bytearray:
+    m, n, r = int(params["m"]), int(params["n"]), int(params["rank"])
+    su, sv = int(params["su"]), int(params["sv"])
+    if m * n != base.size:
+        raise ValueError("lowrank shape does not match its base")
+    iu_b, pos = _unplanes(payload, 0)
+    iv_b, pos = _unplanes(payload, pos)
+    res_b, end = _unplanes(payload, pos)
+    if end != len(payload) or len(iu_b) != m * r * 4 or len(iv_b) != r * n * 4:
+        raise ValueError("lowrank payload sections have the wrong sizes")
+    iu = np.frombuffer(iu_b, dtype=np.int32).reshape(m, r)
+    iv = np.frombuffer(iv_b, dtype=np.int32).reshape(r, n)
+    rec = reconstruct(base, dtype, (m, n), iu, su, iv, sv)
+    res = np.frombuffer(res_b, dtype=base.dtype)
+    return bytearray(zigzag_add(rec, res).tobytes())
+
+
+def shape_2d(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    if len(shape) < 2:
+        return None
+    m = shape[0]
+    n = dtypes.numel(shape[1:])
+    return (m, n) if m and n else None
+
+
+def lowrank_probe(
+    new: np.ndarray, base: np.ndarray, dtype: str, shape2d: tuple[int, int], max_rank: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Factors (u, v) of the delta when it looks low-rank (a clear gap in the spectrum), else None.
+
+    Randomized range finder on the float64 delta: O(m n k) with k = max_rank + 8.
+    """
+    m, n = shape2d
+    a = to_float64(new, dtype).reshape(m, n)
+    b = to_float64(base, dtype).reshape(m, n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = a - b
+    if not np.all(np.isfinite(delta)):
+        return None
+    k = min(max_rank + 8, m, n)
+    if k < 4:
+        return None
+    rng = np.random.default_rng(seed)
+    omega = rng.standard_normal((n, k))
+    q, _ = np.linalg.qr(delta @ omega)
+    q, _ = np.linalg.qr(delta @ (delta.T @ q))  # one power iteration sharpens the subspace
+    small = q.T @ delta
+    ub, s, vt = np.linalg.svd(small, full_matrices=False)
+    if s[0] == 0:
+        return None
+    # rank = the largest gap in the spectrum, if it is a clear one
+    limit = min(max_rank, len(s) - 1)
+    ratios = s[:limit] / np.maximum(s[1 : limit + 1], s[0] * 1e-300)
+    r = int(np.argmax(ratios)) + 1
+    if ratios[r - 1] < 8:
+        return None
+    root = np.sqrt(s[:r])
+    u = (q @ ub[:, :r]) * root
+    v = root[:, None] * vt[:r]
+    return u, v
