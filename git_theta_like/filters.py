@@ -270,8 +270,15 @@ class Engine:
             if depth <= self.max_chain_depth and self.store.has(parent.obj.oid):
                 base = self.store.read_raw(parent.obj.oid, f"tensor {parent.name!r}", parent.obj.raw)
                 return codecs.encode_delta(
-                    data, base, info.dtype, info.shape, raw, parent.obj.oid, depth,
-                    ctx.options, ctx.factors_for(info.name),
+                    data,
+                    base,
+                    info.dtype,
+                    info.shape,
+                    raw,
+                    parent.obj.oid,
+                    depth,
+                    ctx.options,
+                    ctx.factors_for(info.name),
                 )
         return codecs.encode(data, info.dtype, info.shape, raw, map_fn)
 

@@ -127,7 +127,7 @@ class Repo:
         self.root, self.tool = root, tool
         root.mkdir(parents=True)
         self.rss_log = root.parent / f"{root.name}.rss"
-        self.git("init", "-q")
+        self.git("init", "-q", "-b", "main")
         self.git("config", "user.email", "bench@example.invalid")
         self.git("config", "user.name", "bench")
         wrap = [sys.executable, str(MEMWRAP), str(self.rss_log)]
@@ -273,7 +273,84 @@ def rss_scaling(work: Path, layers_small: int, layers_big: int) -> str:
     return "\n".join(head + rows)
 
 
-SECTIONS = {"foundation", "rss"}
+def deltas(work: Path, repeat: int) -> str:
+    """Real fine-tunes of all-MiniLM-L6-v2, each committed on a branch from the base model."""
+    import json as _json
+
+    import minilm
+    import torch
+
+    base = minilm.load_base()
+    base_file = work / "minilm-base.safetensors"
+    minilm.save(base, base_file)
+    size = base_file.stat().st_size
+    versions: dict[str, Path] = {}
+    adapter_dir = work / "adapter"
+    for kind in ("full", "lora", "bitfit", "sparse"):
+        sd, adapter = minilm.finetune(base, kind)
+        versions[kind] = work / f"minilm-{kind}.safetensors"
+        minilm.save(sd, versions[kind])
+        if adapter:
+            adapter_dir.mkdir()
+            minilm.save(adapter["tensors"], adapter_dir / "adapter_model.safetensors")
+            (adapter_dir / "adapter_config.json").write_text(_json.dumps(adapter["config"]))
+    versions["bf16 cast"] = work / "minilm-bf16.safetensors"
+    minilm.save(minilm.to_bf16(base), versions["bf16 cast"])
+    del torch
+
+    labels = {
+        "full": "full fine-tune (AdamW, 20 steps)",
+        "lora": "LoRA r=8 merged (automatic)",
+        "lora --lora": "LoRA r=8 merged (add --lora adapter)",
+        "bitfit": "BitFit (biases only)",
+        "sparse": "sparse fine-tune (1% of entries trainable)",
+        "bf16 cast": "bf16 cast",
+    }
+    stored: dict[str, list[float]] = {k: [] for k in labels}
+    commit_t: dict[str, list[float]] = {k: [] for k in (*labels, "first commit")}
+    for rep in range(repeat):
+        r = Repo(work / f"deltas-{rep}", "theta-like")
+        shutil.copyfile(base_file, r.root / "model.safetensors")
+        t = r.git("add", "model.safetensors") + r.git("commit", "-qm", "base")
+        commit_t["first commit"].append(t)
+        for key in labels:
+            src = versions["lora" if key == "lora --lora" else key]
+            r.git("checkout", "-q", "-b", f"v-{key.replace(' ', '-')}", "main")
+            before = dir_size(r.root / ".git")
+            shutil.copyfile(src, r.root / "model.safetensors")
+            if key == "lora --lora":
+                t = r.git("theta-like", "add", "model.safetensors", "--lora", str(adapter_dir))
+            else:
+                t = r.git("add", "model.safetensors")
+            t += r.git("commit", "-qm", key)
+            commit_t[key].append(t)
+            stored[key].append(dir_size(r.root / ".git") - before)
+            r.git("checkout", "-q", "main")
+        shutil.rmtree(r.root)
+    out = [
+        f"\n### Stored bytes per version: real fine-tunes of all-MiniLM-L6-v2 ({size / 2**20:.1f} MiB fp32), "
+        f"median of {repeat}\n",
+        "| version | file | git-lfs stores | git-theta-like stores | ratio | 1/ratio | add+commit |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    first = med(commit_t["first commit"])
+    out_rows = [("base (first commit)", size, None, first)]
+    for key, label in labels.items():
+        fsize = versions["lora" if key == "lora --lora" else key].stat().st_size
+        out_rows.append((label, fsize, med(stored[key]), med(commit_t[key])))
+    for label, fsize, st, t in out_rows:
+        if st is None:
+            out.append(f"| {label} | {mib(fsize)} | {mib(fsize)} | | | | {secs(t)} |")
+        else:
+            out.append(
+                f"| {label} | {mib(fsize)} | {mib(fsize)} | {st / 2**20:.3f} MiB | {st / fsize:.4f}x "
+                f"| 1/{fsize / max(st, 1):.0f} | {secs(t)} |"
+            )
+    out.append(f"\nfull fine-tune commit / first commit = {med(commit_t['full']) / first:.2f}x")
+    return "\n".join(out)
+
+
+SECTIONS = {"foundation", "rss", "deltas"}
 
 
 def main() -> None:
@@ -299,6 +376,10 @@ def main() -> None:
         os.environ.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1")
         if "foundation" in sections:
             parts.append(foundation(work, args.repeat, args.layers))
+            print(parts[-1], flush=True)
+        if "deltas" in sections:
+            sys.path.insert(0, str(HERE))
+            parts.append(deltas(work, args.repeat))
             print(parts[-1], flush=True)
         if "rss" in sections:
             parts.append(rss_scaling(work, max(1, args.layers // 6), args.layers))

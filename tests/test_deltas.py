@@ -18,7 +18,9 @@ from git_theta_like.manifest import Manifest
 FLOATS = ["F64", "F32", "F16", "BF16"]
 
 
-def float_bits(rng: np.random.Generator, dtype: str, shape: tuple[int, ...], scale: float = 0.05) -> np.ndarray:
+def float_bits(
+    rng: np.random.Generator, dtype: str, shape: tuple[int, ...], scale: float = 0.05
+) -> np.ndarray:
     """Random floats of dtype as their bit patterns, with NaN payloads, -0.0, inf, subnormals."""
     x = rng.standard_normal(shape) * scale
     bits = delta.from_float64(x.reshape(-1), dtype).copy()
@@ -34,7 +36,9 @@ def float_bits(rng: np.random.Generator, dtype: str, shape: tuple[int, ...], sca
 
 def roundtrip(new: np.ndarray, base: np.ndarray, dtype: str, shape: tuple[int, ...], **kw) -> str:  # type: ignore[no-untyped-def]
     raw = new.tobytes()
-    enc = codecs.encode_delta(raw, base.tobytes(), dtype, shape, hashlib.sha256(raw).hexdigest(), "0" * 64, 1, **kw)
+    enc = codecs.encode_delta(
+        raw, base.tobytes(), dtype, shape, hashlib.sha256(raw).hexdigest(), "0" * 64, 1, **kw
+    )
     payload = memoryview(b"".join(bytes(p) for p in enc.parts))
     out = codecs.decode(enc.header, payload, base=base.tobytes() if enc.header.base else None)
     assert bytes(out) == raw, f"{enc.header.codec} is not bit-exact for {dtype}"
@@ -193,7 +197,9 @@ def test_rebase_and_cherry_pick_of_delta_commits_check_out_exactly(repo: Path) -
 
 def test_renamed_tensors_find_their_parent(repo: Path) -> None:
     rng = np.random.default_rng(7)
-    body = {f"encoder.{i}.weight": (rng.standard_normal((64, 64)) * 0.05).astype(np.float32) for i in range(3)}
+    body = {
+        f"encoder.{i}.weight": (rng.standard_normal((64, 64)) * 0.05).astype(np.float32) for i in range(3)
+    }
     (repo / "m.safetensors").write_bytes(st(body))
     git(repo, "add", "m.safetensors")
     git(repo, "commit", "-qm", "body")
@@ -232,7 +238,9 @@ def test_lora_adapter_side_load_uses_its_exact_factors(repo: Path, tmp_path: Pat
     assert t.obj.codec == "lowrank" and t.obj.stored < 0.2 * t.length
     (repo / "m.safetensors").unlink()
     git(repo, "checkout", "--", "m.safetensors")
-    assert np.array_equal(np.frombuffer((repo / "m.safetensors").read_bytes()[-merged.nbytes :], np.float32), merged.reshape(-1))
+    assert np.array_equal(
+        np.frombuffer((repo / "m.safetensors").read_bytes()[-merged.nbytes :], np.float32), merged.reshape(-1)
+    )
 
 
 def test_bad_lora_adapter_is_a_clear_error(repo: Path, tmp_path: Path) -> None:

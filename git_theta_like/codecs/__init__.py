@@ -131,7 +131,10 @@ def encode_delta(
 
 
 def decode(
-    header: ObjectHeader, payload: memoryview, oid: str = "?", base: bytes | bytearray | memoryview | None = None
+    header: ObjectHeader,
+    payload: memoryview,
+    oid: str = "?",
+    base: bytes | bytearray | memoryview | None = None,
 ) -> bytearray | memoryview:
     """The raw bytes of an object (not yet verified against header.raw: the store does that).
 
@@ -212,4 +215,13 @@ def _decode_planes(header: ObjectHeader, payload: memoryview) -> bytearray:
     return out
 
 
-__all__ = ["DeltaOptions", "Encoded", "ObjectHeader", "decode", "encode", "encode_delta", "iter_decode", "split_object"]
+__all__ = [
+    "DeltaOptions",
+    "Encoded",
+    "ObjectHeader",
+    "decode",
+    "encode",
+    "encode_delta",
+    "iter_decode",
+    "split_object",
+]

@@ -32,6 +32,8 @@ MAX_RANK = 2048
 def factor_bits(rank: int) -> int:
     """Bits per integer factor entry such that rank * 2**(2*bits) <= 2**53 (exact float64 sums)."""
     return min(24, (53 - max(1, rank - 1).bit_length()) // 2)
+
+
 _U64 = struct.Struct("<Q")
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -178,7 +180,13 @@ def quantize_factors(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, int, np.
 
 
 def reconstruct(
-    base_bits: np.ndarray, dtype: str, shape2d: tuple[int, int], iu: np.ndarray, su: int, iv: np.ndarray, sv: int
+    base_bits: np.ndarray,
+    dtype: str,
+    shape2d: tuple[int, int],
+    iu: np.ndarray,
+    su: int,
+    iv: np.ndarray,
+    sv: int,
 ) -> np.ndarray:
     """base + iu @ iv * 2**-(su+sv), rounded to dtype: the same bits on every machine."""
     m, n = shape2d
