@@ -33,6 +33,15 @@ def main() -> None:
     """
 
 
+def _single_threaded_blas() -> None:
+    """We spread work over cores ourselves; BLAS threads on top of ours only contend.
+    Must run before numpy is imported."""
+    import os
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
 def _repo():  # type: ignore[no-untyped-def]
     from git_theta_like.gitio.repo import Repo
 
@@ -183,6 +192,7 @@ def ls_files(rev: str | None, verbose: bool) -> None:
 @main.command("filter-process", hidden=True)
 def filter_process() -> None:
     """Git's long-running filter (filter.theta-like.process); not for interactive use."""
+    _single_threaded_blas()
     from git_theta_like.gitio.filter_process import serve
 
     sys.exit(serve())
@@ -192,6 +202,7 @@ def filter_process() -> None:
 @click.argument("path", required=False, default="")
 def clean(path: str) -> None:
     """Clean one file: checkpoint on stdin, manifest on stdout."""
+    _single_threaded_blas()
     from git_theta_like.formats import ByteReader
     from git_theta_like.gitio.filter_process import _previous_manifest, make_engine
 

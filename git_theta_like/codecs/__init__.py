@@ -92,10 +92,10 @@ def encode_delta(
     size = len(memoryview(raw).cast("B"))
     params = {"depth": depth}
     candidates: list[tuple[int, str, list[bytes], dict[str, int]]] = []
-    changed = np.flatnonzero(np.bitwise_xor(new, base))
-    frac = len(changed) / max(1, new.size)
+    diff = np.bitwise_xor(new, base)
+    frac = np.count_nonzero(diff) / max(1, new.size)
     if frac <= 0.3:
-        p = delta.encode_sparse(new, base, changed)
+        p = delta.encode_sparse(new, base, np.flatnonzero(diff))
         candidates.append((len(p), delta.SPARSE, [p], {}))
     if frac > 0.02:
         p = delta.encode_xor(new, base)
@@ -116,7 +116,9 @@ def encode_delta(
         and (factors is not None or (opts.lowrank and opts.spent < opts.svd_seconds))
     ):
         t = time.perf_counter()
-        uv = factors or delta.lowrank_probe(new, base, dtype, shape2d, opts.max_rank)
+        uv = factors
+        if uv is None and delta.lowrank_plausible(new, base, dtype, shape2d, opts.max_rank):
+            uv = delta.lowrank_probe(new, base, dtype, shape2d, opts.max_rank)
         if uv is not None:
             p, extra = delta.encode_lowrank(new, base, dtype, shape2d, uv[0], uv[1])  # type: ignore[arg-type]
             candidates.append((len(p), delta.LOWRANK, [p], extra))

@@ -252,6 +252,37 @@ def shape_2d(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return (m, n) if m and n else None
 
 
+def _gap_rank(s: np.ndarray, max_rank: int) -> int | None:
+    """The rank at the largest gap of a spectrum, if that gap is a clear one (a ratio >= 8)."""
+    if len(s) < 2 or s[0] == 0:
+        return None
+    limit = min(max_rank, len(s) - 1)
+    ratios = s[:limit] / np.maximum(s[1 : limit + 1], s[0] * 1e-300)
+    r = int(np.argmax(ratios)) + 1
+    return r if ratios[r - 1] >= 8 else None
+
+
+def lowrank_plausible(
+    new: np.ndarray, base: np.ndarray, dtype: str, shape2d: tuple[int, int], max_rank: int = 64, seed: int = 0
+) -> bool:
+    """A cheap test before the SVD: a rank-r matrix has rank <= r on every sub-block, so the
+    spectrum of a random (2*max_rank+16)-square block of the delta shows the same gap."""
+    m, n = shape2d
+    k = 2 * max_rank + 16
+    if m <= k or n <= k:
+        return True  # small enough to probe directly
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(m, k, replace=False))
+    cols = np.sort(rng.choice(n, k, replace=False))
+    a = to_float64(new.reshape(m, n)[np.ix_(rows, cols)].reshape(-1), dtype)
+    b = to_float64(base.reshape(m, n)[np.ix_(rows, cols)].reshape(-1), dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = (a - b).reshape(k, k)
+    if not np.all(np.isfinite(d)):
+        return False
+    return _gap_rank(np.linalg.svd(d, compute_uv=False), max_rank) is not None
+
+
 def lowrank_probe(
     new: np.ndarray, base: np.ndarray, dtype: str, shape2d: tuple[int, int], max_rank: int = 64, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -275,13 +306,8 @@ def lowrank_probe(
     q, _ = np.linalg.qr(delta @ (delta.T @ q))  # one power iteration sharpens the subspace
     small = q.T @ delta
     ub, s, vt = np.linalg.svd(small, full_matrices=False)
-    if s[0] == 0:
-        return None
-    # rank = the largest gap in the spectrum, if it is a clear one
-    limit = min(max_rank, len(s) - 1)
-    ratios = s[:limit] / np.maximum(s[1 : limit + 1], s[0] * 1e-300)
-    r = int(np.argmax(ratios)) + 1
-    if ratios[r - 1] < 8:
+    r = _gap_rank(s, max_rank)
+    if r is None:
         return None
     root = np.sqrt(s[:r])
     u = (q @ ub[:, :r]) * root
