@@ -232,5 +232,57 @@ def smudge(path: str) -> None:
 @click.argument("remote")
 @click.argument("url", required=False)
 def pre_push(remote: str, url: str | None) -> None:
-    """The pre-push hook: upload the objects the pushed commits need."""
-    sys.stdin.read()
+    """The pre-push hook: upload the objects the pushed commits' manifests need."""
+    from git_theta_like.store import sync
+
+    updates = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    n = sync.pre_push(_repo(), remote, url, updates)
+    if n:
+        click.echo(f"git-theta-like: uploaded {n} object(s) to {remote}", err=True)
+
+
+@main.command()
+@click.argument("remote", required=False)
+@click.argument("revs", nargs=-1)
+@click.option(
+    "--include", "-I", multiple=True, help="Only tensors whose name matches this glob (repeatable)."
+)
+@click.option(
+    "--exclude", "-X", multiple=True, help="Skip tensors whose name matches this glob (repeatable)."
+)
+@click.option("--path", "paths", multiple=True, help="Only these checkpoint files (globs, repeatable).")
+def fetch(
+    remote: str | None,
+    revs: tuple[str, ...],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    paths: tuple[str, ...],
+) -> None:
+    """Download the objects that checking out REVS (default HEAD) needs, for offline work.
+
+    REMOTE defaults to theta-like.remote, the branch's remote, or origin. With --include /
+    --exclude only some tensors are fetched (the rest can be fetched later).
+    """
+    from git_theta_like.store import sync
+
+    repo = _repo()
+    if remote is not None and repo.config_get(f"remote.{remote}.url") is None:
+        # `fetch HEAD~1` without a remote: the first argument is a revision
+        revs, remote = (remote, *revs), None
+    r = sync.fetch(
+        repo, remote, list(revs), list(include) or None, list(exclude) or None, list(paths) or None
+    )
+    click.echo(
+        f"git-theta-like: {r.files} checkpoint(s), {r.objects} object(s) needed, {r.downloaded} downloaded"
+    )
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+def checkout(paths: tuple[str, ...]) -> None:
+    """Materialise checkpoints whose working-tree file is still a manifest (after a clone with
+    GIT_THETA_LIKE_SKIP_SMUDGE=1 or without git-theta-like installed), downloading what is needed."""
+    from git_theta_like.materialize import materialize
+
+    for path in materialize(_repo(), list(paths)):
+        click.echo(f"git-theta-like: checked out {path}")

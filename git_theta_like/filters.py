@@ -15,6 +15,7 @@ whole as one object with a warning: clean never refuses a file and never loses a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -26,7 +27,7 @@ from typing import Any
 
 from git_theta_like import codecs, dtypes, formats
 from git_theta_like.codecs import planes
-from git_theta_like.errors import FormatError, ManifestError, ThetaLikeError
+from git_theta_like.errors import FormatError, ManifestError, ObjectMissingError, ThetaLikeError
 from git_theta_like.formats import ByteReader, Skeleton, Tensor, TensorInfo
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifest
 from git_theta_like.store.local import LocalStore
@@ -247,7 +248,11 @@ class Engine:
             oid, size = self.store.write_encoded(enc)
             extra: tuple[tuple[str, str], ...] = ()
             if enc.header.base:
-                extra = (("depth", str(enc.header.params["depth"])), ("base", enc.header.base))
+                extra = (
+                    ("depth", str(enc.header.params["depth"])),
+                    ("base", enc.header.base),
+                    ("base-size", str(enc.header.params["base_size"])),
+                )
             ref = ObjectRef(raw, oid, size, enc.header.codec, extra)
             known.setdefault(raw, ref)
             mine.set_result(ref)
@@ -267,9 +272,14 @@ class Engine:
         parent = ctx.parent_of(info)
         if parent is not None:
             depth = parent_depth(parent.obj) + 1
+            base = None
             if depth <= self.max_chain_depth and self.store.has(parent.obj.oid):
-                base = self.store.read_raw(parent.obj.oid, f"tensor {parent.name!r}", parent.obj.raw)
-                return codecs.encode_delta(
+                try:
+                    base = self.store.read_raw(parent.obj.oid, f"tensor {parent.name!r}", parent.obj.raw)
+                except ObjectMissingError:
+                    base = None  # part of its chain was never fetched: store a keyframe
+            if base is not None:
+                enc = codecs.encode_delta(
                     data,
                     base,
                     info.dtype,
@@ -280,6 +290,10 @@ class Engine:
                     ctx.options,
                     ctx.factors_for(info.name),
                 )
+                if enc.header.base:  # record the base's size: fetching a chain needs (oid, size)
+                    params = {**enc.header.params, "base_size": parent.obj.stored}
+                    enc.header = dataclasses.replace(enc.header, params=params)
+                return enc
         return codecs.encode(data, info.dtype, info.shape, raw, map_fn)
 
     def delta_options(self) -> codecs.DeltaOptions | None:

@@ -184,8 +184,9 @@ def test_chained_hook_runs_with_same_input(tmp_path: Path) -> None:
     hook.write_text(f'#!/bin/sh\necho "args: $@" > {log}\ncat >> {log}\n')
     hook.chmod(0o755)
     gtl(r, "install")
-    run(str(hook), "origin", "url", cwd=r, input=b"refs/heads/main 1 refs/heads/main 2\n")
-    assert log.read_text() == "args: origin url\nrefs/heads/main 1 refs/heads/main 2\n"
+    line = f"refs/heads/main {'0' * 40} refs/heads/main {'0' * 40}\n"  # a deletion: nothing to upload
+    run(str(hook), "origin", "url", cwd=r, input=line.encode())
+    assert log.read_text() == "args: origin url\n" + line
 
 
 def test_track_untrack_and_coexistence_with_git_lfs(repo: Path) -> None:

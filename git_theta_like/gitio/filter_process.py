@@ -57,6 +57,19 @@ def make_engine(repo: Repo) -> Engine:
     )
 
 
+def _ensure_hooks(repo: Repo) -> None:
+    """Install our hooks in a repository the filter runs in but that lacks them (a fresh clone
+    with a global install), as git-lfs does; `theta-like.autoHooks=false` turns this off."""
+    if not repo.config_bool("theta-like.autoHooks", default=True):
+        return
+    from git_theta_like.gitio import install
+
+    try:
+        install.install_hooks(repo, quiet_if_present=True)
+    except (OSError, FileExistsError) as e:
+        _err(f"could not install hooks: {e}")
+
+
 def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     fin = stdin or sys.stdin.buffer
     fout = stdout or os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
@@ -72,6 +85,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     writer.flush()
 
     repo = Repo(".")
+    _ensure_hooks(repo)
     with make_engine(repo) as engine:
         while True:
             try:
@@ -85,7 +99,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
                 if command == "clean":
                     _clean(engine, repo, path, content, writer)
                 elif command == "smudge":
-                    _smudge(engine, path, content, writer)
+                    _smudge(engine, repo, path, content, writer)
                 else:
                     content.drain()
                     writer.text_list(["status=error"])
@@ -112,10 +126,12 @@ def _clean(engine: Engine, repo: Repo, path: str, content, writer: PktWriter) ->
     writer.flush_packet()  # empty list: status stays "success"
 
 
-def _smudge(engine: Engine, path: str, content, writer: PktWriter) -> None:  # type: ignore[no-untyped-def]
+def _smudge(engine: Engine, repo: Repo, path: str, content, writer: PktWriter) -> None:  # type: ignore[no-untyped-def]
+    from git_theta_like.store import sync
+
     src = ByteReader(content)
     head = src.peek(64)
-    if not is_manifest(head):
+    if not is_manifest(head) or sync.skip_smudge(repo):
         # Not ours (committed before the file was tracked, say): pass it through untouched.
         writer.text_list(["status=success"])
         while chunk := src.read_upto(1 << 20):
@@ -126,6 +142,7 @@ def _smudge(engine: Engine, path: str, content, writer: PktWriter) -> None:  # t
     data = bytes(src.read_upto(1 << 30))
     content.drain()
     manifest = Manifest.from_bytes(data)
+    sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
     started = False
 
     def write(buf: bytes | bytearray | memoryview) -> None:

@@ -48,23 +48,32 @@ def remove_config(config: pygit2.Config) -> None:
             del config[key]
 
 
-def install_hooks(repo: Repo) -> list[str]:
+def hooks_dir(repo: Repo) -> Path:
+    d = Path(repo.config_get("core.hooksPath") or repo.common_dir / "hooks")
+    if not d.is_absolute() and repo.workdir is not None:
+        d = repo.workdir / d
+    return d
+
+
+def install_hooks(repo: Repo, quiet_if_present: bool = False) -> list[str]:
     """Install our hooks into the repository's hooks dir, chaining existing ones."""
-    hooks_dir = Path(repo.config_get("core.hooksPath") or repo.common_dir / "hooks")
-    if not hooks_dir.is_absolute() and repo.workdir is not None:
-        hooks_dir = repo.workdir / hooks_dir
-    hooks_dir.mkdir(parents=True, exist_ok=True)
+    d = hooks_dir(repo)
+    if quiet_if_present and all(
+        (d / n).is_file() and MARKER in (d / n).read_text(errors="replace") for n in HOOKS
+    ):
+        return []
+    d.mkdir(parents=True, exist_ok=True)
     notes = []
     for name in HOOKS:
         ours = (hooks_source() / name).read_text()
-        dest = hooks_dir / name
+        dest = d / name
         if dest.exists():
             current = dest.read_text(errors="replace")
             if MARKER in current:
                 if current != ours:
                     dest.write_text(ours)  # upgrade our own hook
                 continue
-            chained = hooks_dir / (name + CHAINED_SUFFIX)
+            chained = d / (name + CHAINED_SUFFIX)
             if chained.exists():
                 raise FileExistsError(f"both {dest} and {chained} exist; merge them by hand")
             os.replace(dest, chained)
@@ -75,11 +84,11 @@ def install_hooks(repo: Repo) -> list[str]:
 
 
 def uninstall_hooks(repo: Repo) -> None:
-    hooks_dir = Path(repo.config_get("core.hooksPath") or repo.common_dir / "hooks")
+    d = hooks_dir(repo)
     for name in HOOKS:
-        dest = hooks_dir / name
+        dest = d / name
         if dest.exists() and MARKER in dest.read_text(errors="replace"):
             dest.unlink()
-            chained = hooks_dir / (name + CHAINED_SUFFIX)
+            chained = d / (name + CHAINED_SUFFIX)
             if chained.exists():
                 os.replace(chained, dest)

@@ -96,8 +96,21 @@ class LocalStore:
         return data
 
     def read_header(self, oid: str, what: str = "object") -> ObjectHeader:
-        header, _ = split_object(self.read(oid, what), oid)
-        return header
+        """An object's header, reading only its trailer (not counted as a read of the object)."""
+        p = self.path(oid)
+        try:
+            with open(p, "rb") as f:
+                total = os.fstat(f.fileno()).st_size
+                if total < TRAILER.size:
+                    raise ObjectCorruptError(f"{what}: object {oid} is too short to be an object")
+                f.seek(total - TRAILER.size)
+                hlen, magic = TRAILER.unpack(f.read(TRAILER.size))
+                if magic != MAGIC or hlen > MAX_HEADER or hlen > total - TRAILER.size:
+                    raise ObjectCorruptError(f"{what}: object {oid} is not a git-theta-like object")
+                f.seek(total - TRAILER.size - hlen)
+                return ObjectHeader.from_bytes(f.read(hlen), oid)
+        except FileNotFoundError:
+            raise ObjectMissingError(f"{what}: object {oid} is not in the local store ({p})") from None
 
     def read_raw(
         self, oid: str, what: str = "object", expect_raw: str | None = None, _depth: int = 0

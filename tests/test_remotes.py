@@ -1,0 +1,308 @@
+"""Push, clone, fetch and checkout through real remotes: a file:// bare repository (git-lfs's
+standalone transfer layout) and a real LFS HTTP server (giftless) on loopback; failures through
+our fault-injecting LFS server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import git, gtl, run
+from fixtures import safetensors_bytes, small_model
+from lfs_server import FaultyLFSServer, GiftlessServer, giftless_available
+
+from git_theta_like.manifest import Manifest
+
+
+def version(seed: int, changed: tuple[str, ...] = ()) -> bytes:
+    """The small model with some tensors changed (a fine-tune)."""
+    sd = small_model(seed=0, scale=2)
+    rng = np.random.default_rng(seed)
+    for name in changed:
+        dtype, shape, data = sd[name]
+        a = np.frombuffer(data, np.float32) + rng.standard_normal(len(data) // 4).astype(np.float32) * 1e-3
+        sd[name] = (dtype, shape, a.astype(np.float32).tobytes())
+    return safetensors_bytes(sd)
+
+
+V1 = version(1)
+V2 = version(2, ("layers.0.attn.weight",))
+V3 = version(3, ("layers.0.attn.weight", "layers.2.mlp.weight"))
+
+
+class Remote:
+    """A bare git repository plus where its LFS objects go (file:// or an HTTP server)."""
+
+    def __init__(self, root: Path, kind: str) -> None:
+        self.kind = kind
+        self.bare = root / "remote.git"
+        run("git", "init", "-q", "--bare", "-b", "main", str(self.bare), cwd=root)
+        self.server: GiftlessServer | FaultyLFSServer | None = None
+        if kind == "giftless":
+            self.server = GiftlessServer(root / "giftless").start()
+        elif kind == "faulty":
+            self.server = FaultyLFSServer(root / "faulty").start()
+
+    @property
+    def lfs_url(self) -> str | None:
+        return self.server.endpoint if self.server else None
+
+    def objects(self) -> set[str]:
+        if self.server is None:
+            root = self.bare / "lfs" / "objects"
+            return {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+        if isinstance(self.server, GiftlessServer):
+            d = self.server.object_path("0" * 64).parent
+        else:
+            d = self.server.storage
+        return {p.name for p in d.iterdir()} if d.exists() else set()
+
+    def object_file(self, oid: str) -> Path:
+        if self.server is None:
+            return self.bare / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+        return self.server.object_path(oid)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+KINDS = ["file", "giftless"] if giftless_available() else ["file"]
+
+
+@pytest.fixture(params=KINDS)
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
+    r = Remote(tmp_path, request.param)
+    yield r
+    r.stop()
+
+
+@pytest.fixture(autouse=True)
+def global_install(git_env: None, tmp_path: Path) -> None:
+    """Clones get the filter from the global config, as a user with `install --global` has."""
+    run("git", "theta-like", "install", "--global", "--no-hooks", cwd=tmp_path)
+
+
+def make_origin(tmp_path: Path, remote: Remote) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    gtl(work, "install")
+    gtl(work, "track", "*.safetensors")
+    if remote.lfs_url:  # a committed .lfsconfig points every clone at the LFS server
+        (work / ".lfsconfig").write_text(f'[lfs]\n\turl = "{remote.lfs_url}"\n')
+    git(
+        work,
+        "remote",
+        "add",
+        "origin",
+        str(remote.bare) if remote.kind != "file" else f"file://{remote.bare}",
+    )
+    git(work, "add", ".")
+    git(work, "commit", "-qm", "setup")
+    return work
+
+
+def commit(repo: Path, data: bytes, msg: str, name: str = "model.safetensors") -> None:
+    (repo / name).write_bytes(data)
+    git(repo, "add", name)
+    git(repo, "commit", "-qm", msg)
+
+
+def clone(tmp_path: Path, remote: Remote, name: str, *args: str, env: dict[str, str] | None = None) -> Path:
+    dest = tmp_path / name
+    url = f"file://{remote.bare}" if remote.kind == "file" else str(remote.bare)
+    full_env = {**os.environ, **(env or {})}
+    import subprocess
+
+    p = subprocess.run(
+        ["git", "clone", "-q", *args, url, str(dest)],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode:
+        raise AssertionError(f"clone failed:\n{p.stderr}")
+    return dest
+
+
+def manifest_objects(repo: Path, rev: str, path: str = "model.safetensors") -> set[str]:
+    m = Manifest.from_text(git(repo, "show", f"{rev}:{path}").stdout)
+    return {ref.oid for _, ref in m.objects()}
+
+
+def test_push_clone_checkout_old_revisions(tmp_path: Path, remote: Remote) -> None:
+    work = make_origin(tmp_path, remote)
+    commit(work, V1, "v1")
+    commit(work, V2, "v2")
+    commit(work, V3, "v3")
+    r = git(work, "push", "-q", "origin", "main")
+    assert "uploaded" in r.stderr
+    needed = set().union(*(manifest_objects(work, f"HEAD~{i}") for i in range(3)))
+    assert needed <= remote.objects()
+
+    c = clone(tmp_path, remote, "clone")
+    assert (c / "model.safetensors").read_bytes() == V3
+    assert git(c, "status", "--porcelain").stdout == ""
+    for rev, data in (("main~1", V2), ("main~2", V1)):
+        git(c, "checkout", "-q", rev)
+        assert (c / "model.safetensors").read_bytes() == data
+    # the clone only downloaded what its checkouts needed
+    assert len(list((c / ".git" / "lfs" / "objects").rglob("*"))) > 0
+
+
+def test_push_only_sends_what_the_remote_lacks(tmp_path: Path, remote: Remote) -> None:
+    work = make_origin(tmp_path, remote)
+    commit(work, V1, "v1")
+    git(work, "push", "-q", "origin", "main")
+    before = remote.objects()
+    commit(work, V2, "v2")
+    r = git(work, "push", "-q", "origin", "main")
+    new = remote.objects() - before
+    assert len(new) == 1 and "uploaded 1 object" in r.stderr  # the one changed tensor (a delta)
+
+
+def test_new_branch_from_a_clone_and_a_merge_commit(tmp_path: Path, remote: Remote) -> None:
+    work = make_origin(tmp_path, remote)
+    commit(work, V1, "v1")
+    git(work, "push", "-q", "origin", "main")
+    c = clone(tmp_path, remote, "c1")
+    git(c, "checkout", "-q", "-b", "feature")
+    commit(c, V2, "v2 on feature")
+    git(c, "push", "-q", "origin", "feature")
+    # merge commit: main gains another checkpoint, feature's model comes in with the merge
+    git(c, "checkout", "-q", "main")
+    commit(c, V3, "other model", name="other.safetensors")
+    git(c, "merge", "-q", "--no-edit", "feature")
+    git(c, "push", "-q", "origin", "main")
+    fresh = clone(tmp_path, remote, "c2")
+    assert (fresh / "model.safetensors").read_bytes() == V2
+    assert (fresh / "other.safetensors").read_bytes() == V3
+    git(fresh, "checkout", "-q", "origin/feature")
+    assert (fresh / "model.safetensors").read_bytes() == V2
+
+
+def test_rebase_and_force_push(tmp_path: Path, remote: Remote) -> None:
+    work = make_origin(tmp_path, remote)
+    commit(work, V1, "v1")
+    commit(work, V2, "v2")
+    git(work, "push", "-q", "origin", "main")
+    git(work, "reset", "-q", "--hard", "HEAD~1")
+    commit(work, V3, "v3 instead of v2")
+    git(work, "push", "-q", "--force", "origin", "main")
+    fresh = clone(tmp_path, remote, "fresh")
+    assert (fresh / "model.safetensors").read_bytes() == V3
+
+
+def test_skip_smudge_then_fetch_and_materialise(tmp_path: Path, remote: Remote) -> None:
+    work = make_origin(tmp_path, remote)
+    commit(work, V1, "v1")
+    commit(work, V2, "v2")
+    git(work, "push", "-q", "origin", "main")
+    c = clone(tmp_path, remote, "lazy", env={"GIT_THETA_LIKE_SKIP_SMUDGE": "1"})
+    assert (c / "model.safetensors").read_bytes().startswith(b"git-theta-like manifest v1")
+    assert not (c / ".git" / "lfs" / "objects").exists() or not any(
+        (c / ".git" / "lfs" / "objects").rglob("*")
+    )
+    assert git(c, "status", "--porcelain").stdout == ""
+    # prefetch only one layer: only those tensors (and the skeleton) arrive
+    out = gtl(c, "fetch", "--include", "layers.0.*").stdout
+    assert "downloaded" in out
+    local = {p.name for p in (c / ".git" / "lfs" / "objects").rglob("*") if p.is_file()}
+    m = Manifest.from_text(git(c, "show", "HEAD:model.safetensors").stdout)
+    layer0 = {t.obj.oid for t in m.tensors if t.name.startswith("layers.0.")}
+    others = {t.obj.oid for t in m.tensors if not t.name.startswith("layers.0.")} - layer0
+    assert layer0 <= local and not (others & local)
+    # everything for HEAD and HEAD~1, then offline: the server is gone, checkout still works
+    gtl(c, "fetch", "origin", "HEAD", "HEAD~1")
+    remote.stop()
+    shutil.rmtree(remote.bare / "lfs", ignore_errors=True)
+    done = gtl(c, "checkout").stdout
+    assert "model.safetensors" in done
+    assert (c / "model.safetensors").read_bytes() == V2
+    assert git(c, "status", "--porcelain").stdout == ""
+    git(c, "checkout", "-q", "HEAD~1")
+    assert (c / "model.safetensors").read_bytes() == V1
+
+
+# ------------------------------------------------------------------ failures
+
+
+@pytest.fixture
+def faulty_remote(tmp_path: Path) -> Iterator[Remote]:
+    r = Remote(tmp_path, "faulty")
+    yield r
+    r.stop()
+
+
+def test_server_down_during_push_leaves_the_remote_ref_unchanged(
+    tmp_path: Path, faulty_remote: Remote
+) -> None:
+    work = make_origin(tmp_path, faulty_remote)
+    commit(work, V1, "v1")
+    git(work, "push", "-q", "origin", "main")
+    before = git(work, "ls-remote", "origin", "main").stdout
+    commit(work, V2, "v2")
+    faulty_remote.stop()
+    r = git(work, "push", "-q", "origin", "main", check=False)
+    assert r.returncode != 0
+    assert "cannot reach LFS server" in r.stderr
+    assert git(work, "ls-remote", "origin", "main").stdout == before
+
+
+def test_object_missing_on_server_names_it(tmp_path: Path, faulty_remote: Remote) -> None:
+    work = make_origin(tmp_path, faulty_remote)
+    commit(work, V1, "v1")
+    git(work, "push", "-q", "origin", "main")
+    m = Manifest.from_text(git(work, "show", "HEAD:model.safetensors").stdout)
+    victim = next(t for t in m.tensors if t.name == "layers.1.mlp.weight").obj.oid
+    faulty_remote.object_file(victim).unlink()
+    c = clone(tmp_path, faulty_remote, "c", "--no-checkout")
+    r = git(c, "checkout", "main", check=False)
+    assert r.returncode != 0 and victim in r.stderr
+    assert not any((c / ".git" / "lfs" / "tmp").glob("*")) if (c / ".git" / "lfs" / "tmp").exists() else True
+
+
+def test_object_corrupted_in_transit_is_refused(tmp_path: Path, faulty_remote: Remote) -> None:
+    work = make_origin(tmp_path, faulty_remote)
+    commit(work, V1, "v1")
+    git(work, "push", "-q", "origin", "main")
+    m = Manifest.from_text(git(work, "show", "HEAD:model.safetensors").stdout)
+    victim = m.tensors[0].obj.oid
+    p = faulty_remote.object_file(victim)
+    data = bytearray(p.read_bytes())
+    data[0] ^= 0xFF
+    p.write_bytes(bytes(data))
+    c = clone(tmp_path, faulty_remote, "c", "--no-checkout")
+    r = git(c, "checkout", "main", check=False)
+    assert r.returncode != 0 and victim in r.stderr and "corrupt" in r.stderr
+    assert not (c / ".git" / "lfs" / "objects" / victim[:2] / victim[2:4] / victim).exists()
+
+
+def test_connection_cut_mid_transfer_is_retried(tmp_path: Path, faulty_remote: Remote) -> None:
+    work = make_origin(tmp_path, faulty_remote)
+    commit(work, V1, "v1")
+    git(work, "push", "-q", "origin", "main")
+    assert isinstance(faulty_remote.server, FaultyLFSServer)
+    faulty_remote.server.truncate_downloads = 1
+    faulty_remote.server.drop_connections = 1
+    c = clone(tmp_path, faulty_remote, "c")
+    assert (c / "model.safetensors").read_bytes() == V1
+
+
+def test_no_remote_is_a_clear_error(tmp_path: Path) -> None:
+    r = tmp_path / "solo"
+    r.mkdir()
+    git(r, "init", "-q")
+    gtl(r, "install")
+    gtl(r, "track", "*.safetensors")
+    commit(r, V1, "v1")
+    shutil.rmtree(r / ".git" / "lfs")
+    (r / "model.safetensors").unlink()
+    out = git(r, "checkout", "--", "model.safetensors", check=False)
+    assert out.returncode != 0 and "no remote 'origin'" in out.stderr
