@@ -56,7 +56,7 @@ def install(global_: bool, no_hooks: bool) -> None:
     from git_theta_like.gitio import install as inst
 
     if global_:
-        inst.write_config(pygit2.Config.get_global_config())
+        inst.write_config(inst.global_config())
         click.echo("git-theta-like: configured globally (~/.gitconfig).")
         try:
             repo = _repo()
@@ -78,7 +78,7 @@ def uninstall(global_: bool) -> None:
     from git_theta_like.gitio import install as inst
 
     if global_:
-        inst.remove_config(pygit2.Config.get_global_config())
+        inst.remove_config(inst.global_config())
         return
     repo = _repo()
     inst.remove_config(repo.git.config)
@@ -286,3 +286,12 @@ def checkout(paths: tuple[str, ...]) -> None:
 
     for path in materialize(_repo(), list(paths)):
         click.echo(f"git-theta-like: checked out {path}")
+
+
+# Semantic diffs (docs/diff.md): `diff`, `log`, and git's diff driver / textconv.
+from git_theta_like.diff_commands import diff_cmd, diff_driver_cmd, diff_textconv_cmd, log_cmd  # noqa: E402
+
+main.add_command(diff_cmd)
+main.add_command(log_cmd)
+main.add_command(diff_driver_cmd)
+main.add_command(diff_textconv_cmd)

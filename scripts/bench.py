@@ -350,7 +350,85 @@ def deltas(work: Path, repeat: int) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"foundation", "rss", "deltas"}
+def remote(work: Path, repeat: int, layers: int) -> str:
+    """Push and clone through a real LFS server (giftless on loopback), both tools, same history:
+    v1, then v2 and v3 (3 tensors changed each) pushed together, a fresh clone of v3, then v4
+    pulled into that clone."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from lfs_server import GiftlessServer
+
+    base = bert_like(layers)
+    files = []
+    sd = base
+    for i in range(4):
+        if i:
+            sd = few_changed(sd, seed=i)
+        f = work / f"remote-v{i + 1}.safetensors"
+        write_safetensors(f, sd)
+        files.append(f)
+    size = files[0].stat().st_size
+    sh(["git", "theta-like", "install", "--global", "--no-hooks"], work)
+    sh(["git", "lfs", "install", "--skip-repo"], work)
+    m: dict[str, dict[str, list[float]]] = {t: {} for t in TOOLS}
+    for rep in range(repeat):
+        for tool in TOOLS:
+            root = work / f"remote-{tool}-{rep}"
+            root.mkdir()
+            rec = m[tool]
+            with GiftlessServer(root / "server") as srv:
+                bare = root / "remote.git"
+                sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], root)
+                r = Repo(root / "origin", tool)
+                (r.root / ".lfsconfig").write_text(f'[lfs]\n\turl = "{srv.endpoint}"\n')
+                r.git("add", ".lfsconfig")
+                r.git("commit", "-qm", "lfsconfig")
+                r.git("remote", "add", "origin", str(bare))
+                storage = srv.object_path("0" * 64).parent
+
+                def served() -> int:
+                    return dir_size(storage) if storage.exists() else 0
+
+                def push(tag: str) -> None:
+                    before = served() + dir_size(bare)
+                    rec.setdefault(f"push {tag}: time", []).append(r.git("push", "-q", "origin", "main"))
+                    rec.setdefault(f"push {tag}: bytes sent", []).append(served() + dir_size(bare) - before)
+
+                shutil.copyfile(files[0], r.root / "model.safetensors")
+                r.git("add", "model.safetensors")
+                r.git("commit", "-qm", "v1")
+                push("v1")
+                for i in (1, 2):
+                    shutil.copyfile(files[i], r.root / "model.safetensors")
+                    r.git("add", "model.safetensors")
+                    r.git("commit", "-qm", f"v{i + 1}")
+                push("v2+v3")
+                clone = root / "clone"
+                rec.setdefault("clone of v3: time", []).append(sh(["git", "clone", "-q", str(bare), str(clone)], root))
+                rec.setdefault("clone of v3: bytes received", []).append(dir_size(clone / ".git"))
+                assert (clone / "model.safetensors").read_bytes() == files[2].read_bytes()
+                shutil.copyfile(files[3], r.root / "model.safetensors")
+                r.git("add", "model.safetensors")
+                r.git("commit", "-qm", "v4")
+                r.git("push", "-q", "origin", "main")
+                before = dir_size(clone / ".git")
+                rec.setdefault("pull of v4: time", []).append(sh(["git", "pull", "-q", "origin", "main"], clone))
+                rec.setdefault("pull of v4: bytes received", []).append(dir_size(clone / ".git") - before)
+                assert (clone / "model.safetensors").read_bytes() == files[3].read_bytes()
+            shutil.rmtree(root)
+    rows = []
+    for key in m["theta-like"]:
+        a, b = med(m["theta-like"][key]), med(m["git-lfs"][key])
+        rows.append((key, a, b, mib if "bytes" in key else secs))
+    for f in files:
+        f.unlink()
+    return table(
+        f"Push and clone through giftless on loopback: {size / 2**20:.0f} MiB fp32 checkpoint, "
+        f"later versions change 3 tensors, median of {repeat}",
+        rows,
+    )
+
+
+SECTIONS = {"foundation", "rss", "deltas", "remote"}
 
 
 def main() -> None:
@@ -380,6 +458,9 @@ def main() -> None:
         if "deltas" in sections:
             sys.path.insert(0, str(HERE))
             parts.append(deltas(work, args.repeat))
+            print(parts[-1], flush=True)
+        if "remote" in sections:
+            parts.append(remote(work, args.repeat, args.layers))
             print(parts[-1], flush=True)
         if "rss" in sections:
             parts.append(rss_scaling(work, max(1, args.layers // 6), args.layers))

@@ -62,7 +62,7 @@ def leftovers(repo: Repo) -> list[Path]:
 def _server(kind: str, root: Path, auth: tuple[str, str] | None = None) -> Server:
     if kind == "giftless":
         if not giftless_available():
-            pytest.skip("giftless is not installed: pip install -r tests/requirements-lfs-server.txt")
+            pytest.fail("giftless is not installed: run scripts/setup (tests/requirements-lfs-server.txt)")
         return GiftlessServer(root, auth=auth)
     return FaultyLFSServer(root, auth=auth)
 

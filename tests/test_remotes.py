@@ -71,11 +71,10 @@ class Remote:
             self.server.stop()
 
 
-KINDS = ["file", "giftless"] if giftless_available() else ["file"]
-
-
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=["file", "giftless"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
+    if request.param == "giftless" and not giftless_available():
+        pytest.fail("giftless is not installed: run scripts/setup (tests/requirements-lfs-server.txt)")
     r = Remote(tmp_path, request.param)
     yield r
     r.stop()

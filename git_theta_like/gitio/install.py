@@ -23,6 +23,10 @@ CONFIG = {
     f"filter.{DRIVER}.clean": "git-theta-like clean -- %f",
     f"filter.{DRIVER}.smudge": "git-theta-like smudge -- %f",
     f"filter.{DRIVER}.required": "true",
+    # semantic diffs (docs/diff.md): `git diff` runs the command; `git log -p` and `git show` use
+    # the textconv (one line per tensor) unless given --ext-diff, then they run the command too
+    f"diff.{DRIVER}.command": "git-theta-like diff-driver",
+    f"diff.{DRIVER}.textconv": "git-theta-like diff-textconv",
 }
 HOOKS = ("pre-push",)
 MARKER = "# installed by git-theta-like"
@@ -35,6 +39,16 @@ def hooks_source() -> Path:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "hooks"
+
+
+def global_config() -> pygit2.Config:
+    """The user's global git config, created (empty) if the user has none yet, as git does."""
+    try:
+        return pygit2.Config.get_global_config()
+    except (OSError, pygit2.GitError):
+        path = Path(os.environ.get("HOME", str(Path.home()))) / ".gitconfig"
+        path.touch()
+        return pygit2.Config.get_global_config()
 
 
 def write_config(config: pygit2.Config) -> None:
