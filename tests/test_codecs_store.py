@@ -64,6 +64,15 @@ def test_corrupt_and_missing_objects_are_named(tmp_path) -> None:  # type: ignor
     p.write_bytes(b"garbage")
     with pytest.raises(ObjectCorruptError, match="not a git-theta-like object|too short"):
         store.read_raw(oid)
-    p.unlink()
+    store.delete(oid)
     with pytest.raises(ObjectMissingError, match=f"tensor 'w'.*{oid}"):
         store.read_raw(oid, "tensor 'w'")
+
+
+def test_objects_survive_git_lfs_prune_deleting_their_lfs_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = LocalStore(tmp_path / "lfs")
+    raw = np.arange(1000, dtype=np.float32).tobytes()
+    oid, _ = store.write_encoded(_enc(raw))
+    store.path(oid).unlink()  # what `git lfs prune` does to objects no LFS pointer references
+    assert store.has(oid) and bytes(store.read_raw(oid)) == raw
+    assert store.path(oid).is_file()  # the git-lfs path is back

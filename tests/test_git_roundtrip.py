@@ -40,7 +40,7 @@ def test_issue_workflow_base_then_finetune(repo: Path) -> None:
     commit_file(repo, "model.safetensors", ft, "ft")
     new = objects_in(repo) - before
     assert len(new) == 1, "only the changed tensor is a new object (same header, same skeleton)"
-    diff = git(repo, "diff", "HEAD~1", "HEAD").stdout
+    diff = git(repo, "diff", "--no-ext-diff", "--no-textconv", "HEAD~1", "HEAD").stdout
     changed = [line for line in diff.splitlines() if line.startswith("+tensor")]
     assert len(changed) == 1 and "layers.1.attn.weight" in changed[0]
 
@@ -150,7 +150,9 @@ def test_corrupt_object_is_a_clear_error_naming_the_tensor(repo: Path) -> None:
     r = git(repo, "checkout", "--", "m.safetensors", check=False)
     assert r.returncode != 0
     assert "layers.2.mlp.weight" in r.stderr and oid in r.stderr
-    obj.unlink()
+    from git_theta_like.store import LocalStore
+
+    LocalStore(repo / ".git" / "lfs").delete(oid)
     r = git(repo, "checkout", "--", "m.safetensors", check=False)
     assert r.returncode != 0 and "not in the local store" in r.stderr and oid in r.stderr
 

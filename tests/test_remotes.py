@@ -302,6 +302,7 @@ def test_no_remote_is_a_clear_error(tmp_path: Path) -> None:
     gtl(r, "track", "*.safetensors")
     commit(r, V1, "v1")
     shutil.rmtree(r / ".git" / "lfs")
+    shutil.rmtree(r / ".git" / "theta-like")
     (r / "model.safetensors").unlink()
     out = git(r, "checkout", "--", "model.safetensors", check=False)
     assert out.returncode != 0 and "no remote 'origin'" in out.stderr

@@ -8,6 +8,7 @@ hash in its header; a mismatch names the object and what it holds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -35,18 +36,62 @@ class LocalStore:
         self.root = Path(lfs_dir)
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
+        # A second hard link to every object we write. `git lfs prune` sees no LFS pointer
+        # referencing our objects and deletes them from lfs/objects, even unpushed ones; the
+        # data survives here and the link is put back when the object is next needed.
+        self.keep = self.root.parent / "theta-like" / "objects"
         self.durable = durable
         self._lock = threading.Lock()
         self.reads = 0  # objects read (tests assert on it: what a command touched)
         self.writes = 0  # objects newly written
 
     def path(self, oid: str) -> Path:
+        """Where the object lives in git-lfs's layout (restored from the keep link if needed)."""
         if not _is_oid(oid):
             raise ObjectCorruptError(f"{oid!r} is not an object id (64 hex digits)")
-        return self.objects / oid[0:2] / oid[2:4] / oid
+        p = self.objects / oid[0:2] / oid[2:4] / oid
+        if not p.exists():
+            k = self.keep_path(oid)
+            if k.exists():
+                p.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.link(k, p)
+        return p
+
+    def keep_path(self, oid: str) -> Path:
+        return self.keep / oid[0:2] / oid[2:4] / oid
+
+    def keep_link(self, oid: str) -> None:
+        """Add the keep link of a newly stored object (best effort: same filesystem only)."""
+        k = self.keep_path(oid)
+        try:
+            k.parent.mkdir(parents=True, exist_ok=True)
+            os.link(self.objects / oid[0:2] / oid[2:4] / oid, k)
+        except OSError:
+            pass
 
     def has(self, oid: str) -> bool:
         return self.path(oid).is_file()
+
+    def delete(self, oid: str) -> int:
+        """Remove an object (both links); returns the bytes freed."""
+        freed = 0
+        for p in (self.objects / oid[0:2] / oid[2:4] / oid, self.keep_path(oid)):
+            try:
+                st = p.stat()
+                p.unlink()
+                freed = max(freed, st.st_size)
+            except FileNotFoundError:
+                pass
+        return freed
+
+    def all_oids(self) -> set[str]:
+        """Every object id present (in lfs/objects or only as a keep link)."""
+        out: set[str] = set()
+        for root in (self.objects, self.keep):
+            if root.is_dir():
+                out.update(p.name for p in root.glob("??/??/*") if _is_oid(p.name))
+        return out
 
     def write(self, parts: Iterable[Buffer]) -> tuple[str, int]:
         """Store the concatenation of parts; returns (oid, size). Atomic; idempotent."""
@@ -70,6 +115,7 @@ class LocalStore:
             else:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp_name, dest)
+                self.keep_link(oid)
                 with self._lock:
                     self.writes += 1
             return oid, size

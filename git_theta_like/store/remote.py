@@ -799,6 +799,7 @@ def _receive(
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp_name, dest)
         tmp_name = None
+        store.keep_link(oid)
         return True
     except BaseException as e:
         if fd is not None:
