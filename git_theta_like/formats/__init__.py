@@ -15,12 +15,13 @@ from git_theta_like.formats.base import (
     TensorInfo,
     TruncatedError,
 )
+from git_theta_like.formats.gguf import GgufFormat
 from git_theta_like.formats.pytorch import PyTorchZipFormat
 from git_theta_like.formats.safetensors import SafetensorsFormat
 
 SNIFF_BYTES = 64
 
-PARSERS: tuple[FormatParser, ...] = (SafetensorsFormat(), PyTorchZipFormat())
+PARSERS: tuple[FormatParser, ...] = (SafetensorsFormat(), PyTorchZipFormat(), GgufFormat())
 
 
 def detect(head: bytes) -> FormatParser | None:
