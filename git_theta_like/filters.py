@@ -275,7 +275,8 @@ class Engine:
             base = None
             if depth <= self.max_chain_depth and self.store.has(parent.obj.oid):
                 try:
-                    base = self.store.read_raw(parent.obj.oid, f"tensor {parent.name!r}", parent.obj.raw)
+                    what = f"tensor {parent.name!r}"
+                    base = self.store.read_raw(parent.obj.oid, what, parent.obj.raw, 0, parent.length)
                 except ObjectMissingError:
                     base = None  # part of its chain was never fetched: store a keyframe
             if base is not None:
@@ -406,7 +407,9 @@ class Engine:
             for chunk in self.store.iter_raw(skel_ref.oid, "the file", skel_ref.raw):
                 write(chunk)
             return
-        skeleton = memoryview(self.store.read_raw(skel_ref.oid, "skeleton", skel_ref.raw))
+        skeleton = memoryview(
+            self.store.read_raw(skel_ref.oid, "skeleton", skel_ref.raw, 0, manifest.skeleton_length)
+        )
         if len(skeleton) != manifest.skeleton_length:
             raise ThetaLikeError("skeleton object has the wrong length for its manifest")
         window: list[tuple[TensorEntry, Future[bytearray]]] = []
@@ -424,7 +427,8 @@ class Engine:
                 nxt += 1
                 ahead += t.length
                 what = f"tensor {t.name!r}"
-                window.append((t, self.pool.submit(self.store.read_raw, t.obj.oid, what, t.obj.raw)))
+                job = self.pool.submit(self.store.read_raw, t.obj.oid, what, t.obj.raw, 0, t.length)
+                window.append((t, job))
 
         fill()
         while window:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import zstandard
 
 from git_theta_like import dtypes
 from git_theta_like.codecs import delta, planes
@@ -160,7 +161,7 @@ def decode(
             return payload
         if header.codec == PLANES:
             return _decode_planes(header, payload)
-    except (ValueError, TypeError, KeyError, IndexError) as e:
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, zstandard.ZstdError) as e:
         raise ObjectCorruptError(f"object {oid}: cannot decode {header.codec} payload: {e}") from None
     raise ObjectCorruptError(f"object {oid}: unknown codec {header.codec!r}")
 
@@ -197,7 +198,7 @@ def iter_decode(header: ObjectHeader, read: Callable[[int], bytes], oid: str = "
             if end != len(encoded):
                 raise ValueError("payload ends inside a plane")
             yield bytes(out)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, zstandard.ZstdError) as e:
         raise ObjectCorruptError(f"object {oid}: cannot decode {header.codec} payload: {e}") from None
 
 
@@ -206,6 +207,10 @@ def _decode_planes(header: ObjectHeader, payload: memoryview) -> bytearray:
     width = int(header.params["width"])
     if width < 1 or chunk < width or chunk % width:
         raise ValueError(f"bad planes parameters chunk={chunk} width={width}")
+    # every chunk holds at least `width` plane headers: a size the payload cannot hold is a lie
+    chunks = -(-header.size // chunk)
+    if chunks * width * planes.PLANE.size > len(payload):
+        raise ValueError(f"a {len(payload)}-byte payload cannot hold {header.size} raw bytes")
     out = bytearray(header.size)  # every byte is written below
     omv = memoryview(out)
     pos = 0

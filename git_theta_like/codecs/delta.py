@@ -60,12 +60,17 @@ def _planes(data: np.ndarray, width: int) -> bytes:
     return _U64.pack(len(mv)) + struct.pack("<B", w) + _U64.pack(len(body)) + body
 
 
-def _unplanes(payload: memoryview, pos: int) -> tuple[bytearray, int]:
+def _unplanes(payload: memoryview, pos: int, limit: int) -> tuple[bytearray, int]:
+    """Decode a section of at most `limit` bytes (a bound from the header: never trust sizes)."""
+    if pos + 17 > len(payload):
+        raise ValueError("delta payload ends inside a section header")
     (size,) = _U64.unpack_from(payload, pos)
     (w,) = struct.unpack_from("<B", payload, pos + 8)
     (blen,) = _U64.unpack_from(payload, pos + 9)
     pos += 17
     end = pos + blen
+    if size > limit:
+        raise ValueError(f"delta section of {size} bytes exceeds its bound of {limit}")
     if end > len(payload) or w < 1:
         raise ValueError("delta payload ends inside a section")
     out = bytearray(size)
@@ -85,7 +90,7 @@ def encode_xor(new: np.ndarray, base: np.ndarray) -> bytes:
 
 
 def decode_xor(payload: memoryview, base: np.ndarray) -> bytearray:
-    diff, end = _unplanes(payload, 0)
+    diff, end = _unplanes(payload, 0, base.nbytes)
     if end != len(payload) or len(diff) != base.nbytes:
         raise ValueError("xor payload does not match its base")
     d = np.frombuffer(diff, dtype=base.dtype)
@@ -106,8 +111,8 @@ def encode_sparse(new: np.ndarray, base: np.ndarray, changed: np.ndarray | None 
 
 
 def decode_sparse(payload: memoryview, base: np.ndarray) -> bytearray:
-    gaps_b, pos = _unplanes(payload, 0)
-    vals_b, end = _unplanes(payload, pos)
+    gaps_b, pos = _unplanes(payload, 0, base.size * 8)
+    vals_b, end = _unplanes(payload, pos, base.nbytes)
     if end != len(payload):
         raise ValueError("sparse payload has trailing bytes")
     gw = 8 if base.size >= 2**32 else 4
@@ -230,11 +235,11 @@ def encode_lowrank(
 def decode_lowrank(payload: memoryview, base: np.ndarray, dtype: str, params: dict[str, int]) -> bytearray:
     m, n, r = int(params["m"]), int(params["n"]), int(params["rank"])
     su, sv = int(params["su"]), int(params["sv"])
-    if m * n != base.size:
-        raise ValueError("lowrank shape does not match its base")
-    iu_b, pos = _unplanes(payload, 0)
-    iv_b, pos = _unplanes(payload, pos)
-    res_b, end = _unplanes(payload, pos)
+    if m * n != base.size or not 0 < r <= MAX_RANK or abs(su) > 2000 or abs(sv) > 2000:
+        raise ValueError("lowrank parameters do not match its base")
+    iu_b, pos = _unplanes(payload, 0, m * r * 4)
+    iv_b, pos = _unplanes(payload, pos, r * n * 4)
+    res_b, end = _unplanes(payload, pos, base.nbytes)
     if end != len(payload) or len(iu_b) != m * r * 4 or len(iv_b) != r * n * 4:
         raise ValueError("lowrank payload sections have the wrong sizes")
     iu = np.frombuffer(iu_b, dtype=np.int32).reshape(m, r)

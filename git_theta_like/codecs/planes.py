@@ -102,6 +102,9 @@ def _read_plane(payload: memoryview, pos: int, n: int) -> tuple[int, bytes | mem
             raise ValueError(f"stored plane has {length} bytes, expected {n}")
         return pos + length, data
     if mode == ZSTD:
+        declared = zstandard.frame_content_size(data)
+        if declared != n:  # also stops a frame that claims a huge size (a decompression bomb)
+            raise ValueError(f"zstd frame declares {declared} bytes, expected {n}")
         dec = _dctx().decompress(data, max_output_size=n)
         if len(dec) != n:
             raise ValueError(f"plane decompresses to {len(dec)} bytes, expected {n}")

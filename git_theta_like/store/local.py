@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from git_theta_like import codecs
+from git_theta_like import codecs, faults
 from git_theta_like.codecs.container import MAGIC, MAX_HEADER, TRAILER, ObjectHeader, split_object
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
 
@@ -116,6 +116,7 @@ class LocalStore:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp_name, dest)
                 self.keep_link(oid)
+                faults.point("write")
                 with self._lock:
                     self.writes += 1
             return oid, size
@@ -159,12 +160,25 @@ class LocalStore:
             raise ObjectMissingError(f"{what}: object {oid} is not in the local store ({p})") from None
 
     def read_raw(
-        self, oid: str, what: str = "object", expect_raw: str | None = None, _depth: int = 0
+        self,
+        oid: str,
+        what: str = "object",
+        expect_raw: str | None = None,
+        _depth: int = 0,
+        expect_size: int | None = None,
     ) -> bytearray | memoryview:
-        """The decoded, verified raw content of an object (deltas: their bases first)."""
+        """The decoded, verified raw content of an object (deltas: their bases first).
+
+        `expect_size` (the manifest's length) is checked before anything is decoded, so a
+        crafted header cannot make us allocate more than the tensor it claims to be.
+        """
         data = self.read(oid, what)
         try:
             header, payload = split_object(data, oid)
+            if expect_size is not None and header.size != expect_size:
+                raise ObjectCorruptError(
+                    f"object {oid} holds {header.size} bytes, the manifest expects {expect_size}"
+                )
             if expect_raw is not None and header.raw != expect_raw:
                 raise ObjectCorruptError(
                     f"object {oid} holds content {header.raw[:12]}…, the manifest expects {expect_raw[:12]}…"
@@ -173,7 +187,7 @@ class LocalStore:
             if header.base:
                 if _depth >= MAX_CHAIN:
                     raise ObjectCorruptError(f"object {oid}: delta chain longer than {MAX_CHAIN}")
-                base = self.read_raw(header.base, f"{what} (delta base)", None, _depth + 1)
+                base = self.read_raw(header.base, f"{what} (delta base)", None, _depth + 1, header.size)
             raw = codecs.decode(header, payload, oid, base)
         except ObjectCorruptError as e:
             raise ObjectCorruptError(f"{what}: {e}") from None

@@ -53,7 +53,7 @@ from typing import IO, Any, TypeVar
 
 import pygit2
 
-from git_theta_like import __version__
+from git_theta_like import __version__, faults
 from git_theta_like.errors import ObjectMissingError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.store.local import LocalStore
@@ -757,7 +757,13 @@ def _error_message(e: urllib.error.HTTPError) -> str:
 
 
 def _receive(
-    store: LocalStore, oid: str, size: int, chunks: Iterable[bytes], source: str, progress: Progress
+    store: LocalStore,
+    oid: str,
+    size: int,
+    chunks: Iterable[bytes],
+    source: str,
+    progress: Progress,
+    fault: str = "download",
 ) -> bool:
     """Stream chunks into store as object oid: temp file, SHA-256 check, fsync, rename.
 
@@ -800,6 +806,7 @@ def _receive(
         os.replace(tmp_name, dest)
         tmp_name = None
         store.keep_link(oid)
+        faults.point(fault)
         return True
     except BaseException as e:
         if fd is not None:
@@ -1218,6 +1225,7 @@ class RemoteStore:
 
                 self.http.retrying(verify)
             progress.object_done()
+            faults.point("upload")
             return True
 
         return task
@@ -1254,7 +1262,15 @@ class RemoteStore:
         def task() -> bool:
             try:
                 new = self.http.retrying(
-                    lambda: _receive(dest, oid, size, _file_chunks(src.path(oid)), where, progress)
+                    lambda: _receive(
+                        dest,
+                        oid,
+                        size,
+                        _file_chunks(src.path(oid)),
+                        where,
+                        progress,
+                        "download" if dest is self.repo.store else "upload",
+                    )
                 )
             except FileNotFoundError:
                 raise self._missing_error(str(src.objects), [oid]) from None
