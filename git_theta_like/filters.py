@@ -93,15 +93,23 @@ class _CleanContext:
         options: codecs.DeltaOptions | None,
         lora: LoraFactors | None,
         known: dict[str, ObjectRef] | None = None,
+        others: list[Manifest] | None = None,
     ) -> None:
         self.known: dict[str, ObjectRef] = known if known is not None else {}
         self.options = options
         self.lora = lora or {}
         self.by_name: dict[str, TensorEntry] = {}
+        # the same names in the repository's other checkpoints (shards of one model: a tensor
+        # that moved to another shard keeps its object, or gets a delta against it)
+        self.elsewhere: dict[str, TensorEntry] = {}
         if previous is not None:
             for _, ref in previous.objects():
                 self.known.setdefault(ref.raw, ref)
             self.by_name = {t.name: t for t in previous.tensors}
+        for m in others or ():
+            for t in m.tensors:
+                self.known.setdefault(t.obj.raw, t.obj)
+                self.elsewhere.setdefault(t.name, t)
 
     def parent_of(self, info: TensorInfo) -> TensorEntry | None:
         """The previous version of a tensor: same name, else an unambiguous rename (one name a
@@ -118,7 +126,12 @@ class _CleanContext:
             if (t.dtype, t.shape) == (info.dtype, info.shape)
             and (info.name.endswith("." + t.name) or t.name.endswith("." + info.name))
         ]
-        return found[0] if len(found) == 1 else None
+        if len(found) == 1:
+            return found[0]
+        moved = self.elsewhere.get(info.name)
+        if moved is not None and (moved.dtype, moved.shape) == (info.dtype, info.shape):
+            return moved
+        return None
 
     def factors_for(self, name: str) -> tuple[Any, Any] | None:
         if not self.lora:
@@ -178,12 +191,18 @@ class Engine:
 
     # ---------------------------------------------------------------- clean
 
-    def clean(self, reader: ByteReader, previous: Manifest | None = None, path: str = "") -> bytes:
+    def clean(
+        self,
+        reader: ByteReader,
+        previous: Manifest | None = None,
+        path: str = "",
+        others: list[Manifest] | None = None,
+    ) -> bytes:
         """Store the file read from reader; returns its manifest (or a manifest, unchanged)."""
         head = reader.peek(formats.SNIFF_BYTES)
         if is_manifest(head):
             return self._clean_manifest(reader, path)
-        ctx = _CleanContext(previous, self.delta_options(), self.lora)
+        ctx = _CleanContext(previous, self.delta_options(), self.lora, None, others)
         known = ctx.known
         parser = formats.detect(head)
         if parser is None:

@@ -70,6 +70,39 @@ def _ensure_hooks(repo: Repo) -> None:
         _err(f"could not install hooks: {e}")
 
 
+class IndexManifests:
+    """The manifests staged for the repository's other tracked files, re-read only when the
+    index changes: clean reuses their objects (identical tensors in two checkpoints are stored
+    once; a tensor moved between shards keeps its object)."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self._stamp: tuple[int, int] | None = None
+        self._by_path: dict[str, Manifest] = {}
+
+    def others(self, path: str) -> list[Manifest]:
+        index_file = self.repo.git_dir / "index"
+        try:
+            st = index_file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return []
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._by_path = {}
+            index = self.repo.git.index
+            index.read(False)
+            for entry in index:
+                blob = self.repo.git.get(entry.id)
+                data = getattr(blob, "data", b"")
+                if is_manifest(data):
+                    try:
+                        self._by_path[entry.path] = Manifest.from_bytes(data)
+                    except ManifestError:
+                        pass
+        return [m for p, m in self._by_path.items() if p != path]
+
+
 def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     fin = stdin or sys.stdin.buffer
     fout = stdout or os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
@@ -86,6 +119,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
 
     repo = Repo(".")
     _ensure_hooks(repo)
+    staged = IndexManifests(repo)
     with make_engine(repo) as engine:
         while True:
             try:
@@ -97,7 +131,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
             content = reader.content()
             try:
                 if command == "clean":
-                    _clean(engine, repo, path, content, writer)
+                    _clean(engine, repo, path, content, writer, staged)
                 elif command == "smudge":
                     _smudge(engine, repo, path, content, writer)
                 else:
@@ -115,9 +149,10 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
             writer.flush()
 
 
-def _clean(engine: Engine, repo: Repo, path: str, content, writer: PktWriter) -> None:  # type: ignore[no-untyped-def]
+def _clean(engine: Engine, repo: Repo, path: str, content, writer: PktWriter, staged: IndexManifests) -> None:  # type: ignore[no-untyped-def]
     try:
-        manifest = engine.clean(ByteReader(content), _previous_manifest(repo, path), path)
+        previous = _previous_manifest(repo, path)
+        manifest = engine.clean(ByteReader(content), previous, path, staged.others(path))
     finally:
         content.drain()
     writer.text_list(["status=success"])
@@ -126,12 +161,20 @@ def _clean(engine: Engine, repo: Repo, path: str, content, writer: PktWriter) ->
     writer.flush_packet()  # empty list: status stays "success"
 
 
+def _for_diff() -> bool:
+    """git diff/log/show smudge blobs into temporary files for the diff driver: hand it the
+    manifest instead of rebuilding the checkpoint (diff_driver.smudge_is_for_diff)."""
+    from git_theta_like.diff_driver import smudge_is_for_diff
+
+    return smudge_is_for_diff()
+
+
 def _smudge(engine: Engine, repo: Repo, path: str, content, writer: PktWriter) -> None:  # type: ignore[no-untyped-def]
     from git_theta_like.store import sync
 
     src = ByteReader(content)
     head = src.peek(64)
-    if not is_manifest(head) or sync.skip_smudge(repo):
+    if not is_manifest(head) or sync.skip_smudge(repo) or _for_diff():
         # Not ours (committed before the file was tracked, say): pass it through untouched.
         writer.text_list(["status=success"])
         while chunk := src.read_upto(1 << 20):
