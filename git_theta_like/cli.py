@@ -12,8 +12,33 @@ from git_theta_like import __version__
 from git_theta_like.errors import ThetaLikeError
 
 
+# Commands whose modules are imported only when used: `git theta-like` starts fast and the
+# filter process sets its thread options before numpy is imported.
+LAZY_COMMANDS = {
+    "diff": "git_theta_like.diff_commands:diff_cmd",
+    "log": "git_theta_like.diff_commands:log_cmd",
+    "diff-driver": "git_theta_like.diff_commands:diff_driver_cmd",
+    "diff-textconv": "git_theta_like.diff_commands:diff_textconv_cmd",
+    "merge": "git_theta_like.merge.commands:merge_cmd",
+    "merge-driver": "git_theta_like.merge.commands:merge_driver_cmd",
+    "mergetool": "git_theta_like.merge.commands:mergetool_cmd",
+    "migrate": "git_theta_like.migrate:migrate_cmd",
+}
+
+
 class _Group(click.Group):
     """Turns our errors into one clear line and exit status 1 (2 for usage errors)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
@@ -187,6 +212,17 @@ def ls_files(rev: str | None, verbose: bool) -> None:
             f"{len(m.tensors):>8} {human_size(m.size):>11} {human_size(m.stored_size):>11}  "
             f"{m.format:<12} {f.path}"
         )
+    from git_theta_like.sharded import sharded_models
+
+    for model in sharded_models(_repo(), {f.path: f.manifest for f in files}, rev):
+        present = [m for m in model.shards.values() if m is not None]
+        size = sum(m.size for m in present)
+        stored = sum(m.stored_size for m in present)
+        click.echo(
+            f"{model.index_path}: one model in {len(model.shards)} shards, {model.tensor_count} tensors, "
+            f"{human_size(size)}, stored {human_size(stored)}"
+            + ("" if len(present) == len(model.shards) else f" ({len(model.shards) - len(present)} shard(s) untracked)")
+        )
 
 
 @main.command("filter-process", hidden=True)
@@ -288,10 +324,53 @@ def checkout(paths: tuple[str, ...]) -> None:
         click.echo(f"git-theta-like: checked out {path}")
 
 
-# Semantic diffs (docs/diff.md): `diff`, `log`, and git's diff driver / textconv.
-from git_theta_like.diff_commands import diff_cmd, diff_driver_cmd, diff_textconv_cmd, log_cmd  # noqa: E402
+@main.command("fsck")
+@click.option("--remote", "check_remote", is_flag=True, help="Also check that the remote has every object.")
+@click.option("--remote-name", default=None, help="Which remote (default: the branch's remote, or origin).")
+def fsck_cmd(check_remote: bool, remote_name: str | None) -> None:
+    """Check that every object every reachable manifest needs exists and is intact.
 
-main.add_command(diff_cmd)
-main.add_command(log_cmd)
-main.add_command(diff_driver_cmd)
-main.add_command(diff_textconv_cmd)
+    Exit status 1 on any problem, with the commits, files and tensors it affects.
+    """
+    from git_theta_like.fsck import format_report
+    from git_theta_like.fsck import fsck as run_fsck
+
+    report = run_fsck(_repo(), remote_name, check_remote)
+    click.echo(format_report(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command("gc")
+@click.option("--dry-run", "-n", is_flag=True, help="Only report what would be deleted.")
+@click.option(
+    "--prune",
+    "grace",
+    default="1h",
+    show_default=True,
+    help="Keep objects younger than this (e.g. 30m, 2h, now).",
+)
+def gc_cmd(dry_run: bool, grace: str) -> None:
+    """Delete local objects that no reachable manifest (refs, reflogs, stash, index) needs."""
+    from git_theta_like.gc import gc as run_gc
+    from git_theta_like.tracked import human_size
+
+    report = run_gc(_repo(), dry_run=dry_run, grace=_duration(grace))
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"git-theta-like gc: kept {report.kept} object(s), {verb} {report.deleted} "
+        f"({human_size(report.freed)}), {report.tmp_removed} stale temp file(s); "
+        f"{report.skipped_foreign} git-lfs object(s) left to git lfs prune"
+    )
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text == "now":
+        return 0.0
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r} is not a duration like 30m, 2h, 7d or now") from None

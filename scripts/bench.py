@@ -350,6 +350,49 @@ def deltas(work: Path, repeat: int) -> str:
     return "\n".join(out)
 
 
+def _remote_run(root: Path, tool: str, files: list[Path], rec: dict[str, list[float]], server: type) -> None:
+    """One run of the remote workload for one tool, recording into rec."""
+    with server(root / "server") as srv:
+        bare = root / "remote.git"
+        sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], root)
+        r = Repo(root / "origin", tool)
+        (r.root / ".lfsconfig").write_text(f'[lfs]\n\turl = "{srv.endpoint}"\n')
+        r.git("add", ".lfsconfig")
+        r.git("commit", "-qm", "lfsconfig")
+        r.git("remote", "add", "origin", str(bare))
+        storage = srv.object_path("0" * 64).parent
+
+        def sent() -> int:
+            return (dir_size(storage) if storage.exists() else 0) + dir_size(bare)
+
+        def commit(i: int) -> None:
+            shutil.copyfile(files[i], r.root / "model.safetensors")
+            r.git("add", "model.safetensors")
+            r.git("commit", "-qm", f"v{i + 1}")
+
+        def push(tag: str) -> None:
+            before = sent()
+            rec.setdefault(f"push {tag}: time", []).append(r.git("push", "-q", "origin", "main"))
+            rec.setdefault(f"push {tag}: bytes sent", []).append(sent() - before)
+
+        commit(0)
+        push("v1")
+        commit(1)
+        commit(2)
+        push("v2+v3")
+        clone = root / "clone"
+        t = sh(["git", "clone", "-q", str(bare), str(clone)], root)
+        rec.setdefault("clone of v3: time", []).append(t)
+        rec.setdefault("clone of v3: bytes received", []).append(dir_size(clone / ".git"))
+        assert (clone / "model.safetensors").read_bytes() == files[2].read_bytes()
+        commit(3)
+        r.git("push", "-q", "origin", "main")
+        before = dir_size(clone / ".git")
+        rec.setdefault("pull of v4: time", []).append(sh(["git", "pull", "-q", "origin", "main"], clone))
+        rec.setdefault("pull of v4: bytes received", []).append(dir_size(clone / ".git") - before)
+        assert (clone / "model.safetensors").read_bytes() == files[3].read_bytes()
+
+
 def remote(work: Path, repeat: int, layers: int) -> str:
     """Push and clone through a real LFS server (giftless on loopback), both tools, same history:
     v1, then v2 and v3 (3 tensors changed each) pushed together, a fresh clone of v3, then v4
@@ -374,46 +417,7 @@ def remote(work: Path, repeat: int, layers: int) -> str:
         for tool in TOOLS:
             root = work / f"remote-{tool}-{rep}"
             root.mkdir()
-            rec = m[tool]
-            with GiftlessServer(root / "server") as srv:
-                bare = root / "remote.git"
-                sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], root)
-                r = Repo(root / "origin", tool)
-                (r.root / ".lfsconfig").write_text(f'[lfs]\n\turl = "{srv.endpoint}"\n')
-                r.git("add", ".lfsconfig")
-                r.git("commit", "-qm", "lfsconfig")
-                r.git("remote", "add", "origin", str(bare))
-                storage = srv.object_path("0" * 64).parent
-
-                def served() -> int:
-                    return dir_size(storage) if storage.exists() else 0
-
-                def push(tag: str) -> None:
-                    before = served() + dir_size(bare)
-                    rec.setdefault(f"push {tag}: time", []).append(r.git("push", "-q", "origin", "main"))
-                    rec.setdefault(f"push {tag}: bytes sent", []).append(served() + dir_size(bare) - before)
-
-                shutil.copyfile(files[0], r.root / "model.safetensors")
-                r.git("add", "model.safetensors")
-                r.git("commit", "-qm", "v1")
-                push("v1")
-                for i in (1, 2):
-                    shutil.copyfile(files[i], r.root / "model.safetensors")
-                    r.git("add", "model.safetensors")
-                    r.git("commit", "-qm", f"v{i + 1}")
-                push("v2+v3")
-                clone = root / "clone"
-                rec.setdefault("clone of v3: time", []).append(sh(["git", "clone", "-q", str(bare), str(clone)], root))
-                rec.setdefault("clone of v3: bytes received", []).append(dir_size(clone / ".git"))
-                assert (clone / "model.safetensors").read_bytes() == files[2].read_bytes()
-                shutil.copyfile(files[3], r.root / "model.safetensors")
-                r.git("add", "model.safetensors")
-                r.git("commit", "-qm", "v4")
-                r.git("push", "-q", "origin", "main")
-                before = dir_size(clone / ".git")
-                rec.setdefault("pull of v4: time", []).append(sh(["git", "pull", "-q", "origin", "main"], clone))
-                rec.setdefault("pull of v4: bytes received", []).append(dir_size(clone / ".git") - before)
-                assert (clone / "model.safetensors").read_bytes() == files[3].read_bytes()
+            _remote_run(root, tool, files, m[tool], GiftlessServer)
             shutil.rmtree(root)
     rows = []
     for key in m["theta-like"]:
@@ -428,7 +432,171 @@ def remote(work: Path, repeat: int, layers: int) -> str:
     )
 
 
-SECTIONS = {"foundation", "rss", "deltas", "remote"}
+def diff_times(work: Path, repeat: int, layers: int) -> str:
+    """`git diff HEAD~1 HEAD` between two versions that differ in 3 tensors: git-theta-like's
+    semantic summary (diff driver) against git-lfs's pointer diff, on the same history."""
+    base = bert_like(layers)
+    v2 = few_changed(base)
+    changed = [k for k in base if base[k] is not v2[k]]
+    f1, f2 = work / "diff-v1.safetensors", work / "diff-v2.safetensors"
+    write_safetensors(f1, base)
+    write_safetensors(f2, v2)
+    del base, v2
+    size = f1.stat().st_size
+    timings: dict[str, dict[str, list[float]]] = {t: {} for t in TOOLS}
+    for tool in TOOLS:
+        r = Repo(work / f"diff-{tool}", tool)
+        for f, msg in ((f1, "v1"), (f2, "v2")):
+            shutil.copyfile(f, r.root / "model.safetensors")
+            r.git("add", "model.safetensors")
+            r.git("commit", "-qm", msg)
+        # time what users run: the filter as installed, not under the RSS wrapper
+        if tool == "theta-like":
+            r.git("config", "filter.theta-like.process", "git-theta-like filter-process")
+            out = subprocess.run(
+                ["git", "diff", "HEAD~1", "HEAD"], cwd=r.root, capture_output=True, text=True, check=True
+            ).stdout
+            assert all(n in out for n in changed) and "193 unchanged" in out, out
+        else:
+            r.git("config", "filter.lfs.process", "git-lfs filter-process")
+        rec = timings[tool]
+        for _ in range(repeat):
+            rec.setdefault("git diff HEAD~1 HEAD", []).append(r.git("diff", "HEAD~1", "HEAD"))
+            rec.setdefault("git log -p -1", []).append(r.git("log", "-p", "-1"))
+            rec.setdefault("git diff --stat HEAD~1 HEAD", []).append(
+                r.git("diff", "--stat", "HEAD~1", "HEAD")
+            )
+            if tool == "theta-like":
+                rec.setdefault("git theta-like diff --format json", []).append(
+                    r.git("theta-like", "diff", "HEAD~1", "HEAD", "--format", "json")
+                )
+        shutil.rmtree(r.root)
+    f1.unlink()
+    f2.unlink()
+
+    def msecs(x: float) -> str:
+        return f"{x * 1000:.0f} ms"
+
+    rows = []
+    lfs_diff = med(timings["git-lfs"]["git diff HEAD~1 HEAD"])
+    for key, xs in timings["theta-like"].items():
+        b = med(timings["git-lfs"][key]) if key in timings["git-lfs"] else lfs_diff
+        rows.append(
+            (key if key in timings["git-lfs"] else f"{key} (vs git-lfs's git diff)", med(xs), b, msecs)
+        )
+    target = med(timings["theta-like"]["git diff HEAD~1 HEAD"])
+    return (
+        table(
+            f"Diff of two versions, {size / 2**20:.0f} MiB fp32 checkpoint, 3 tensors changed "
+            f"(git-lfs: pointer diff), median of {repeat}",
+            rows,
+        )
+        + f"\n\ngit diff with statistics for the 3 changed tensors: {target:.2f} s "
+        + f"(target: under 2 s: {'met' if target < 2 else 'NOT met'})"
+    )
+
+
+def all_changed(sd: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """A full fine-tune: every tensor perturbed (few_changed's update, applied to all of them)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, a in sd.items():
+        out[k] = (a + rng.standard_normal(a.shape, dtype=np.float32) * 1e-3).astype(np.float32)
+    return out
+
+
+def merge_times(work: Path, repeat: int, layers: int) -> str:
+    """`git merge` of two full fine-tunes of one base (every tensor changed on both sides, so
+    every tensor is computed by the strategy), per device; the merge driver's peak RSS."""
+    import re
+
+    import torch
+
+    base = bert_like(layers)
+    files = {"base": work / "merge-base.safetensors"}
+    write_safetensors(files["base"], base)
+    for name, seed in (("task-a", 1), ("task-b", 2)):
+        files[name] = work / f"merge-{name}.safetensors"
+        write_safetensors(files[name], all_changed(base, seed))
+    size = files["base"].stat().st_size
+    largest = max(a.nbytes for a in base.values())
+    params = sum(a.size for a in base.values())
+    n_tensors = len(base)
+    del base
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    strategies = [("average", ""), ("ties", "density=0.2")]
+    keys = [(d, s) for d in devices for s, _ in strategies]
+    wall: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+    driver: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+    rss: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+    smudge_rss: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+    add_ft: list[float] = []  # for reference: `git add` of one full fine-tune (stored as deltas)
+    for rep in range(repeat):
+        r = Repo(work / f"merge-{rep}", "theta-like")
+        driver_log = r.root.parent / f"merge-{rep}.driver.rss"
+        wrap = [sys.executable, str(MEMWRAP), str(driver_log), "git-theta-like", "merge-driver"]
+        r.git("config", "merge.theta-like.driver", " ".join(wrap + ["%O", "%A", "%B", "%P"]))
+        for name in ("base", "task-a", "task-b"):
+            if name != "base":
+                r.git("checkout", "-q", "-b", name, "main")
+            shutil.copyfile(files[name], r.root / "model.safetensors")
+            t_add = r.git("add", "model.safetensors")
+            if name != "base":
+                add_ft.append(t_add)
+            r.git("commit", "-qm", name)
+        r.peak_rss()
+        for device, strategy in keys:
+            r.git("checkout", "-q", "-B", "merged", "task-a")
+            r.peak_rss()
+            env = dict(os.environ)
+            env.update(GIT_THETA_LIKE_MERGE_STRATEGY=strategy, GIT_THETA_LIKE_MERGE_DEVICE=device)
+            env["GIT_THETA_LIKE_MERGE_SET"] = dict(strategies)[strategy]
+            os.sync()
+            t = time.perf_counter()
+            p = subprocess.run(
+                ["git", "merge", "--no-edit", "task-b"], cwd=r.root, env=env, capture_output=True
+            )
+            wall[(device, strategy)].append(time.perf_counter() - t)
+            err = p.stderr.decode(errors="replace")
+            if p.returncode:
+                raise RuntimeError(f"git merge failed:\n{err}")
+            pattern = rf"merged {n_tensors} tensors \({strategy} {n_tensors}\) on (\S+) in ([0-9.]+) s"
+            m = re.search(pattern, err)
+            assert m, err
+            driver[(device, strategy)].append(float(m.group(2)))
+            vals = [int(x) for x in driver_log.read_text().split()]
+            driver_log.unlink()
+            rss[(device, strategy)].append(max(vals) * 1024)
+            smudge_rss[(device, strategy)].append(r.peak_rss())
+        shutil.rmtree(r.root)
+    for f in files.values():
+        f.unlink()
+    head = "| measure | " + " | ".join(f"{s} ({d})" for d, s in keys) + " |"
+    out = [
+        f"\n### Merge of two full fine-tunes: {size / 2**20:.0f} MiB fp32 checkpoint, {params / 1e6:.0f}M "
+        f"parameters, {n_tensors} tensors all changed on both sides, largest tensor "
+        f"{largest / 2**20:.0f} MiB, median of {repeat}\n",
+        head,
+        "|---|" + "---:|" * len(keys),
+        "| `git merge` (wall) | " + " | ".join(secs(med(wall[k])) for k in keys) + " |",
+        "| merge driver (plan, merge, store) | " + " | ".join(secs(med(driver[k])) for k in keys) + " |",
+        "| merge driver peak RSS | " + " | ".join(mib(med(rss[k])) for k in keys) + " |",
+        "| filter peak RSS (checkout of the result) | "
+        + " | ".join(mib(med(smudge_rss[k])) for k in keys)
+        + " |",
+    ]
+    out.append(
+        f"\nFor reference, `git add` of one of the fine-tunes (stored as deltas against the base): "
+        f"{secs(med(add_ft))}."
+        " git-lfs cannot merge: the same `git merge` stops with a binary conflict on model.safetensors."
+        f" ties: density=0.2. Devices: {', '.join(devices)}"
+        + ("" if "cuda" in devices else " (no CUDA device here)")
+        + "."
+    )
+    return "\n".join(out)
+
+
+SECTIONS = {"foundation", "rss", "deltas", "remote", "diff", "merge"}
 
 
 def main() -> None:
@@ -461,6 +629,12 @@ def main() -> None:
             print(parts[-1], flush=True)
         if "remote" in sections:
             parts.append(remote(work, args.repeat, args.layers))
+            print(parts[-1], flush=True)
+        if "diff" in sections:
+            parts.append(diff_times(work, args.repeat, args.layers))
+            print(parts[-1], flush=True)
+        if "merge" in sections:
+            parts.append(merge_times(work, args.repeat, args.layers))
             print(parts[-1], flush=True)
         if "rss" in sections:
             parts.append(rss_scaling(work, max(1, args.layers // 6), args.layers))
