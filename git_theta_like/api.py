@@ -273,7 +273,7 @@ def diff(
     return d.diff_sides(r, old, new, paths, threshold=threshold, fetch=d.remote_fetcher(r), cwd=r.workdir)
 
 
-def merge_tensors(base: Any, ours: Any, theirs: Any, strategy: str = "average", **params: Any) -> Any:
+def merge_tensors(base: Any, ours: Any, theirs: Any, /, strategy: str = "average", **params: Any) -> Any:
     """Merge one tensor in process with a `git merge` strategy (see docs/merging.md).
 
     >>> merged = merge_tensors(base_w, ours_w, theirs_w, "ties", density=0.2)

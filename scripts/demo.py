@@ -38,7 +38,9 @@ def sha(p: Path) -> str:
 
 
 def du(p: Path) -> int:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    """Bytes under p, each file once (git-theta-like keeps a second hard link per object)."""
+    inodes = {(f.stat().st_dev, f.stat().st_ino): f.stat().st_size for f in p.rglob("*") if f.is_file()}
+    return sum(inodes.values())
 
 
 def finetune(path: Path, kind: str, seed: int) -> None:
@@ -79,20 +81,28 @@ def main() -> None:
     print("What git stores instead of the 87 MiB file (first lines):")
     print("\n".join(run("git", "show", "HEAD:model.safetensors", cwd=repo, show=False).splitlines()[:4]))
 
-    step("Fine-tune (BitFit: biases only) and commit")
+    step("Two fine-tunes on two branches")
+    run("git", "checkout", "-q", "-b", "bitfit", cwd=repo)
     finetune(model, "bitfit", 1)
     before = du(repo / ".git")
-    run("git", "commit", "-qam", "BitFit fine-tune", cwd=repo)
+    run("git", "commit", "-qam", "BitFit fine-tune (biases only)", cwd=repo)
     print(f"this commit added {(du(repo / '.git') - before) / 2**20:.2f} MiB to .git")
-    diff = run("git", "diff", "--stat", "HEAD~1", "HEAD", cwd=repo, show=False)
-    changed = run("git", "diff", "HEAD~1", "HEAD", cwd=repo, show=False).count("\n+tensor ")
-    print(diff.strip())
-    print(f"{changed} tensor lines changed in the manifest (one per changed tensor)")
-
-    step("Fine-tune the last layer and commit")
+    run("git", "checkout", "-q", "-b", "layer5", "main", cwd=repo)
     finetune(model, "layer", 2)
-    run("git", "commit", "-qam", "update layer 5", cwd=repo)
-    run("git", "log", "--oneline", cwd=repo)
+    run("git", "commit", "-qam", "fine-tune layer 5", cwd=repo)
+    print("What changed, tensor by tensor (the diff driver; `git theta-like diff` for JSON/Markdown):")
+    diff = run("git", "diff", "main", "layer5", cwd=repo, show=False).splitlines()
+    print("\n".join(diff[:9] + ["  ..."] + diff[-1:]))
+
+    step("Merge the two fine-tunes with git merge (layer 5 biases changed on both: averaged)")
+    run("git", "checkout", "-q", "main", cwd=repo)
+    run("git", "merge", "-q", "--no-edit", "bitfit", cwd=repo)  # one-sided: fast-forward
+    run("git", "theta-like", "merge", "layer5", "--strategy", "average", "-m", "merge layer5 into main", cwd=repo)
+    shown = run("git", "theta-like", "show", "HEAD", "model.safetensors", cwd=repo, show=False).splitlines()
+    merged = [line for line in shown if "merge=" in line]
+    print(f"{len(merged)} tensors merged by a strategy, e.g.:")
+    print("\n".join(merged[:3]))
+    run("git", "log", "--oneline", "--graph", cwd=repo)
 
     step("Check out the pre-trained version again: byte-identical")
     run("git", "checkout", "HEAD~2", "--", "model.safetensors", cwd=repo)
@@ -103,13 +113,29 @@ def main() -> None:
     run("git", "checkout", "HEAD", "--", "model.safetensors", cwd=repo)
     run("git", "status", "--short", cwd=repo)
 
+    step("Push to a remote and clone it elsewhere (a local bare repository, git-lfs's file layout)")
+    remote = root / "remote.git"
+    if remote.exists():
+        shutil.rmtree(remote)
+    run("git", "init", "-q", "--bare", "-b", "main", str(remote), cwd=root)
+    run("git", "remote", "add", "origin", f"file://{remote}", cwd=repo)
+    run("git", "push", "-q", "origin", "main", "bitfit", "layer5", cwd=repo)
+    clone = root / "clone"
+    if clone.exists():
+        shutil.rmtree(clone)
+    run("git", "clone", "-q", "--no-checkout", f"file://{remote}", str(clone), cwd=root)
+    run("git", "theta-like", "install", cwd=clone)
+    run("git", "checkout", "-q", "main", cwd=clone)
+    print(f"clone's model is byte-identical: {sha(clone / 'model.safetensors') == sha(model)}")
+    run("git", "theta-like", "fsck", cwd=clone)
+
     step("Storage")
     size = MODEL.stat().st_size
     print(
-        f"3 versions of an {size / 2**20:.0f} MiB model: .git is {du(repo / '.git') / 2**20:.0f} MiB "
-        f"(plain git-lfs: {3 * size / 2**20:.0f} MiB)"
+        f"4 versions of an {size / 2**20:.0f} MiB model: .git is {du(repo / '.git') / 2**20:.0f} MiB "
+        f"(plain git-lfs: {4 * size / 2**20:.0f} MiB)"
     )
-    print(f"\nThe demo repository is in {repo}")
+    print(f"\nThe demo repositories are in {root}")
 
 
 if __name__ == "__main__":

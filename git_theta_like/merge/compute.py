@@ -1,0 +1,230 @@
+"""Running strategies on tensors: bytes <-> torch, device choice, compute precision, cast back.
+
+Tensors are computed one at a time in float32 (float64 for F64 tensors, or everywhere with
+precision "float64") on the chosen device, and cast back exactly to the stored dtype with
+torch's round-to-nearest-even (float8 results saturate to the type's finite range).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from git_theta_like.errors import ThetaLikeError
+from git_theta_like.merge.strategies import Strategy, TensorContext, make_strategy
+
+if TYPE_CHECKING:
+    import torch
+
+Buffer = bytes | bytearray | memoryview
+
+# safetensors dtype name -> torch dtype attribute
+TORCH_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
+}
+PRECISIONS = ("float32", "float64")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class DeviceError(ThetaLikeError):
+    pass
+
+
+def mergeable_dtype(dtype: str) -> bool:
+    """True for the float dtypes strategies can compute on (with this torch)."""
+    if dtype not in TORCH_DTYPES:
+        return False
+    import torch
+
+    return hasattr(torch, TORCH_DTYPES[dtype])
+
+
+def check_device_spec(spec: str, where: str = "device") -> str:
+    spec = spec.strip().lower()
+    if not _DEVICE_RE.match(spec):
+        raise DeviceError(f"{where}: {spec!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    return spec
+
+
+def resolve_device(spec: str | None) -> torch.device:
+    """`auto` (or None): CUDA when available, else the CPU. An unavailable device is an error."""
+    import torch
+
+    spec = check_device_spec(spec or "auto")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {spec} was asked for, but torch sees no CUDA device "
+                f"(torch {torch.__version__}); use --device cpu or auto"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device mps was asked for, but MPS is not available")
+    return dev
+
+
+def compute_dtype(dtype: str, precision: str = "float32") -> torch.dtype:
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ThetaLikeError(f"merge precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return torch.float64 if dtype == "F64" or precision == "float64" else torch.float32
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    import torch
+
+    if not mergeable_dtype(dtype):
+        raise ThetaLikeError(f"{dtype} tensors cannot be merged arithmetically")
+    return getattr(torch, TORCH_DTYPES[dtype])
+
+
+def from_bytes(data: Buffer, dtype: str, shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    """A tensor over raw bytes (no copy on the CPU; inputs are never written to)."""
+    import torch
+
+    td = torch_dtype(dtype)
+    if len(data) == 0:
+        return torch.empty(tuple(shape), dtype=td, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only buffers: we only read them
+        t = torch.frombuffer(data, dtype=torch.uint8)
+    return t.view(td).reshape(tuple(shape)).to(device)
+
+
+def cast_to(result: torch.Tensor, dtype: str) -> torch.Tensor:
+    """The result in the stored dtype (round to nearest even; float8 saturates)."""
+    import torch
+
+    td = torch_dtype(dtype)
+    if result.dtype == td:
+        return result
+    if td.itemsize == 1:
+        fin = torch.finfo(td)
+        result = torch.where(result.isnan(), result, result.clamp(fin.min, fin.max))
+    return result.to(td)
+
+
+def to_bytes(t: torch.Tensor) -> memoryview:
+    """The tensor's bytes, C order, on the CPU (a view when it is already there)."""
+    import torch
+
+    flat = t.detach().contiguous().reshape(-1)
+    if flat.device.type != "cpu":
+        flat = flat.cpu()
+    if flat.numel() == 0:
+        return memoryview(b"")
+    arr: Any = flat.view(torch.uint8).numpy()
+    return memoryview(arr).cast("B")
+
+
+def run(
+    strategy: Strategy,
+    dtype: str,
+    shape: Sequence[int],
+    base: Buffer | None,
+    ours: Buffer,
+    theirs: Buffer,
+    *,
+    name: str = "",
+    fisher: tuple[tuple[Buffer, str], tuple[Buffer, str]] | None = None,
+    device: torch.device,
+    precision: str = "float32",
+) -> memoryview:
+    """Merge one tensor given as raw bytes; returns the merged raw bytes in `dtype`."""
+    cd = compute_dtype(dtype, precision)
+
+    def load(buf: Buffer, dt: str = dtype) -> torch.Tensor:
+        return from_bytes(buf, dt, shape, device).to(cd)
+
+    b = load(base) if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    o, t = load(ours), load(theirs)
+    f = (load(fisher[0][0], fisher[0][1]), load(fisher[1][0], fisher[1][1])) if fisher else None
+    out = strategy.merge(b, o, t, TensorContext(name=name, fisher=f))
+    del b, o, t, f
+    return to_bytes(cast_to(out, dtype))
+
+
+def merge_tensors(
+    base: Any,
+    ours: Any,
+    theirs: Any,
+    /,
+    strategy: str | Strategy = "average",
+    *,
+    fisher: tuple[Any, Any] | None = None,
+    name: str = "",
+    device: str | None = None,
+    precision: str = "float32",
+    **params: object,
+) -> Any:
+    """Merge one tensor in-process, exactly as `git merge` does.
+
+    base, ours, theirs: torch tensors or numpy arrays of one shape and float dtype (base may be
+    None for strategies that do not use it), positional. `strategy` is a name (parameters as
+    keywords, e.g. `merge_tensors(b, o, t, "ties", density=0.2)` or
+    `merge_tensors(b, o, t, "linear", ours=0.7, theirs=0.3)`) or a Strategy. `fisher`: the diagonal
+    Fisher tensors of ours and theirs (strategy "fisher"). `name` seeds DARE's masks. Returns
+    the merged tensor in ours's dtype: a numpy array for numpy input, else a torch tensor on
+    ours's device.
+    """
+    import numpy as np
+    import torch
+
+    strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, params)
+    if isinstance(strategy, Strategy) and params:
+        raise TypeError("pass parameters either in the Strategy or as keywords, not both")
+    as_numpy = isinstance(ours, np.ndarray)
+
+    def tt(x: Any) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+
+    o, t = tt(ours), tt(theirs)
+    b = tt(base) if base is not None else None
+    if (
+        o.shape != t.shape
+        or o.dtype != t.dtype
+        or (b is not None and (b.shape, b.dtype) != (o.shape, o.dtype))
+    ):
+        raise ThetaLikeError("merge_tensors: base, ours and theirs must have one shape and dtype")
+    if strat.selects is not None:
+        picked = {"ours": o, "theirs": t, "base": b}[strat.selects]
+        if picked is None:
+            raise ThetaLikeError("merge_tensors: strategy base needs a base tensor")
+        return picked.numpy() if as_numpy else picked
+    if strat.needs_base and b is None:
+        raise ThetaLikeError(f"merge_tensors: strategy {strat.name} needs the base tensor")
+    if not o.is_floating_point():
+        raise ThetaLikeError(f"merge_tensors: {o.dtype} tensors cannot be merged arithmetically")
+    dev = resolve_device(device) if device else o.device
+    cd = torch.float64 if o.dtype == torch.float64 or precision == "float64" else torch.float32
+    f = None
+    if fisher is not None:
+        f = (tt(fisher[0]).to(dev, cd), tt(fisher[1]).to(dev, cd))
+    elif strat.needs_fisher:
+        raise ThetaLikeError("merge_tensors: strategy fisher needs fisher=(fisher_ours, fisher_theirs)")
+    out = strat.merge(
+        b.to(dev, cd) if b is not None else None,
+        o.to(dev, cd),
+        t.to(dev, cd),
+        TensorContext(name=name, fisher=f),
+    )
+    if o.dtype.itemsize == 1:
+        fin = torch.finfo(o.dtype)
+        out = torch.where(out.isnan(), out, out.clamp(fin.min, fin.max))
+    res = out.to(o.dtype).to(o.device)
+    return res.numpy() if as_numpy else res
