@@ -11,7 +11,6 @@ import pygit2
 from git_theta_like import __version__
 from git_theta_like.errors import ThetaLikeError
 
-
 # Commands whose modules are imported only when used: `git theta-like` starts fast and the
 # filter process sets its thread options before numpy is imported.
 LAZY_COMMANDS = {
@@ -221,7 +220,11 @@ def ls_files(rev: str | None, verbose: bool) -> None:
         click.echo(
             f"{model.index_path}: one model in {len(model.shards)} shards, {model.tensor_count} tensors, "
             f"{human_size(size)}, stored {human_size(stored)}"
-            + ("" if len(present) == len(model.shards) else f" ({len(model.shards) - len(present)} shard(s) untracked)")
+            + (
+                ""
+                if len(present) == len(model.shards)
+                else f" ({len(model.shards) - len(present)} shard(s) untracked)"
+            )
         )
 
 

@@ -37,7 +37,9 @@ def read_index(data: bytes, index_path: str) -> dict[str, str]:
     return {str(k): posixpath.join(base, str(v)) if base else str(v) for k, v in wm.items()}
 
 
-def sharded_models(repo: Repo, manifests: dict[str, Manifest | None], rev: str | None = None) -> list[ShardedModel]:
+def sharded_models(
+    repo: Repo, manifests: dict[str, Manifest | None], rev: str | None = None
+) -> list[ShardedModel]:
     """The sharded models among the given tracked files (path -> manifest), staged or at rev."""
     out = []
     candidates: list[str] = []

@@ -117,7 +117,16 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
 
 
 def dir_size(p: Path) -> int:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    """Bytes of the files under p, each inode once (objects have a second hard link)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for f in p.rglob("*"):
+        if f.is_file():
+            st = f.stat()
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
 
 
 class Repo:

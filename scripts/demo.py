@@ -97,7 +97,17 @@ def main() -> None:
     step("Merge the two fine-tunes with git merge (layer 5 biases changed on both: averaged)")
     run("git", "checkout", "-q", "main", cwd=repo)
     run("git", "merge", "-q", "--no-edit", "bitfit", cwd=repo)  # one-sided: fast-forward
-    run("git", "theta-like", "merge", "layer5", "--strategy", "average", "-m", "merge layer5 into main", cwd=repo)
+    run(
+        "git",
+        "theta-like",
+        "merge",
+        "layer5",
+        "--strategy",
+        "average",
+        "-m",
+        "merge layer5 into main",
+        cwd=repo,
+    )
     shown = run("git", "theta-like", "show", "HEAD", "model.safetensors", cwd=repo, show=False).splitlines()
     merged = [line for line in shown if "merge=" in line]
     print(f"{len(merged)} tensors merged by a strategy, e.g.:")

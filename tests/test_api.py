@@ -26,7 +26,9 @@ def test_load_old_revision_reads_only_the_selected_objects(repo: Path) -> None:
     r = Repo(repo)
     before = r.store.reads
     sd = gtl.load_numpy("m.safetensors", rev="HEAD~1", names="layers.0.*", repo=r)
-    assert sorted(sd) == [f"layers.0.{n}" for n in ("attn.bias", "attn.weight", "mlp.weight", "norm.bias", "norm.weight")]
+    assert sorted(sd) == [
+        f"layers.0.{n}" for n in ("attn.bias", "attn.weight", "mlp.weight", "norm.bias", "norm.weight")
+    ]
     assert r.store.reads - before == 5
     expected = small_model(seed=1)
     for name, a in sd.items():

@@ -20,7 +20,10 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     if mkdocs is None:
         pytest.fail("mkdocs is not installed: run scripts/setup")
     p = subprocess.run(
-        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True
+        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "site" / "quickstart" / "index.html").is_file()
@@ -39,4 +42,7 @@ def test_quickstart_runs_verbatim(tmp_path: Path) -> None:
     assert "encoder.bias" in p.stdout  # the semantic diff names the changed tensor
     model = tmp_path / "my-models"
     assert (model / "model.safetensors").is_file()
-    assert subprocess.run(["git", "status", "--porcelain"], cwd=model, capture_output=True, text=True).stdout == ""
+    assert (
+        subprocess.run(["git", "status", "--porcelain"], cwd=model, capture_output=True, text=True).stdout
+        == ""
+    )

@@ -9,6 +9,7 @@ Git starts one process per command and sends every tracked file through it: afte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -96,10 +97,8 @@ class IndexManifests:
                 blob = self.repo.git.get(entry.id)
                 data = getattr(blob, "data", b"")
                 if is_manifest(data):
-                    try:
+                    with contextlib.suppress(ManifestError):
                         self._by_path[entry.path] = Manifest.from_bytes(data)
-                    except ManifestError:
-                        pass
         return [m for p, m in self._by_path.items() if p != path]
 
 
