@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from git_theta_like import dtypes
 from git_theta_like.errors import ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, TensorEntry
@@ -30,30 +31,8 @@ if TYPE_CHECKING:
 
 Names = str | Iterable[str] | None
 
-_NUMPY = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U64": np.uint64,
-    "U32": np.uint32,
-    "U16": np.uint16,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-    "C64": np.complex64,
-    "C128": np.complex128,
-}
-_TORCH = {
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz",
-    "F8_E8M0": "float8_e8m0fnu",
-}
+_NUMPY = {name: np.dtype(t) for name, t in dtypes.NUMPY_NAMES.items()}
+_TORCH = {k: v for k, v in dtypes.TORCH_FLOAT_NAMES.items() if k not in _NUMPY}  # bf16, fp8
 
 
 def _repo(repo: str | os.PathLike[str] | Repo) -> Repo:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
 import math
 import os
 import subprocess
@@ -38,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from git_theta_like import codecs, dtypes
+from git_theta_like import dtypes
 from git_theta_like.codecs import delta as delta_codec
-from git_theta_like.codecs.container import ObjectHeader, split_object
-from git_theta_like.errors import ManifestError, ObjectCorruptError, ObjectMissingError, ThetaLikeError
+from git_theta_like.codecs.container import ObjectHeader
+from git_theta_like.errors import ManifestError, ObjectMissingError, ThetaLikeError
 from git_theta_like.manifest import Manifest, TensorEntry, is_manifest
 from git_theta_like.store.local import LocalStore
 
@@ -496,31 +495,14 @@ class ObjectReader:
         if not self.store.has(oid):
             self.ensure([(oid, self.sizes.get(oid, 0), what)])
         data = self.store.read(oid, what)
-        try:
-            header, payload = split_object(data, oid)
-            if expect_size is not None and header.size != expect_size:
-                raise ObjectCorruptError(
-                    f"object {oid} holds {header.size} bytes, the manifest expects {expect_size}"
-                )
-            if expect_raw is not None and header.raw != expect_raw:
-                raise ObjectCorruptError(
-                    f"object {oid} holds content {header.raw[:12]}…, the manifest expects {expect_raw[:12]}…"
-                )
-            base = None
-            if header.base:
-                if _depth >= MAX_CHAIN:
-                    raise ObjectCorruptError(f"object {oid}: delta chain longer than {MAX_CHAIN}")
-                if header.base not in self.sizes:
-                    self.sizes[header.base] = int(header.params.get("base_size", 0))
-                base = self.raw(header.base, f"{what} (delta base)", None, header.size, _depth + 1)[0]
-            raw = codecs.decode(header, payload, oid, base)
-        except ObjectCorruptError as e:
-            raise ObjectCorruptError(f"{what}: {e}") from None
-        if len(raw) != header.size or hashlib.sha256(raw).hexdigest() != header.raw:
-            raise ObjectCorruptError(
-                f"{what}: object {oid} is corrupt: its content does not match its hash "
-                f"(re-fetch it, or restore {self.store.path(oid)} from a clone that has it)"
-            )
+
+        def base_of(header: ObjectHeader) -> Buffer:
+            assert header.base is not None
+            if header.base not in self.sizes:
+                self.sizes[header.base] = int(header.params.get("base_size", 0))
+            return self.raw(header.base, f"{what} (delta base)", None, header.size, _depth + 1)[0]
+
+        raw, header = self.store.decode_verified(oid, data, what, expect_raw, expect_size, base_of, _depth)
         self._cache[oid] = (raw, header)
         return raw, header
 

@@ -10,20 +10,7 @@ import numpy as np
 
 from git_theta_like import dtypes
 
-NUMPY = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U64": np.uint64,
-    "U32": np.uint32,
-    "U16": np.uint16,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
+NUMPY = {name: np.dtype(t).type for name, t in dtypes.NUMPY_NAMES.items()}
 
 
 def tensor_bytes(rng: np.random.Generator, dtype: str, shape: tuple[int, ...]) -> bytes:
@@ -83,3 +70,14 @@ def small_model(seed: int = 0, scale: int = 1) -> dict[str, tuple[str, tuple[int
         out[f"layers.{layer}.norm.weight"] = ("F32", (d,), np.ones(d, np.float32).tobytes())
         out[f"layers.{layer}.norm.bias"] = ("F32", (d,), np.zeros(d, np.float32).tobytes())
     return out
+
+
+def finetuned(seed: int, changed: tuple[str, ...] = ()) -> bytes:
+    """small_model(scale=2) as safetensors, with the named tensors nudged (a fine-tune)."""
+    sd = small_model(seed=0, scale=2)
+    rng = np.random.default_rng(seed)
+    for name in changed:
+        dtype, shape, data = sd[name]
+        a = np.frombuffer(data, np.float32) + rng.standard_normal(len(data) // 4).astype(np.float32) * 1e-3
+        sd[name] = (dtype, shape, a.astype(np.float32).tobytes())
+    return safetensors_bytes(sd)

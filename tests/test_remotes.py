@@ -9,24 +9,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import git, gtl, run
-from fixtures import safetensors_bytes, small_model
+from fixtures import finetuned
 from lfs_server import FaultyLFSServer, GiftlessServer, giftless_available
 
 from git_theta_like.manifest import Manifest
 
-
-def version(seed: int, changed: tuple[str, ...] = ()) -> bytes:
-    """The small model with some tensors changed (a fine-tune)."""
-    sd = small_model(seed=0, scale=2)
-    rng = np.random.default_rng(seed)
-    for name in changed:
-        dtype, shape, data = sd[name]
-        a = np.frombuffer(data, np.float32) + rng.standard_normal(len(data) // 4).astype(np.float32) * 1e-3
-        sd[name] = (dtype, shape, a.astype(np.float32).tobytes())
-    return safetensors_bytes(sd)
+version = finetuned
 
 
 V1 = version(1)

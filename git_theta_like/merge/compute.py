@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from git_theta_like import dtypes
 from git_theta_like.errors import ThetaLikeError
 from git_theta_like.merge.strategies import Strategy, TensorContext, make_strategy
 
@@ -21,17 +22,7 @@ if TYPE_CHECKING:
 Buffer = bytes | bytearray | memoryview
 
 # safetensors dtype name -> torch dtype attribute
-TORCH_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz",
-    "F8_E8M0": "float8_e8m0fnu",
-}
+TORCH_DTYPES = dtypes.TORCH_FLOAT_NAMES
 PRECISIONS = ("float32", "float64")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 

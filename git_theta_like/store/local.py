@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from git_theta_like import codecs, faults
@@ -172,7 +172,26 @@ class LocalStore:
         `expect_size` (the manifest's length) is checked before anything is decoded, so a
         crafted header cannot make us allocate more than the tensor it claims to be.
         """
+
+        def base_of(header: ObjectHeader) -> bytearray | memoryview:
+            assert header.base is not None
+            return self.read_raw(header.base, f"{what} (delta base)", None, _depth + 1, header.size)
+
         data = self.read(oid, what)
+        return self.decode_verified(oid, data, what, expect_raw, expect_size, base_of, _depth)[0]
+
+    def decode_verified(
+        self,
+        oid: str,
+        data: bytes,
+        what: str,
+        expect_raw: str | None,
+        expect_size: int | None,
+        base_of: Callable[[ObjectHeader], bytearray | memoryview],
+        depth: int = 0,
+    ) -> tuple[bytearray | memoryview, ObjectHeader]:
+        """Decode an object's bytes and verify the result: sizes before decoding, the raw hash
+        after. `base_of(header)` supplies a delta's base content (readers may cache it)."""
         try:
             header, payload = split_object(data, oid)
             if expect_size is not None and header.size != expect_size:
@@ -185,9 +204,9 @@ class LocalStore:
                 )
             base = None
             if header.base:
-                if _depth >= MAX_CHAIN:
+                if depth >= MAX_CHAIN:
                     raise ObjectCorruptError(f"object {oid}: delta chain longer than {MAX_CHAIN}")
-                base = self.read_raw(header.base, f"{what} (delta base)", None, _depth + 1, header.size)
+                base = base_of(header)
             raw = codecs.decode(header, payload, oid, base)
         except ObjectCorruptError as e:
             raise ObjectCorruptError(f"{what}: {e}") from None
@@ -196,7 +215,7 @@ class LocalStore:
                 f"{what}: object {oid} is corrupt: its content does not match its hash "
                 f"(re-fetch it, or restore {self.path(oid)} from a clone that has it)"
             )
-        return raw
+        return raw, header
 
     def iter_raw(self, oid: str, what: str = "object", expect_raw: str | None = None) -> Iterator[bytes]:
         """The raw content of a (large) object, decoded chunk by chunk and verified at the end.
