@@ -109,9 +109,11 @@ def main() -> None:
         cwd=repo,
     )
     shown = run("git", "theta-like", "show", "HEAD", "model.safetensors", cwd=repo, show=False).splitlines()
-    merged = [line for line in shown if "merge=" in line]
-    print(f"{len(merged)} tensors merged by a strategy, e.g.:")
+    merged = [line for line in shown if "[merged:" in line]
+    print(f"{len(merged)} tensors merged by a strategy (recorded in the manifest), e.g.:")
     print("\n".join(merged[:3]))
+    if not merged:
+        sys.exit("demo failed: no tensor was merged by a strategy")
     run("git", "log", "--oneline", "--graph", cwd=repo)
 
     step("Check out the pre-trained version again: byte-identical")
