@@ -257,3 +257,23 @@ def test_stale_temp_files_from_a_crash_are_cleaned_by_gc(repo: Path) -> None:
     os.utime(stale, (old, old))
     out = gtl(repo, "gc").stdout
     assert "1 stale temp file" in out and not stale.exists()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_merge_killed_midway_leaves_a_consistent_repo(repo: Path, n: int) -> None:
+    commit(repo, V1, "base")
+    git(repo, "checkout", "-q", "-b", "a")
+    commit(repo, finetuned(11, ("layers.0.attn.weight", "layers.1.mlp.weight", "layers.2.attn.weight")), "a")
+    git(repo, "checkout", "-q", "-b", "b", "main")
+    commit(repo, finetuned(12, ("layers.0.attn.weight", "layers.1.mlp.weight", "layers.2.attn.weight")), "b")
+    r = killed(repo, "write", n, "merge", "--no-edit", "a")
+    assert r.returncode != 0  # the merge driver died: git reports a conflict, nothing is committed
+    assert gtl(repo, "fsck").stdout.strip().endswith("ok")
+    git(repo, "merge", "--abort")
+    git(repo, "merge", "-q", "--no-edit", "a")  # the next merge completes
+    assert gtl(repo, "fsck").stdout.strip().endswith("ok")
+    merged = (repo / "model.safetensors").read_bytes()
+    (repo / "model.safetensors").unlink()
+    git(repo, "checkout", "--", "model.safetensors")
+    assert (repo / "model.safetensors").read_bytes() == merged
+    assert "[merged: average]" in gtl(repo, "show", "HEAD", "model.safetensors").stdout
