@@ -83,7 +83,10 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
                 store.read_raw(oid, "object", raw)
                 verified.add(oid)
         except ObjectMissingError as e:  # a delta base is missing
-            report.problems.append(Problem("missing", oid, str(e), where))
+            if oid in local_only:
+                report.problems.append(Problem("missing", oid, str(e), where))
+            else:
+                report.not_local += 1  # its chain is on the remote, fetched on demand
         except ObjectCorruptError as e:
             report.problems.append(Problem("corrupt", oid, str(e), where))
     if check_remote:
