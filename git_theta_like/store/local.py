@@ -15,6 +15,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from git_theta_like import codecs, faults
 from git_theta_like.codecs.container import MAGIC, MAX_HEADER, TRAILER, ObjectHeader, split_object
@@ -147,15 +148,9 @@ class LocalStore:
         p = self.path(oid)
         try:
             with open(p, "rb") as f:
-                total = os.fstat(f.fileno()).st_size
-                if total < TRAILER.size:
-                    raise ObjectCorruptError(f"{what}: object {oid} is too short to be an object")
-                f.seek(total - TRAILER.size)
-                hlen, magic = TRAILER.unpack(f.read(TRAILER.size))
-                if magic != MAGIC or hlen > MAX_HEADER or hlen > total - TRAILER.size:
-                    raise ObjectCorruptError(f"{what}: object {oid} is not a git-theta-like object")
-                f.seek(total - TRAILER.size - hlen)
-                return ObjectHeader.from_bytes(f.read(hlen), oid)
+                return _file_header(f, oid)[0]
+        except ObjectCorruptError as e:
+            raise ObjectCorruptError(f"{what}: {e}") from None
         except FileNotFoundError:
             raise ObjectMissingError(f"{what}: object {oid} is not in the local store ({p})") from None
 
@@ -230,20 +225,11 @@ class LocalStore:
         with f:
             with self._lock:
                 self.reads += 1
-            total = os.fstat(f.fileno()).st_size
             try:
-                if total < TRAILER.size:
-                    raise ObjectCorruptError(f"object {oid}: too short to be an object")
-                f.seek(total - TRAILER.size)
-                hlen, magic = TRAILER.unpack(f.read(TRAILER.size))
-                if magic != MAGIC or hlen > MAX_HEADER or hlen > total - TRAILER.size:
-                    raise ObjectCorruptError(f"object {oid}: not a git-theta-like object (bad trailer)")
-                f.seek(total - TRAILER.size - hlen)
-                header = ObjectHeader.from_bytes(f.read(hlen), oid)
+                header, payload_left = _file_header(f, oid)
                 if expect_raw is not None and header.raw != expect_raw:
                     raise ObjectCorruptError(f"object {oid} does not hold the content the manifest expects")
                 f.seek(0)
-                payload_left = total - TRAILER.size - hlen
 
                 def read(n: int) -> bytes:
                     nonlocal payload_left
@@ -266,3 +252,16 @@ class LocalStore:
                     yield held
             except ObjectCorruptError as e:
                 raise ObjectCorruptError(f"{what}: {e}") from None
+
+
+def _file_header(f: BinaryIO, oid: str) -> tuple[ObjectHeader, int]:
+    """The header of the object open in f, read from its trailer, and its payload's length."""
+    total = os.fstat(f.fileno()).st_size
+    if total < TRAILER.size:
+        raise ObjectCorruptError(f"object {oid}: too short to be an object")
+    f.seek(total - TRAILER.size)
+    hlen, magic = TRAILER.unpack(f.read(TRAILER.size))
+    if magic != MAGIC or hlen > MAX_HEADER or hlen > total - TRAILER.size:
+        raise ObjectCorruptError(f"object {oid}: not a git-theta-like object (bad trailer)")
+    f.seek(total - TRAILER.size - hlen)
+    return ObjectHeader.from_bytes(f.read(hlen), oid), total - TRAILER.size - hlen
