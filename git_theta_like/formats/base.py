@@ -138,6 +138,12 @@ class ByteReader:
         return data
 
 
+def rest_as_skeleton(reader: ByteReader, chunk: int = 16 * 1024 * 1024) -> Iterator[Skeleton]:
+    """Everything after the last tensor (trailing bytes) as skeleton, in bounded chunks."""
+    while rest := reader.read_upto(chunk):
+        yield Skeleton(rest)
+
+
 class TruncatedError(FormatError):
     """The input ended inside a structure (a truncated file)."""
 

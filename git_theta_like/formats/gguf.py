@@ -32,7 +32,15 @@ from dataclasses import dataclass
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError
-from git_theta_like.formats.base import ByteReader, Event, Skeleton, Tensor, TensorInfo, TruncatedError
+from git_theta_like.formats.base import (
+    ByteReader,
+    Event,
+    Skeleton,
+    Tensor,
+    TensorInfo,
+    TruncatedError,
+    rest_as_skeleton,
+)
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -144,11 +152,7 @@ class GgufFormat:
             yield from _skeleton(reader, info.offset - pos, f"the bytes before tensor {info.name!r}")
             yield Tensor(info, _read_region(reader, info.length, f"tensor {info.name!r}"))
             pos = info.offset + info.length
-        while True:
-            rest = reader.read_upto(CHUNK)
-            if not rest:
-                break
-            yield Skeleton(rest)
+        yield from rest_as_skeleton(reader, CHUNK)
 
 
 class _HeaderReader:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError
-from git_theta_like.formats.base import ByteReader, Event, Skeleton, Tensor, TensorInfo
+from git_theta_like.formats.base import ByteReader, Event, Skeleton, Tensor, TensorInfo, rest_as_skeleton
 
 MAX_HEADER = 100 * 1024 * 1024  # the limit the safetensors library itself enforces
 TRAILING_CHUNK = 16 * 1024 * 1024
@@ -41,11 +41,7 @@ class SafetensorsFormat:
                 yield Skeleton(reader.read_exact(info.offset - pos, "padding between tensors"))
             yield Tensor(info, reader.read_exact(info.length, f"tensor {info.name!r}"))
             pos = info.offset + info.length
-        while True:
-            rest = reader.read_upto(TRAILING_CHUNK)
-            if not rest:
-                break
-            yield Skeleton(rest)
+        yield from rest_as_skeleton(reader, TRAILING_CHUNK)
 
 
 def parse_header(header: bytes, data_start: int) -> list[TensorInfo]:
