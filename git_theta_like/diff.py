@@ -17,20 +17,28 @@ Tensors present on one side only are added/removed, or renamed when a removed an
 tensor hold the same content, or have the same dtype and shape and one name is a dotted suffix
 of the other (`x.weight` -> `bert.x.weight`, the rule clean uses to find a delta parent).
 
+A sharded Hugging Face checkpoint (shards + `model.safetensors.index.json`) is diffed as one model
+(diff_sharded), listed under its index's path: tensors are matched by name across all shards, each
+gets the shard holding it on each side (`old_shard`, `new_shard`), and one whose content is the
+same but whose shard changed is `moved`. A side is folded only when its index parses and names
+only tracked checkpoints there; otherwise the model is shown file by file, with a note.
+
 The repository-level functions resolve what `git theta-like diff` compares (revisions, the index
-or the working tree) and what `git theta-like log` walks.
+or the working tree) and what `git theta-like log` walks. git's diff driver (diff_driver.py) is
+called per file, so `git diff` shows the shard files one by one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import math
 import os
 import subprocess
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +49,7 @@ from git_theta_like import dtypes
 from git_theta_like.codecs import delta as delta_codec
 from git_theta_like.codecs.container import ObjectHeader
 from git_theta_like.errors import ManifestError, ObjectMissingError, ThetaLikeError
-from git_theta_like.manifest import Manifest, TensorEntry, is_manifest
+from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifest
 from git_theta_like.store.local import LocalStore
 
 SCHEMA = "git-theta-like/diff"
@@ -57,8 +65,9 @@ MAX_CHAIN = 64
 Buffer = bytes | bytearray | memoryview
 Fetch = Callable[[list[tuple[str, int]]], None]
 
-# added / removed / modified / renamed (content may also have changed)
-ADDED, REMOVED, MODIFIED, RENAMED = "added", "removed", "modified", "renamed"
+# added / removed / modified / renamed (content may also have changed) / moved (sharded models:
+# same content, another shard)
+ADDED, REMOVED, MODIFIED, RENAMED, MOVED = "added", "removed", "modified", "renamed", "moved"
 
 
 # ============================================================================ data model
@@ -132,13 +141,20 @@ class UpdateKind:
 @dataclass
 class TensorDiff:
     name: str
-    status: str  # added | removed | modified | renamed
+    status: str  # added | removed | modified | renamed | moved
     old: TensorSide | None
     new: TensorSide | None
     old_name: str | None = None  # renamed: the name on the old side
     stats: TensorStats | None = None
     kind: UpdateKind | None = None
     below_threshold: bool = False
+    old_shard: str | None = None  # sharded models: the shard file holding it on each side
+    new_shard: str | None = None
+
+    @property
+    def shard_moved(self) -> bool:
+        """In a sharded model, held by another shard file on the new side."""
+        return self.old_shard is not None and self.new_shard is not None and self.old_shard != self.new_shard
 
     @property
     def content_changed(self) -> bool:
@@ -160,7 +176,8 @@ class TensorDiff:
 
     @property
     def group(self) -> str:
-        """Where the tensor is listed: modified, reshaped (shape/dtype), renamed, added, removed."""
+        """Where the tensor is listed: modified, reshaped (shape/dtype), renamed, moved, added,
+        removed."""
         if self.status == MODIFIED and (self.shape_changed or self.dtype_changed):
             return "reshaped"
         return self.status
@@ -173,9 +190,10 @@ class TensorDiff:
 @dataclass
 class FileSide:
     format: str
-    size: int
+    size: int  # a sharded model: the sum of its shard files' sizes
     tensors: int
     params: int
+    shards: int | None = None  # a sharded model: number of shard files; None for a single file
 
     @classmethod
     def of(cls, m: Manifest) -> FileSide:
@@ -195,6 +213,12 @@ class FileDiff:
     stats_computed: bool = True
     threshold: float | None = None
     note: str | None = None  # e.g. why statistics are missing
+    old_shards: list[str] | None = None  # a sharded model (path: its index): shard files per side
+    new_shards: list[str] | None = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.old_shards is not None or self.new_shards is not None
 
     @property
     def status(self) -> str:
@@ -629,11 +653,16 @@ def diff_manifests(
             for e in todo:
                 _compute(e, reader, threshold)
                 reader.clear()
-    fd.tensors = sorted(entries, key=lambda e: (_GROUPS.index(e.group), *e.sort_key()))
+    fd.tensors = _ordered(entries)
     return fd
 
 
-_GROUPS = ["modified", "reshaped", "renamed", "added", "removed"]
+_GROUPS = ["modified", "reshaped", "renamed", "moved", "added", "removed"]
+
+
+def _ordered(entries: list[TensorDiff]) -> list[TensorDiff]:
+    """By group, biggest change first within a group."""
+    return sorted(entries, key=lambda e: (_GROUPS.index(e.group), *e.sort_key()))
 
 
 @contextlib.contextmanager
@@ -760,7 +789,10 @@ class PathFilter:
         return False
 
 
-def _rev_manifests(repo: Any, rev: str, match: PathFilter) -> dict[str, Manifest]:
+Match = Callable[[str], bool]  # a PathFilter, or one widened to the shards of selected models
+
+
+def _rev_manifests(repo: Any, rev: str, match: Match) -> dict[str, Manifest]:
     from git_theta_like.tracked import tracked_files
 
     out = {}
@@ -773,7 +805,7 @@ def _rev_manifests(repo: Any, rev: str, match: PathFilter) -> dict[str, Manifest
     return out
 
 
-def _index_manifests(repo: Any, match: PathFilter) -> dict[str, Manifest]:
+def _index_manifests(repo: Any, match: Match) -> dict[str, Manifest]:
     from git_theta_like.tracked import tracked_files
 
     out = {}
@@ -810,7 +842,7 @@ def clean_file(repo: Any, path: Path, rel: str) -> Manifest:
     return Manifest.from_bytes(data)
 
 
-def _worktree_manifests(repo: Any, match: PathFilter, staged: dict[str, Manifest]) -> dict[str, Manifest]:
+def _worktree_manifests(repo: Any, match: Match, staged: dict[str, Manifest]) -> dict[str, Manifest]:
     if repo.workdir is None:
         raise ThetaLikeError("comparing with the working tree needs a repository with one")
     dirty = _stat_dirty(repo)
@@ -825,7 +857,7 @@ def _worktree_manifests(repo: Any, match: PathFilter, staged: dict[str, Manifest
     return out
 
 
-def side_manifests(repo: Any, side: Side, match: PathFilter) -> dict[str, Manifest]:
+def side_manifests(repo: Any, side: Side, match: Match) -> dict[str, Manifest]:
     if side.kind == "rev":
         assert side.rev is not None
         return _rev_manifests(repo, side.rev, match)
@@ -856,17 +888,37 @@ def diff_sides(
     fetch: Fetch | None = None,
     cwd: Path | None = None,
 ) -> DiffResult:
+    """The diff of the checkpoints selected by `paths` (all when empty) between two sides. A
+    sharded model whose index is selected is one FileDiff (see diff_sharded); its shard files are
+    then not listed on their own."""
     match = PathFilter(paths, repo.workdir, cwd)
-    a = side_manifests(repo, old, match)
-    b = side_manifests(repo, new, match)
+    idx_a, why_a = side_indexes(repo, old, match)
+    idx_b, why_b = side_indexes(repo, new, match)
+    wide = _widened(match, idx_a, idx_b)
+    a = side_manifests(repo, old, wide)
+    b = side_manifests(repo, new, wide)
+    folded, notes = fold_models(
+        {p: sharded_side(p, d, a.__contains__, why_a) for p, d in idx_a.items()},
+        {p: sharded_side(p, d, b.__contains__, why_b) for p, d in idx_b.items()},
+    )
     files = []
-    for path in sorted(set(a) | set(b)):
-        ma, mb = a.get(path), b.get(path)
+    for path, sa, sb in folded:
+        if _same_model(sa, sb, lambda s: a[s].to_bytes() == b[s].to_bytes()):
+            continue
+        fd = diff_sharded(repo.store, path, sa, a, sb, b, stats=stats, threshold=threshold, fetch=fetch)
+        if fd.status != "unchanged" or fd.tensors:
+            files.append(fd)
+    in_a, in_b = _shard_files(folded)
+    for path in sorted((set(a) - in_a) | (set(b) - in_b)):
+        ma = a.get(path) if path not in in_a else None
+        mb = b.get(path) if path not in in_b else None
         if ma is not None and mb is not None and ma.to_bytes() == mb.to_bytes():
             continue
         fd = diff_file(repo.store, path, ma, mb, stats=stats, threshold=threshold, fetch=fetch)
+        fd.note = fd.note or notes.get(path)
         if fd.status != "unchanged" or fd.tensors:
             files.append(fd)
+    files.sort(key=lambda f: f.path)
     return DiffResult(old.label, new.label, files, threshold)
 
 
@@ -884,6 +936,231 @@ def diff_file(
         return diff_manifests(old, new, store, path, stats=stats, threshold=threshold, fetch=fetch)
     except ObjectMissingError as e:
         raise ObjectMissingError(f"{path}: {e}") from None
+
+
+# ============================================================================ sharded models
+
+
+@dataclass
+class ShardedSide:
+    """A sharded model's index (`model.safetensors.index.json`) on one side of a diff."""
+
+    index_path: str
+    data: bytes  # the index file
+    shards: list[str]  # the shard files its weight_map names (relative to the repository), sorted
+    metadata: Any = None  # the index's "metadata"
+    problem: str | None = None  # why this side cannot be shown as one model
+
+
+def sharded_side(index_path: str, data: bytes, tracked: Match, why: Callable[[str], str]) -> ShardedSide:
+    """What an index says, and whether every shard it names is a tracked checkpoint on its side
+    (`tracked`); `why(shard)` says what is wrong with one that is not ("missing at HEAD")."""
+    from git_theta_like.sharded import read_index
+
+    try:
+        doc = json.loads(data)
+        shards = sorted(set(read_index(data, index_path).values()))
+    except (ValueError, TypeError, AttributeError) as e:
+        return ShardedSide(
+            index_path, data, [], problem=f"{index_path} {why('')} is not a readable index ({e})"
+        )
+    side = ShardedSide(index_path, data, shards, doc.get("metadata") if isinstance(doc, dict) else None)
+    bad = [s for s in shards if not tracked(s)]
+    if not shards:
+        side.problem = f"{index_path} {why('')} names no shard"
+    elif bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        side.problem = "; ".join(f"shard {s} is {why(s)}" for s in bad[:3]) + more
+    return side
+
+
+def fold_models(
+    old: dict[str, ShardedSide], new: dict[str, ShardedSide]
+) -> tuple[list[tuple[str, ShardedSide | None, ShardedSide | None]], dict[str, str]]:
+    """The models shown as one: (index path, old side, new side), each side None where that side
+    has no such index. A model that cannot be folded on a side where it exists (index unreadable,
+    a shard missing or untracked) is shown file by file on both sides: the notes (shard path ->
+    why) say so on its shard files."""
+    folded: list[tuple[str, ShardedSide | None, ShardedSide | None]] = []
+    notes: dict[str, str] = {}
+    for path in sorted(set(old) | set(new)):
+        sa, sb = old.get(path), new.get(path)
+        problems = [s.problem for s in (sa, sb) if s is not None and s.problem]
+        if not problems:
+            folded.append((path, sa, sb))
+            continue
+        note = f"shard of {path}, shown file by file: " + "; ".join(problems)
+        for s in (sa, sb):
+            for shard in s.shards if s is not None else []:
+                notes.setdefault(shard, note)
+    return folded, notes
+
+
+def _shard_files(
+    folded: list[tuple[str, ShardedSide | None, ShardedSide | None]],
+) -> tuple[set[str], set[str]]:
+    """The shard files, per side, that folded models take in."""
+    return (
+        {s for _, sa, _ in folded if sa is not None for s in sa.shards},
+        {s for _, _, sb in folded if sb is not None for s in sb.shards},
+    )
+
+
+def _same_model(old: ShardedSide | None, new: ShardedSide | None, same_shard: Match) -> bool:
+    """Both sides have the model, with the same index and the same manifest for every shard."""
+    if old is None or new is None or old.data != new.data or old.shards != new.shards:
+        return False
+    return all(same_shard(s) for s in old.shards)
+
+
+def _widened(match: PathFilter, *indexes: dict[str, bytes]) -> Match:
+    """match, plus the shard files of the selected indexes (a filter naming only the index
+    still needs its shards' manifests)."""
+    from git_theta_like.sharded import read_index
+
+    shards: set[str] = set()
+    for idx in indexes:
+        for path, data in idx.items():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                shards.update(read_index(data, path).values())
+    if not shards:
+        return match
+    return lambda p: match(p) or p in shards
+
+
+def side_indexes(repo: Any, side: Side, match: Match) -> tuple[dict[str, bytes], Callable[[str], str]]:
+    """The sharded-model indexes on one side that match (path -> content: from the tree of a
+    revision, the git index, or the working-tree file of a staged index), and a function saying
+    why a shard is not a tracked checkpoint there."""
+    from git_theta_like.sharded import is_index
+
+    out: dict[str, bytes] = {}
+    if side.kind == "rev":
+        assert side.rev is not None
+        present = _tree_paths(_commit(repo, side.rev).tree)
+        for p in sorted(present):
+            if is_index(p) and match(p) and (data := repo.rev_blob(side.rev, p)) is not None:
+                out[p] = data
+        return out, _why(f"at {side.rev}", present)
+    index = repo.git.index
+    index.read(False)
+    staged = {e.path for e in index}
+    for p in sorted(staged):
+        if not (is_index(p) and match(p)):
+            continue
+        if side.kind == "index":
+            data = repo.index_blob(p)
+        else:
+            full = repo.workdir / p if repo.workdir is not None else None
+            data = full.read_bytes() if full is not None and full.is_file() else None
+        if data is not None:
+            out[p] = data
+    if side.kind == "index":
+        return out, _why("in the index", staged)
+    workdir = repo.workdir
+    in_worktree = _why("in the working tree", staged)
+
+    def why(s: str) -> str:
+        on_disk = bool(s) and workdir is not None and (workdir / s).is_file()
+        if s and not on_disk:
+            return "missing in the working tree"
+        if s and s not in staged:
+            return "untracked in the working tree"
+        return in_worktree(s)
+
+    return out, why
+
+
+def _why(where: str, present: Container[str]) -> Callable[[str], str]:
+    """why(shard): "missing at REV" or "not a tracked checkpoint at REV" (a shard that is there
+    but is no manifest); why(""): "at REV"."""
+
+    def why(s: str) -> str:
+        if not s:
+            return where
+        return f"{'not a tracked checkpoint' if s in present else 'missing'} {where}"
+
+    return why
+
+
+def _combined(side: ShardedSide, manifests: Mapping[str, Manifest]) -> tuple[Manifest, dict[str, str]]:
+    """One manifest holding the tensors of every shard (a name held twice: the first shard's),
+    and tensor name -> shard. Its skeleton is a stand-in: shards' skeletons are compared one by
+    one (diff_sharded)."""
+    tensors: list[TensorEntry] = []
+    where: dict[str, str] = {}
+    shards = [manifests[s] for s in side.shards]
+    for path, m in zip(side.shards, shards, strict=True):
+        for t in m.tensors:
+            if t.name not in where:
+                where[t.name] = path
+                tensors.append(t)
+    fmt = "+".join(sorted({m.format for m in shards}))
+    stand_in = ObjectRef("0" * 64, "0" * 64, 0, "raw")
+    return Manifest(fmt, sum(m.size for m in shards), 0, stand_in, tensors), where
+
+
+def diff_sharded(
+    store: LocalStore,
+    path: str,
+    old: ShardedSide | None,
+    old_manifests: Mapping[str, Manifest],
+    new: ShardedSide | None,
+    new_manifests: Mapping[str, Manifest],
+    *,
+    stats: bool = True,
+    threshold: float | None = None,
+    fetch: Fetch | None = None,
+) -> FileDiff:
+    """The diff of a sharded model (`path`: its index) as one checkpoint: tensors are matched by
+    name across all shards (diff_manifests on the shards combined). Each tensor gets the shard
+    holding it on each side; one with the same content in another shard is `moved`.
+    `stored_bytes` counts the objects (skeletons included) of the new side's shards that the old
+    side's do not reference; `header_changed` says that the index's metadata changed, or the
+    skeleton of a shard present on both sides with the same tensors."""
+    co, where_old = _combined(old, old_manifests) if old is not None else (None, {})
+    cn, where_new = _combined(new, new_manifests) if new is not None else (None, {})
+    fd = diff_file(store, path, co, cn, stats=stats, threshold=threshold, fetch=fetch)
+    if old is not None and fd.old is not None:
+        fd.old.shards, fd.old_shards = len(old.shards), list(old.shards)
+    if new is not None and fd.new is not None:
+        fd.new.shards, fd.new_shards = len(new.shards), list(new.shards)
+    old_shards = [old_manifests[s] for s in old.shards] if old is not None else []
+    new_shards = [new_manifests[s] for s in new.shards] if new is not None else []
+    old_oids = {o: n for m in old_shards for o, n in _oids(m).items()}
+    new_oids = {o: n for m in new_shards for o, n in _oids(m).items()}
+    fd.stored_bytes = sum(n for o, n in new_oids.items() if o not in old_oids)
+    if old is not None and new is not None:
+        fd.header_changed = old.metadata != new.metadata or any(
+            [t.name for t in old_manifests[s].tensors] == [t.name for t in new_manifests[s].tensors]
+            and old_manifests[s].skeleton.raw != new_manifests[s].skeleton.raw
+            for s in set(old.shards) & set(new.shards)
+        )
+    for e in fd.tensors:
+        e.old_shard = where_old.get(e.old_name or e.name) if e.old is not None else None
+        e.new_shard = where_new.get(e.name) if e.new is not None else None
+    if co is not None and cn is not None:
+        old_t = {t.name: t for t in co.tensors}
+        new_t = {t.name: t for t in cn.tensors}
+        moved = [n for n in fd.unchanged_names if where_old[n] != where_new[n]]
+        fd.tensors = _ordered(
+            fd.tensors
+            + [
+                TensorDiff(
+                    n,
+                    MOVED,
+                    TensorSide.of(old_t[n]),
+                    TensorSide.of(new_t[n]),
+                    old_shard=where_old[n],
+                    new_shard=where_new[n],
+                )
+                for n in moved
+            ]
+        )
+        gone = set(moved)
+        fd.unchanged_names = [n for n in fd.unchanged_names if n not in gone]
+        fd.unchanged -= len(moved)
+    return fd
 
 
 # ============================================================================ log
@@ -914,7 +1191,8 @@ def iter_log(
     cwd: Path | None = None,
 ) -> Iterator[LogEntry]:
     """Commits reachable from rev (newest first) that change a tracked checkpoint, each diffed
-    against its first parent. `rev` may be a range A..B."""
+    against its first parent (a sharded model as one, as in diff_sides). `rev` may be a range
+    A..B."""
     import pygit2
 
     match = PathFilter(paths, repo.workdir, cwd)
@@ -928,18 +1206,7 @@ def iter_log(
         if max_count is not None and shown >= max_count:
             return
         parent = commit.parents[0] if commit.parents else None
-        new = _tree_manifests(repo, commit.tree, match)
-        old = _tree_manifests(repo, parent.tree, match) if parent is not None else {}
-        files = []
-        for path in sorted(set(old) | set(new)):
-            a, b = old.get(path), new.get(path)
-            if a is not None and b is not None and a[0] == b[0]:
-                continue  # same blob
-            ma = _parse(path, a, str(parent.id)[:12] if parent else "")
-            mb = _parse(path, b, str(commit.id)[:12])
-            fd = diff_file(repo.store, path, ma, mb, stats=stats, fetch=fetch)
-            if fd.differs:
-                files.append(fd)
+        files = _commit_files(repo, commit, parent, match, stats, fetch)
         if not files:
             continue
         shown += 1
@@ -953,6 +1220,55 @@ def iter_log(
         )
 
 
+def _commit_files(
+    repo: Any, commit: Any, parent: Any, match: PathFilter, stats: bool, fetch: Fetch | None
+) -> list[FileDiff]:
+    """The checkpoints a commit changes against its parent (sharded models as one, as in
+    diff_sides)."""
+    new_at, old_at = str(commit.id)[:12], str(parent.id)[:12] if parent is not None else ""
+    new_paths = _tree_paths(commit.tree)
+    old_paths = _tree_paths(parent.tree) if parent is not None else {}
+    idx_new = _tree_indexes(repo, new_paths, match)
+    idx_old = _tree_indexes(repo, old_paths, match)
+    wide = _widened(match, {p: d for p, (_, d) in idx_old.items()}, {p: d for p, (_, d) in idx_new.items()})
+    new = _tree_manifests(repo, new_paths, wide)
+    old = _tree_manifests(repo, old_paths, wide)
+
+    folded, notes = fold_models(
+        {
+            p: sharded_side(p, d, old.__contains__, _why(f"at {old_at}", old_paths))
+            for p, (_, d) in idx_old.items()
+        },
+        {
+            p: sharded_side(p, d, new.__contains__, _why(f"at {new_at}", new_paths))
+            for p, (_, d) in idx_new.items()
+        },
+    )
+    files = []
+    for path, sa, sb in folded:
+        if _same_model(sa, sb, lambda s: old[s][0] == new[s][0]):
+            continue  # same blobs
+        ma = {s: m for s in (sa.shards if sa else []) if (m := _parse(s, old[s], old_at)) is not None}
+        mb = {s: m for s in (sb.shards if sb else []) if (m := _parse(s, new[s], new_at)) is not None}
+        fd = diff_sharded(repo.store, path, sa, ma, sb, mb, stats=stats, fetch=fetch)
+        if fd.differs:
+            files.append(fd)
+    in_old, in_new = _shard_files(folded)
+    for path in sorted((set(old) - in_old) | (set(new) - in_new)):
+        a = old.get(path) if path not in in_old else None
+        b = new.get(path) if path not in in_new else None
+        if a is not None and b is not None and a[0] == b[0]:
+            continue  # same blob
+        fd = diff_file(
+            repo.store, path, _parse(path, a, old_at), _parse(path, b, new_at), stats=stats, fetch=fetch
+        )
+        fd.note = fd.note or notes.get(path)
+        if fd.differs:
+            files.append(fd)
+    files.sort(key=lambda f: f.path)
+    return files
+
+
 def _parse(path: str, blob: tuple[str, bytes] | None, where: str) -> Manifest | None:
     if blob is None:
         return None
@@ -962,12 +1278,28 @@ def _parse(path: str, blob: tuple[str, bytes] | None, where: str) -> Manifest | 
         raise ManifestError(f"{path} at {where}: {e}") from None
 
 
-def _tree_manifests(repo: Any, tree: Any, match: PathFilter) -> dict[str, tuple[str, bytes]]:
-    """path -> (blob id, manifest bytes) for the manifests in a tree."""
+def _tree_paths(tree: Any) -> dict[str, Any]:
+    """path -> blob id for the files of a tree."""
     from git_theta_like.tracked import _walk
 
+    return dict(_walk(tree, ""))
+
+
+def _tree_indexes(repo: Any, paths: dict[str, Any], match: Match) -> dict[str, tuple[str, bytes]]:
+    """path -> (blob id, content) for the sharded-model indexes among a tree's files that match."""
+    from git_theta_like.sharded import is_index
+
     out = {}
-    for path, oid in _walk(tree, ""):
+    for path, oid in paths.items():
+        if is_index(path) and match(path):
+            out[path] = (str(oid), getattr(repo.git.get(oid), "data", b""))
+    return out
+
+
+def _tree_manifests(repo: Any, paths: dict[str, Any], match: Match) -> dict[str, tuple[str, bytes]]:
+    """path -> (blob id, manifest bytes) for the manifests among a tree's files (_tree_paths)."""
+    out = {}
+    for path, oid in paths.items():
         if not match(path):
             continue
         blob = repo.git.get(oid)

@@ -30,6 +30,7 @@ GROUP_TITLES = {
     "modified": "modified",
     "reshaped": "shape or dtype changed",
     "renamed": "renamed",
+    "moved": "moved between shards",
     "added": "added",
     "removed": "removed",
 }
@@ -85,7 +86,14 @@ def type_col(e: TensorDiff) -> str:
 
 
 def name_col(e: TensorDiff) -> str:
-    return f"{e.old_name} -> {e.name}" if e.old_name else e.name
+    """The name (`old -> new` when renamed), and where a tensor of a sharded model moved to."""
+    name = f"{e.old_name} -> {e.name}" if e.old_name else e.name
+    return f"{name}  (moved {shard_move(e)})" if e.shard_moved else name
+
+
+def shard_move(e: TensorDiff) -> str:
+    """`old shard -> new shard` (sharded models)."""
+    return f"{e.old_shard} -> {e.new_shard}"
 
 
 def kind_col(e: TensorDiff) -> str:
@@ -102,14 +110,18 @@ def file_headline(f: FileDiff) -> str:
             return "(none)"
         if s.format == "opaque":
             return f"stored whole, {human_size(s.size)}"
-        return f"{s.format}, {s.tensors} tensors, {human_count(s.params)} params, {human_size(s.size)}"
+        shards = f"{s.shards} shards, " if s.shards is not None else ""
+        return (
+            f"{s.format}, {shards}{s.tensors} tensors, {human_count(s.params)} params, {human_size(s.size)}"
+        )
 
     if f.old is None:
         return f"new checkpoint: {side(f.new)}"
     if f.new is None:
         return f"deleted checkpoint: {side(f.old)}"
-    if (f.old.format, f.old.tensors, f.old.params, f.old.size) == (
+    if (f.old.format, f.old.shards, f.old.tensors, f.old.params, f.old.size) == (
         f.new.format,
+        f.new.shards,
         f.new.tensors,
         f.new.params,
         f.new.size,
@@ -118,11 +130,17 @@ def file_headline(f: FileDiff) -> str:
     return f"{side(f.old)} -> {side(f.new)}"
 
 
+def _shows_moved(f: FileDiff) -> bool:
+    """A `moved` count is shown for sharded models (and wherever a tensor moved)."""
+    return f.sharded or f.count("moved") > 0
+
+
 def file_total(f: FileDiff) -> str:
     parts = [
         f"{f.count('modified')} modified",
         f"{f.count('reshaped')} reshaped",
         f"{f.count('renamed')} renamed",
+        *([f"{f.count('moved')} moved"] if _shows_moved(f) else []),
         f"{f.count('added')} added",
         f"{f.count('removed')} removed",
         f"{f.unchanged} unchanged",
@@ -190,6 +208,10 @@ def render_file_text(f: FileDiff, stat: bool = False) -> list[str]:
                 lines += _table(es)
             else:
                 lines += [f"    ~ {name_col(e)}  {type_col(e)}" for e in es]
+    es = groups.get("moved")
+    if es:
+        lines.append(f"  {GROUP_TITLES['moved']}: {len(es)}")
+        lines += [f"    > {e.name}  {type_col(e)}  {shard_move(e)}" for e in es]
     for g, sign in (("added", "+"), ("removed", "-")):
         es = groups.get(g)
         if es:
@@ -205,8 +227,11 @@ def render_file_text(f: FileDiff, stat: bool = False) -> list[str]:
             f"largest {sci(biggest)}; not listed"
         )
     structural = any(g in groups for g in ("reshaped", "renamed", "added", "removed"))
-    if f.header_changed and not f.whole and not structural and f.old is not None and f.new is not None:
-        lines.append("  header/metadata changed")
+    if f.header_changed and not f.whole and f.old is not None and f.new is not None:
+        if f.sharded:  # compared on their own (diff.diff_sharded): always worth saying
+            lines.append("  header/metadata changed (the index's metadata or a shard's header)")
+        elif not structural:
+            lines.append("  header/metadata changed")
     lines.append(f"  total: {file_total(f)}")
     return lines
 
@@ -215,14 +240,17 @@ def grand_total(r: DiffResult) -> str:
     fs = [f for f in r.files if f.differs]
     c: Counter[str] = Counter()
     for f in fs:
-        for g in ("modified", "reshaped", "renamed", "added", "removed"):
+        for g in ("modified", "reshaped", "renamed", "moved", "added", "removed"):
             c[g] += f.count(g)
     added = sum(1 for f in fs if f.old is None)
     removed = sum(1 for f in fs if f.new is None)
     out = f"{len(fs)} checkpoint{'s' if len(fs) != 1 else ''} changed"
     if added or removed:
         out += f" ({added} new, {removed} deleted)"
-    out += ": " + ", ".join(f"{c[g]} {g}" for g in ("modified", "reshaped", "renamed", "added", "removed"))
+    groups = ["modified", "reshaped", "renamed", "moved", "added", "removed"]
+    if not any(_shows_moved(f) for f in r.files):
+        groups.remove("moved")
+    out += ": " + ", ".join(f"{c[g]} {g}" for g in groups)
     below = sum(f.below_threshold for f in r.files)
     if below:
         out += f", {below} below threshold"
@@ -299,13 +327,15 @@ def tensor_json(e: TensorDiff) -> dict[str, Any]:
         if e.kind is None
         else {"kind": e.kind.kind, "label": e.kind.label, "rank": e.kind.rank, "percent": e.kind.percent},
         "below_threshold": e.below_threshold,
+        "old_shard": e.old_shard,
+        "new_shard": e.new_shard,
     }
 
 
 def _file_side_json(s: FileSide | None) -> dict[str, Any] | None:
     if s is None:
         return None
-    return {"format": s.format, "size": s.size, "tensors": s.tensors, "params": s.params}
+    return {"format": s.format, "size": s.size, "tensors": s.tensors, "params": s.params, "shards": s.shards}
 
 
 def file_summary_json(f: FileDiff) -> dict[str, Any]:
@@ -313,6 +343,7 @@ def file_summary_json(f: FileDiff) -> dict[str, Any]:
         "modified": f.count("modified"),
         "reshaped": f.count("reshaped"),
         "renamed": f.count("renamed"),
+        "moved": f.count("moved"),
         "added": f.count("added"),
         "removed": f.count("removed"),
         "unchanged": f.unchanged,
@@ -329,6 +360,7 @@ def file_json(f: FileDiff, stat: bool = False) -> dict[str, Any]:
         "status": f.status,
         "old": _file_side_json(f.old),
         "new": _file_side_json(f.new),
+        "shards": {"old": f.old_shards, "new": f.new_shards},
         "whole_file": f.whole,
         "header_changed": f.header_changed,
         "stats_computed": f.stats_computed,
@@ -367,6 +399,7 @@ def to_json(r: DiffResult, stat: bool = False) -> dict[str, Any]:
                     "modified",
                     "reshaped",
                     "renamed",
+                    "moved",
                     "added",
                     "removed",
                     "unchanged",
@@ -400,15 +433,21 @@ def render_markdown(r: DiffResult, stat: bool = False) -> str:
         out.append("No checkpoint changed.")
         return "\n".join(out) + "\n"
     if stat or len(r.files) > 1:
+        moved = any(_shows_moved(f) for f in r.files)  # a column for sharded models only
         out += [
-            "| checkpoint | modified | reshaped | renamed | added | removed | params changed | new objects |"
+            "| checkpoint | modified | reshaped | renamed | "
+            + ("moved | " if moved else "")
+            + "added | removed | params changed | new objects |"
         ]
-        out += ["|---|---:|---:|---:|---:|---:|---:|---:|"]
+        out += ["|---|---:|---:|---:|" + ("---:|" if moved else "") + "---:|---:|---:|---:|"]
         for f in r.files:
             pc = f.params_changed
             out.append(
                 f"| {_code(f.path)} ({f.status}) | {f.count('modified')} | {f.count('reshaped')} "
-                f"| {f.count('renamed')} | {f.count('added')} | {f.count('removed')} "
+                f"| {f.count('renamed')} | "
+                + (f"{f.count('moved')} | " if moved else "")
+                + f"{f.count('added')} "
+                f"| {f.count('removed')} "
                 f"| {'-' if pc is None else human_count(pc)} | {human_size(f.stored_bytes)} |"
             )
         out.append("")
@@ -426,8 +465,11 @@ def render_markdown(r: DiffResult, stat: bool = False) -> str:
                 ]
                 for e in changed[:rows_left]:
                     st = e.stats
+                    name = _code(f"{e.old_name} -> {e.name}" if e.old_name else e.name)
+                    if e.shard_moved:
+                        name += f" (moved {_code(e.old_shard or '')} → {_code(e.new_shard or '')})"
                     out.append(
-                        f"| {_code(name_col(e))} | {_md(type_col(e))} | {rel(st)} "
+                        f"| {name} | {_md(type_col(e))} | {rel(st)} "
                         f"| {pct(st.fraction_changed) if st else '-'} | {sci(st.l2_delta) if st else '-'} "
                         f"| {sci(st.max_abs_delta) if st else '-'} "
                         f"| {cos(st)} | {_md(kind_col(e))} |"
@@ -435,6 +477,15 @@ def render_markdown(r: DiffResult, stat: bool = False) -> str:
                 if len(changed) > rows_left:
                     out.append(f"\n… and {len(changed) - rows_left} more (see `--format json`)")
                 rows_left = max(0, rows_left - len(changed))
+                out.append("")
+            moved_es = [e for e in listed if e.group == "moved"]
+            if moved_es:
+                shown = ", ".join(
+                    f"{_code(e.name)} ({_code(e.old_shard or '')} → {_code(e.new_shard or '')})"
+                    for e in moved_es[:50]
+                )
+                more = f" … and {len(moved_es) - 50} more" if len(moved_es) > 50 else ""
+                out.append(f"**{GROUP_TITLES['moved']} ({len(moved_es)}):** {shown}{more}")
                 out.append("")
             for g, sign in (("added", "+"), ("removed", "−")):
                 es = [e for e in listed if e.group == g]
@@ -495,6 +546,8 @@ def log_file_line(f: FileDiff) -> str:
         pc = f.params_changed
         if pc is not None:
             parts[0] += f" ({human_count(pc)} params)"
+        if f.count("moved"):
+            parts.append(f"{f.count('moved')} moved between shards")
         for g in ("added", "removed"):
             if f.count(g):
                 parts.append(f"{f.count(g)} {g}")
@@ -554,8 +607,10 @@ def render_log_markdown(entries: list[LogEntry]) -> str:
         date = time.strftime("%Y-%m-%d", time.localtime(e.date))
         for f in e.files:
             changed = f.count("modified") + f.count("reshaped") + f.count("renamed")
+            moved = f" (+{f.count('moved')} moved between shards)" if f.count("moved") else ""
             out.append(
-                f"| `{e.commit[:12]}` | {date} | {_md(e.subject)} | {_code(f.path)} ({f.status}) | {changed} "
+                f"| `{e.commit[:12]}` | {date} | {_md(e.subject)} | {_code(f.path)} ({f.status}) "
+                f"| {changed}{moved} "
                 f"| {human_size(f.stored_bytes)} | {_md(_kinds(f))} |"
             )
     return "\n".join(out) + "\n"
