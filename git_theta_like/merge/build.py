@@ -448,7 +448,7 @@ def store_result(plan: Plan, repo: Repo, compute: Compute) -> Manifest:
         pieces = _pieces(plan, store, produced) if whole else _merged_only(slots, produced)
         data = engine.clean(
             ByteReader(IterSource(pieces)),
-            previous=parents(plan.ours, plan.theirs, plan.base),
+            previous=plan.previous or parents(plan.ours, plan.theirs, plan.base),
             path=plan.path,
         )
     m = Manifest.from_bytes(data)

@@ -102,12 +102,38 @@ def merge_cmd(
     cmd += [*git_args, branch]
     rc = subprocess.call(cmd, env=env)
     if rc:
+        rc = _merge_sharded_models(env, commit="--no-commit" not in git_args, edit=edit)
+    if rc:
         click.echo(
             "git-theta-like: the merge stopped; for checkpoint conflicts run "
             "`git theta-like mergetool PATH` (see `git status`)",
             err=True,
         )
     sys.exit(rc)
+
+
+def _merge_sharded_models(env: dict[str, str], commit: bool, edit: bool) -> int:
+    """After `git merge` stopped: merge the conflicted sharded models as whole models
+    (merge/sharded.py); commit when that leaves no conflict. Returns the exit status."""
+    from git_theta_like.errors import ThetaLikeError
+    from git_theta_like.merge import sharded
+
+    repo = Repo(".")
+    if not (repo.git_dir / "MERGE_HEAD").is_file():
+        return 1  # git merge failed before merging anything
+    try:
+        lines, failed = sharded.resolve_models(repo, env=env)
+    except ThetaLikeError as e:
+        click.echo(f"git-theta-like: {e}", err=True)
+        return 1
+    for line in lines:
+        click.echo(f"git-theta-like: {line}", err=True)
+    if not lines or failed or sharded.unmerged_paths(repo):
+        return 1
+    if not commit:
+        click.echo("git-theta-like: merged; conclude with `git commit` (--no-commit)", err=True)
+        return 0
+    return subprocess.call(["git", "commit", "--edit" if edit else "--no-edit"])
 
 
 @click.command("mergetool")
@@ -129,7 +155,7 @@ def mergetool_cmd(paths: tuple[str, ...], resolve_file: str | None, use: str | N
 
     Without PATH, every conflicted tracked checkpoint.
     """
-    from git_theta_like.merge import tool
+    from git_theta_like.merge import sharded, tool
 
     repo = Repo(".")
     targets = list(paths)
@@ -142,6 +168,18 @@ def mergetool_cmd(paths: tuple[str, ...], resolve_file: str | None, use: str | N
             resolve_file = os.path.abspath(resolve_file)
         click.echo(tool.resolve(repo, targets[0], resolve_file, use))
         return
+    if sharded.in_merge(repo):
+        lines, _ = sharded.resolve_models(repo, only=targets or None)
+        for line in lines:
+            click.echo(line)
+        left = sharded.unmerged_paths(repo)
+        if lines and not left:
+            click.echo("no conflicts left; conclude the merge with `git commit`")
+            return
+        if lines and targets:
+            targets = [t for t in targets if t in left]
+            if not targets:
+                return
     if not targets:
         found = tool.conflicted(repo)
         targets = sorted(p for p, c in found.items() if c.manifest("ours") is not None)

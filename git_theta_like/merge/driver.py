@@ -186,6 +186,7 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
         state = state_file(repo, path)
         if plan.conflicts:
             report_conflicts(plan)
+            _hint_sharded(repo, path)
             state.parent.mkdir(parents=True, exist_ok=True)
             state.write_text(
                 json.dumps(
@@ -224,6 +225,17 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
     except Exception as e:  # noqa: BLE001 - any failure is a conflict, never a corrupt result
         _err(f"{path}: merge failed (internal error): {e!r}\n{traceback.format_exc()}")
         return 2
+
+
+def _hint_sharded(repo: Repo, path: str) -> None:
+    from git_theta_like.merge.sharded import model_of_shard
+
+    index = model_of_shard(repo, path)
+    if index is not None:
+        _err(
+            f"{path}: a shard of {index}; once git stops, `git theta-like mergetool` merges "
+            "the model as a whole (tensors that moved between shards included)"
+        )
 
 
 def report_conflicts(plan: Plan) -> None:

@@ -86,6 +86,7 @@ class Plan:
     conflicts: list[Conflict] = field(default_factory=list)
     fallbacks: list[Conflict] = field(default_factory=list)  # conflicts resolved as ours
     notes: list[str] = field(default_factory=list)
+    previous: Manifest | None = None  # delta parents for clean (default: build.parents of the three)
 
     @property
     def jobs(self) -> list[Job]:
@@ -208,7 +209,7 @@ def plan_merge(
     names = list(a) + [n for n in t if n not in a] + [n for n in b if n not in a and n not in t]
     slots: dict[str, Slot] = {}
     for name in names:
-        slot = _tensor(plan, name, a.get(name), t.get(name), b.get(name), cfg, fisher or FisherLookup())
+        slot = plan_tensor(plan, name, a.get(name), t.get(name), b.get(name), cfg, fisher or FisherLookup())
         if isinstance(slot, Conflict):
             if not fallback_ours:
                 plan.conflicts.append(slot)
@@ -220,11 +221,11 @@ def plan_merge(
             slots[name] = slot
     if plan.conflicts:
         return plan
-    _choose_layout(plan, slots, base, ours, theirs)
+    choose_layout(plan, slots, base, ours, theirs)
     return plan
 
 
-def _tensor(
+def plan_tensor(
     plan: Plan,
     name: str,
     a: TensorEntry | None,
@@ -311,7 +312,7 @@ def _fits(m: Manifest, slots: dict[str, Slot]) -> bool:
     )
 
 
-def _choose_layout(
+def choose_layout(
     plan: Plan, slots: dict[str, Slot], base: Manifest | None, ours: Manifest, theirs: Manifest
 ) -> None:
     fit_o, fit_t = _fits(ours, slots), _fits(theirs, slots)
