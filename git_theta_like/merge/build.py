@@ -352,7 +352,7 @@ def safetensors_header(slots: list[Slot], metadata: dict[str, str] | None) -> by
         header["__metadata__"] = metadata
     pos = 0
     for s in slots:
-        n = _nbytes(s)
+        n = slot_nbytes(s)
         header[s.name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [pos, pos + n]}
         pos += n
     h = json.dumps(header, separators=(",", ":")).encode()
@@ -360,7 +360,7 @@ def safetensors_header(slots: list[Slot], metadata: dict[str, str] | None) -> by
     return struct.pack("<Q", len(h)) + h
 
 
-def _nbytes(s: Slot) -> int:
+def slot_nbytes(s: Slot) -> int:
     if s.entry is not None:
         return s.entry.length
     assert s.job is not None

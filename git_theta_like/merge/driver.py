@@ -134,7 +134,12 @@ def _no_compute(job: Job, data: list[Buffer]) -> Buffer:  # pragma: no cover - n
 
 
 def summary(plan: Plan, device: str, seconds: float) -> str:
-    counts = plan.counts()
+    where = f" on {device}" if device else ""
+    return f"{plan.path}: {'; '.join(count_parts(plan.counts()))}{where} in {seconds:.1f} s"
+
+
+def count_parts(counts: dict[str, int]) -> list[str]:
+    """What a plan's slot counts (Plan.counts) say, for people: merged, chosen, taken."""
     merged = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("merged:")}
     chosen = {k: v for k, v in counts.items() if ":" in k and not k.startswith("merged:")}
     parts = []
@@ -147,8 +152,7 @@ def summary(plan: Plan, device: str, seconds: float) -> str:
         if counts.get(side):
             label = {"theirs": "from theirs", "ours": "from ours", "both": "unchanged or changed alike"}[side]
             parts.append(f"{counts[side]} {label}")
-    where = f" on {device}" if device else ""
-    return f"{plan.path}: {'; '.join(parts)}{where} in {seconds:.1f} s"
+    return parts
 
 
 def _merge_file(base: str, ours: str, theirs: str, path: str) -> int:

@@ -27,6 +27,7 @@ planned without conflict; a conflict leaves the merge as git left it, with the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -41,7 +42,7 @@ from git_theta_like.errors import ManifestError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, TensorEntry, is_manifest
 from git_theta_like.merge import config
-from git_theta_like.merge.build import parents
+from git_theta_like.merge.build import parents, slot_nbytes
 from git_theta_like.merge.plan import Conflict, FisherLookup, Plan, Slot, choose_layout, plan_tensor
 from git_theta_like.sharded import is_index, read_index
 
@@ -276,37 +277,26 @@ def unmerged_paths(repo: Repo) -> set[str]:
     return out
 
 
-def conflicted_models(repo: Repo, revs: tuple[str | None, str, str]) -> list[str]:
-    """Index json paths (on any side) whose json or one of whose shards is unmerged."""
+def conflicted_models(repo: Repo, revs: tuple[str | None, str, str]) -> dict[str, set[str]]:
+    """Index json paths (on any side) whose json or one of whose shards is unmerged, each with
+    the shard paths it names on any side."""
+    from git_theta_like.tracked import _walk
+
     unmerged = unmerged_paths(repo)
     if not unmerged:
-        return []
-    found: set[str] = set()
+        return {}
+    shards: dict[str, set[str]] = {}
     for rev in revs:
         if rev is None:
             continue
         tree = repo.git.get(rev).peel(pygit2.Commit).tree  # type: ignore[union-attr]
-        for path in _index_paths(tree, ""):
-            if path in unmerged:
-                found.add(path)
+        for path, oid in _walk(tree, ""):
+            if not is_index(path):
                 continue
-            data = repo.rev_blob(rev, path)
-            try:
-                shards = set(read_index(data or b"{}", path).values())
-            except (ValueError, TypeError, AttributeError):
-                continue
-            if shards & unmerged:
-                found.add(path)
-    return sorted(found)
-
-
-def _index_paths(tree: pygit2.Tree, prefix: str) -> Iterator[str]:
-    for e in tree:
-        path = prefix + e.name
-        if e.type_str == "tree":
-            yield from _index_paths(e, path + "/")  # type: ignore[arg-type]
-        elif is_index(path):
-            yield path
+            named = shards.setdefault(path, set())
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                named.update(read_index(repo.git.get(oid).data, path).values())  # type: ignore[union-attr]
+    return {p: named for p, named in sorted(shards.items()) if p in unmerged or named & unmerged}
 
 
 def _config(repo: Repo, plan_paths: list[str], env: dict[str, str] | None) -> config.MergeConfig:
@@ -335,25 +325,15 @@ def resolve_models(
     revs = merge_revs(repo)
     lines: list[str] = []
     failed: list[str] = []
-    for index_path in conflicted_models(repo, revs):
-        if only is not None:
-            sides = [load_side_names(repo, r, index_path) for r in revs if r is not None]
-            if index_path not in only and not any(set(s) & set(only) for s in sides):
-                continue
+    for index_path, shards in conflicted_models(repo, revs).items():
+        if only is not None and index_path not in only and not shards & set(only):
+            continue
         try:
             lines += list(_resolve_model(repo, index_path, revs, env))
         except ShardedMergeError as e:
             lines.append(f"{index_path}: not merged as one model: {e}")
             failed.append(index_path)
     return lines, failed
-
-
-def load_side_names(repo: Repo, rev: str, index_path: str) -> list[str]:
-    data = repo.rev_blob(rev, index_path)
-    try:
-        return sorted(set(read_index(data, index_path).values())) if data else []
-    except (ValueError, TypeError, AttributeError):
-        return []
 
 
 def _resolve_model(
@@ -388,7 +368,7 @@ def _resolve_model(
     sizes: dict[str, int] = {}
     device = ""
     for sp in plan.shards:
-        sizes.update({s.name: (s.entry.length if s.entry else s.job.ours.length) for s in sp.slots})  # type: ignore[union-attr]
+        sizes.update({s.name: slot_nbytes(s) for s in sp.slots})
         current = repo.index_blob(sp.path) if sp.path not in unmerged else None
         if current is not None and is_manifest(current) and _same_result(current, sp):
             continue  # git merged this shard already, to the same tensors
@@ -442,28 +422,13 @@ def _same_result(current: bytes, sp: Plan) -> bool:
 
 
 def _summary(plan: ModelPlan, written: int, device: str) -> str:
-    counts = plan.counts()
-    merged = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("merged:")}
-    parts = []
-    if merged:
-        parts.append(
-            f"merged {sum(merged.values())} tensors ("
-            + ", ".join(f"{k} {v}" for k, v in sorted(merged.items()))
-            + ")"
-        )
-    for side, label in (
-        ("theirs", "from theirs"),
-        ("ours", "from ours"),
-        ("both", "unchanged or changed alike"),
-    ):
-        n = sum(v for k, v in counts.items() if k.split(":")[0] == side)
-        if n:
-            parts.append(f"{n} {label}")
+    from git_theta_like.merge.driver import count_parts
+
     layout = f"{len(plan.shards)} shard(s)"
     if plan.removed:
         layout += f", {len(plan.removed)} shard file(s) removed"
     where = f" on {device}" if device else ""
     return (
-        f"{plan.index_path}: merged as one model{where}: {'; '.join(parts)}; {layout} "
-        f"({written} written, index json from {plan.doc_side})"
+        f"{plan.index_path}: merged as one model{where}: {'; '.join(count_parts(plan.counts()))}; "
+        f"{layout} ({written} written, index json from {plan.doc_side})"
     )
