@@ -23,8 +23,10 @@ import numpy as np
 from git_theta_like import dtypes
 from git_theta_like.errors import ThetaLikeError
 from git_theta_like.gitio.repo import Repo
+from git_theta_like.lfs import sync
 from git_theta_like.manifest import Manifest, TensorEntry
-from git_theta_like.store import sync
+from git_theta_like.store import store_of
+from git_theta_like.store.atomic import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +50,7 @@ def _rel(r: Repo, path: str | os.PathLike[str]) -> str:
 
 
 def _manifest(r: Repo, path: str, rev: str | None) -> Manifest:
-    from git_theta_like.tracked import load_manifest
+    from git_theta_like.gitio.scan import load_manifest
 
     return load_manifest(r, path, rev)
 
@@ -68,7 +70,7 @@ def _select(tensors: list[TensorEntry], names: Names) -> list[TensorEntry]:
 
 def _entries(r: Repo, path: str, rev: str | None, names: Names) -> list[TensorEntry]:
     """The selected tensors of a checkpoint, or of all shards of a sharded model's index."""
-    from git_theta_like.sharded import is_index, read_index
+    from git_theta_like.formats.sharded import is_index, read_index
 
     if is_index(path):
         blob = r.index_blob(path) if rev is None else r.rev_blob(rev, path)
@@ -90,7 +92,7 @@ def _raw(r: Repo, entries: list[TensorEntry], remote: str | None) -> Iterable[tu
     objs = [o for t in entries for o in sync.needed(t.obj)]
     sync.ensure_local(r, objs, remote, what="load")
     for t in entries:
-        yield t, r.store.read_raw(t.obj.oid, f"tensor {t.name!r}", t.obj.raw, 0, t.length)
+        yield t, store_of(r).read_raw(t.obj.oid, f"tensor {t.name!r}", t.obj.raw, 0, t.length)
 
 
 def load_numpy(
@@ -119,7 +121,7 @@ def _to_numpy(raw: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     if dtype in _NUMPY:
         return np.frombuffer(raw, dtype=_NUMPY[dtype]).reshape(shape).copy()
     if dtype in _TORCH or dtype == "BF16":
-        from git_theta_like.codecs.delta import elements, to_float64
+        from git_theta_like.codecs.bits import elements, to_float64
 
         if dtype in ("BF16",):
             return to_float64(elements(raw, dtype), dtype).astype(np.float32).reshape(shape)
@@ -182,8 +184,9 @@ def commit(
     """
     import pygit2
 
+    from git_theta_like.filters import engine_for, staged_manifest
     from git_theta_like.formats import ByteReader
-    from git_theta_like.gitio.filter_process import IndexManifests, _previous_manifest, make_engine
+    from git_theta_like.gitio.scan import IndexManifests
 
     r = _repo(repo)
     rel = _rel(r, path)
@@ -199,8 +202,8 @@ def commit(
         data = buf.getvalue()
     else:
         raise ThetaLikeError(f"unknown format {format!r}: use 'safetensors' or 'pytorch'")
-    with make_engine(r) as engine:
-        previous = _previous_manifest(r, rel)
+    with engine_for(r) as engine:
+        previous = staged_manifest(r, rel)
         manifest = engine.clean(ByteReader(io.BytesIO(data)), previous, rel, IndexManifests(r).others(rel))
     g = r.git
     blob_id = g.create_blob(manifest)
@@ -217,10 +220,7 @@ def commit(
     commit_id = g.create_commit("HEAD", sig, sig, message, tree, parents)
     if update_worktree and r.workdir is not None:
         target = r.workdir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.gtl-tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_atomic(target, data)
         import subprocess
 
         subprocess.run(["git", "add", "--", rel], cwd=r.workdir, check=True, capture_output=True)
@@ -234,22 +234,22 @@ def diff(
     repo: str | os.PathLike[str] | Repo = ".",
     threshold: float | None = None,
 ) -> Any:
-    """The structured diff (git_theta_like.diff.DiffResult) of checkpoints between two revisions.
+    """The structured diff (git_theta_like.semdiff.model.DiffResult) of checkpoints between two
+    revisions.
 
     `rev_b=None` compares with the working tree, like `git diff REV`. Only changed tensors'
-    objects are read. `.to_json()`-style rendering: see git_theta_like.diff_render.
+    objects are read. Renderers (text, JSON, Markdown): git_theta_like.semdiff.render.
 
     >>> result = diff("HEAD~1", "HEAD", "model.safetensors")
     >>> [t.name for f in result.files for t in f.tensors]
     """
-    import importlib
+    from git_theta_like.semdiff.sides import diff_sides, remote_fetcher, resolve_sides
 
-    d = importlib.import_module("git_theta_like.diff")  # the module, not this function
     r = _repo(repo)
     revs = [rev_a] if rev_b is None else [rev_a, rev_b]
-    old, new = d.resolve_sides(r, revs)
+    old, new = resolve_sides(r, revs)
     paths = [] if path is None else [_rel(r, path)]
-    return d.diff_sides(r, old, new, paths, threshold=threshold, fetch=d.remote_fetcher(r), cwd=r.workdir)
+    return diff_sides(r, old, new, paths, threshold=threshold, fetch=remote_fetcher(r), cwd=r.workdir)
 
 
 def merge_tensors(base: Any, ours: Any, theirs: Any, /, strategy: str = "average", **params: Any) -> Any:

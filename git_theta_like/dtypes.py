@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+Buffer = bytes | bytearray | memoryview  # raw tensor bytes, in whatever container holds them
+
 # name -> bytes per element
 ITEMSIZE: dict[str, int] = {
     "F64": 8,

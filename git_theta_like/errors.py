@@ -1,4 +1,9 @@
-"""Exceptions shared across the package. Each names what failed, for the user to read."""
+"""Every exception of the package, in one hierarchy under ThetaLikeError. Each names what failed,
+for the user to read. Bottom layer: imports nothing of the package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class ThetaLikeError(Exception):
@@ -23,3 +28,89 @@ class ObjectCorruptError(ThetaLikeError):
 
 class ManifestError(ThetaLikeError):
     """Text that should be a manifest is malformed."""
+
+
+class RemoteError(ThetaLikeError):
+    """A transfer to or from a remote failed; `oids` names the objects concerned (if any)."""
+
+    def __init__(self, message: str, oids: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.oids: list[str] = list(oids)
+
+
+class RemoteUnreachableError(RemoteError):
+    """The server could not be reached (connection refused, DNS, timeout, repeated 5xx)."""
+
+
+class RemoteAuthError(RemoteError):
+    """The server refused our credentials (401 after asking for them, or 403)."""
+
+
+class RemoteObjectMissingError(RemoteError):
+    """The server does not have an object we asked for."""
+
+
+class RemoteCorruptError(RemoteError):
+    """What the server sent does not hash to the object's id."""
+
+
+class RemoteDiskFullError(RemoteError):
+    """No space left on the device an object was being written to."""
+
+
+class MigrateError(ThetaLikeError):
+    """migrate cannot go on; nothing was changed."""
+
+
+class DeviceError(ThetaLikeError):
+    """A merge device (cpu, cuda:N, mps) that is unknown or not available."""
+
+
+class MergeBuildError(ThetaLikeError):
+    """A merged checkpoint could not be assembled from its parts."""
+
+
+class MergeToolError(ThetaLikeError):
+    """mergetool cannot prepare or resolve a conflicted checkpoint."""
+
+
+class MergeConfigError(ThetaLikeError):
+    """An unknown strategy, an unknown parameter or a bad parameter value."""
+
+
+class ShardedMergeError(ThetaLikeError):
+    pass
+
+
+class TruncatedError(FormatError):
+    """The input ended inside a structure (a truncated file)."""
+
+    def __init__(self, what: str, wanted: int, got: int) -> None:
+        super().__init__(f"file ends inside {what}: expected {wanted} bytes, found {got}")
+
+
+class ProtocolError(ThetaLikeError):
+    """Git sent something the filter protocol does not allow."""
+
+
+class NotARepositoryError(ThetaLikeError):
+    """The current directory is not inside a Git repository."""
+
+
+class RetryableError(ThetaLikeError):
+    """An attempt failed in a way worth retrying; `error` is what to raise when tries run out."""
+
+    def __init__(self, error: RemoteError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class HttpStatusError(RemoteError):
+    """A non-retryable HTTP status other than 401/403 (the caller decides what it means)."""
+
+    def __init__(self, status: int, message: str, url: str) -> None:
+        super().__init__(f"LFS server at {url} answered {status}: {message}")
+        self.status = status
+        self.message = message
+        self.url = url

@@ -56,6 +56,12 @@ class ObjectRef:
     def fields(self) -> list[str]:
         return [self.raw, self.oid, str(self.stored), self.codec, *(f"{k}={v}" for k, v in self.extra)]
 
+    @property
+    def depth(self) -> int:
+        """Length of the delta chain behind the object (0 for a keyframe), as its line says."""
+        value = dict(self.extra).get("depth", "0")
+        return int(value) if value.isdigit() else 0
+
 
 @dataclass(frozen=True)
 class TensorEntry:

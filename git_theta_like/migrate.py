@@ -19,7 +19,6 @@ missing), verified against its SHA-256 and converted: refs are then updated in o
 from __future__ import annotations
 
 import hashlib
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -29,229 +28,47 @@ from io import BufferedReader
 import click
 import pygit2
 
-from git_theta_like.errors import ManifestError, ObjectMissingError, ThetaLikeError
-from git_theta_like.filters import Engine
+from git_theta_like.display import human_size
+from git_theta_like.errors import ManifestError, MigrateError, ObjectMissingError
+from git_theta_like.filters.engine import Engine
 from git_theta_like.formats import ByteReader
-from git_theta_like.gitio.attributes import DRIVER, OUR_ATTRS
+from git_theta_like.gitio.attributes import (
+    DRIVER,
+    OUR_ATTRS,
+    effective_filter,
+    lfs_patterns,
+    pattern_matches,
+    retrack,
+)
+from git_theta_like.gitio.rawobjects import (
+    BLOB_MODES,
+    SIGNATURE_HEADERS,
+    TREE_MODE,
+    TreeEntry,
+    parse_tree,
+    split_headers,
+    strip_signature,
+    tree_key,
+)
 from git_theta_like.gitio.repo import Repo
+from git_theta_like.lfs.pointer import POINTER_MAX, LfsPointer, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
-from git_theta_like.tracked import human_size
+from git_theta_like.store import store_of
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 BACKUP_PREFIX = "refs/theta-like-migrate/original/"
 ATTRIBUTES = b".gitattributes"
-LFS_VERSION = b"version https://git-lfs.github.com/spec/v1"
-POINTER_MAX = 1024  # git-lfs pointers are smaller than this (spec)
 ZERO = "0" * 40
 # attributes that git-lfs's tracking sets and ours replace (as `git theta-like track` does)
-_REPLACED = ("filter=", "diff=", "merge=", "text", "-text", "!text")
-_SIGNATURE_HEADERS = (b"gpgsig", b"gpgsig-sha256")
-_SIGNATURE_STARTS = (
-    b"-----BEGIN PGP SIGNATURE-----",
-    b"-----BEGIN SSH SIGNATURE-----",
-    b"-----BEGIN SIGNED MESSAGE-----",
-)
-_BLOB_MODES = (b"100644", b"100755", b"100664")
-_TREE_MODE = b"40000"
 
 Say = Callable[[str], None]
-
-
-class MigrateError(ThetaLikeError):
-    """migrate cannot go on; nothing was changed."""
-
-
-# ------------------------------------------------------------------ git-lfs pointers
-
-
-@dataclass(frozen=True)
-class LfsPointer:
-    oid: str
-    size: int
-    extensions: bool = False  # pointers written through git-lfs extensions (not supported)
-
-
-_OID = re.compile(r"sha256:([0-9a-f]{64})")
-
-
-def parse_pointer(data: bytes) -> LfsPointer | None:
-    """The git-lfs pointer `data` holds (spec v1), or None when it is not one."""
-    if len(data) >= POINTER_MAX or not data.startswith(LFS_VERSION):
-        return None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    fields: dict[str, str] = {}
-    for line in text.split("\n"):
-        if not line:
-            continue
-        key, sep, value = line.partition(" ")
-        if not sep or key in fields:
-            return None
-        fields[key] = value
-    oid = _OID.fullmatch(fields.get("oid", ""))
-    size = fields.get("size", "")
-    if oid is None or not size.isdigit():
-        return None
-    return LfsPointer(oid.group(1), int(size), any(k.startswith("ext-") for k in fields))
-
-
-# ------------------------------------------------------------------ .gitattributes
-
-
-def _glob_regex(pattern: str) -> str:
-    """A gitattributes (wildmatch) pattern as a regex over a slash-separated path."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        at_start = i == 0 or pattern[i - 1] == "/"
-        if pattern.startswith("**/", i) and at_start:
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i) and at_start and i + 2 == n:
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            while i < n and pattern[i] == "*":
-                i += 1
-            out.append("[^/]*")
-            continue
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            j = i + 1
-            if j < n and pattern[j] in "!^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = pattern[i + 1 : j]
-                if body[:1] in ("!", "^"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j + 1
-        elif c == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return "".join(out)
-
-
-_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
-
-
-def pattern_matches(pattern: str, path: str) -> bool:
-    """Whether a root `.gitattributes` pattern applies to path (relative to the repository root):
-    a pattern without a slash matches the file name at any depth, one with a slash the whole path."""
-    if pattern.endswith("/"):
-        return False  # gitattributes patterns for directories match no file
-    regex = _REGEX_CACHE.get(pattern)
-    if regex is None:
-        anchored = "/" in pattern
-        regex = re.compile(_glob_regex(pattern.lstrip("/") if anchored else pattern), re.DOTALL)
-        _REGEX_CACHE[pattern] = regex
-    target = path if "/" in pattern else path.rsplit("/", 1)[-1]
-    return regex.fullmatch(target) is not None
-
-
-def _attr_lines(text: str) -> Iterator[tuple[int, str, list[str]]]:
-    """(line number, pattern, attributes) of every pattern line."""
-    for i, line in enumerate(text.splitlines()):
-        parts = line.split()
-        if not parts or parts[0].startswith("#") or parts[0].startswith("[attr]"):
-            continue
-        yield i, parts[0], parts[1:]
-
-
-def lfs_patterns(text: str) -> list[str]:
-    """The patterns a `.gitattributes` text gives `filter=lfs`."""
-    return [pat for _, pat, attrs in _attr_lines(text) if "filter=lfs" in attrs]
 
 
 def looks_like_checkpoint(pattern: str) -> bool:
     return pattern.lower().endswith(CHECKPOINT_EXTENSIONS)
 
 
-def effective_filter(text: str, path: str) -> str | None:
-    """The filter driver a root `.gitattributes` text gives path (the last matching line wins)."""
-    value: str | None = None
-    for _, pat, attrs in _attr_lines(text):
-        if not pattern_matches(pat, path):
-            continue
-        for a in attrs:
-            if a.startswith("filter="):
-                value = a[len("filter=") :]
-            elif a in ("-filter", "!filter"):
-                value = None
-    return value
-
-
-def retrack(text: str, patterns: list[str]) -> str:
-    """text with our attributes for each pattern, replacing git-lfs's on that pattern's line (as
-    `git theta-like track` does) or, for a pattern without a line, on a new line at the end."""
-    lines = text.splitlines()
-    for pat in patterns:
-        for i, p, attrs in _attr_lines("\n".join(lines)):
-            if p == pat:
-                keep = [a for a in attrs if not a.startswith(_REPLACED)]
-                lines[i] = " ".join([pat, *keep, *OUR_ATTRS])
-                break
-        else:
-            lines.append(" ".join([pat, *OUR_ATTRS]))
-    return "\n".join(lines) + "\n" if lines else ""
-
-
 # ------------------------------------------------------------------ raw git objects
-
-
-TreeEntry = tuple[bytes, bytes, bytes]  # mode, name, raw object id
-
-
-def _parse_tree(data: bytes, id_len: int) -> list[TreeEntry]:
-    entries: list[TreeEntry] = []
-    pos = 0
-    while pos < len(data):
-        sp = data.index(b" ", pos)
-        nul = data.index(b"\0", sp)
-        entries.append((data[pos:sp], data[sp + 1 : nul], data[nul + 1 : nul + 1 + id_len]))
-        pos = nul + 1 + id_len
-    return entries
-
-
-def _tree_key(entry: TreeEntry) -> bytes:
-    return entry[1] + b"/" if entry[0] == _TREE_MODE else entry[1]
-
-
-def _split_headers(data: bytes) -> tuple[list[bytes], bytes]:
-    """A commit or tag: its header fields (continuation lines folded in) and the rest."""
-    head, sep, body = data.partition(b"\n\n")
-    fields: list[bytes] = []
-    for line in head.split(b"\n"):
-        if line.startswith(b" ") and fields:
-            fields[-1] += b"\n" + line
-        else:
-            fields.append(line)
-    return fields, sep + body
-
-
-def _strip_signature(message: bytes) -> bytes:
-    """A tag message without the signature git appends to signed tags."""
-    cut = len(message)
-    for start in _SIGNATURE_STARTS:
-        i = message.rfind(start)
-        if i != -1 and (i == 0 or message[i - 1 : i] == b"\n"):
-            cut = min(cut, i)
-    return message[:cut]
 
 
 class _HashingReader:
@@ -333,7 +150,7 @@ class Migrator:
         return bytes(self.odb.read(key)[1])
 
     def _tree(self, raw_id: bytes) -> list[TreeEntry]:
-        return _parse_tree(self._raw(raw_id), self.id_len)
+        return parse_tree(self._raw(raw_id), self.id_len)
 
     def _matches(self, path: str) -> str | None:
         for pat in self.patterns:
@@ -402,9 +219,9 @@ class Migrator:
             seen.add((raw_id, prefix))
             for mode, name, child in self._tree(raw_id):
                 path = prefix + name.decode("utf-8", "surrogateescape")
-                if mode == _TREE_MODE:
+                if mode == TREE_MODE:
                     walk(child, path + "/", commit)
-                elif mode in _BLOB_MODES and self._matches(path):
+                elif mode in BLOB_MODES and self._matches(path):
                     ptr = self._pointer(child)
                     if ptr is None:
                         continue
@@ -437,7 +254,7 @@ class Migrator:
         self._commit = str(cid)[:12]
         new_tree, files = self._rewrite_tree(commit.tree_id.raw, "")
         self.files[cid] = files
-        fields, body = _split_headers(self._raw(cid))
+        fields, body = split_headers(self._raw(cid))
         out: list[bytes] = []
         for f in fields:
             if f.startswith(b"tree "):
@@ -449,7 +266,7 @@ class Migrator:
                 out.append(f)
         if new_tree == commit.tree_id.raw and out == fields:
             return cid  # nothing changed: the commit (and its signature) stays
-        out = [f for f in out if f.split(b" ", 1)[0] not in _SIGNATURE_HEADERS]
+        out = [f for f in out if f.split(b" ", 1)[0] not in SIGNATURE_HEADERS]
         return self.odb.write(pygit2.GIT_OBJECT_COMMIT, b"\n".join(out) + body)
 
     def _rewrite_tree(self, raw_id: bytes, prefix: str) -> tuple[bytes, dict[str, pygit2.Oid]]:
@@ -466,14 +283,14 @@ class Migrator:
         for entry in entries:
             mode, name, child = entry
             path = prefix + name.decode("utf-8", "surrogateescape")
-            if mode == _TREE_MODE:
+            if mode == TREE_MODE:
                 sub, sub_files = self._rewrite_tree(child, path + "/")
                 files.update(sub_files)
                 new_entries.append((mode, name, sub))
                 continue
-            if prefix == "" and name == ATTRIBUTES and mode in _BLOB_MODES:
+            if prefix == "" and name == ATTRIBUTES and mode in BLOB_MODES:
                 attributes = entry
-            elif mode in _BLOB_MODES and self._matches(path):
+            elif mode in BLOB_MODES and self._matches(path):
                 ptr = self._pointer(child)
                 if ptr is not None:
                     blob = self._convert(ptr, path)
@@ -526,7 +343,7 @@ class Migrator:
         if attributes is not None:
             return [(m, n, blob) if (m, n, i) == attributes else (m, n, i) for m, n, i in entries]
         new_entry = (b"100644", ATTRIBUTES, blob)
-        return sorted([*entries, new_entry], key=_tree_key)
+        return sorted([*entries, new_entry], key=tree_key)
 
     def _previous(self, path: str) -> Manifest | None:
         for files in self._parents:
@@ -548,7 +365,7 @@ class Migrator:
         done = self.by_lfs.get(ptr.oid)
         if done is not None:
             return done
-        store = self.repo.store
+        store = store_of(self.repo)
         n, total = len(self.by_lfs) + 1, self._total_objects or "?"
         self.say(f"converting {n}/{total}: {path} ({human_size(ptr.size)}, commit {self._commit})")
         try:
@@ -577,7 +394,7 @@ class Migrator:
         """An annotated tag pointing at the rewritten commit (or tag); itself if nothing changed."""
         if tag_id in self.tag_map:
             return self.tag_map[tag_id]
-        fields, body = _split_headers(self._raw(tag_id))
+        fields, body = split_headers(self._raw(tag_id))
         target = next(pygit2.Oid(hex=f[7:].decode()) for f in fields if f.startswith(b"object "))
         kind = next((f[5:] for f in fields if f.startswith(b"type ")), b"commit")
         new = target
@@ -590,9 +407,9 @@ class Migrator:
             out = [
                 b"object " + str(new).encode() if f.startswith(b"object ") else f
                 for f in fields
-                if f.split(b" ", 1)[0] not in _SIGNATURE_HEADERS
+                if f.split(b" ", 1)[0] not in SIGNATURE_HEADERS
             ]
-            result = self.odb.write(pygit2.GIT_OBJECT_TAG, b"\n".join(out) + _strip_signature(body))
+            result = self.odb.write(pygit2.GIT_OBJECT_TAG, b"\n".join(out) + strip_signature(body))
         self.tag_map[tag_id] = result
         return result
 
@@ -665,9 +482,9 @@ def _peel(repo: Repo, oid: pygit2.Oid) -> pygit2.Oid | None:
 
 def _ensure_objects(repo: Repo, needed: dict[str, _Where], remote: str | None, say: Say) -> None:
     """Every LFS object needed in the local store: download the missing ones, or fail clearly."""
-    from git_theta_like.store import sync
+    from git_theta_like.lfs import sync
 
-    missing = [(oid, w) for oid, w in needed.items() if not repo.store.has(oid)]
+    missing = [(oid, w) for oid, w in needed.items() if not store_of(repo).has(oid)]
     if not missing:
         return
     name = remote or sync.default_remote(repo)
@@ -675,11 +492,11 @@ def _ensure_objects(repo: Repo, needed: dict[str, _Where], remote: str | None, s
     more = f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
     if repo.config_get(f"remote.{name}.url") is None and repo.config_get("lfs.url") is None:
         raise MigrateError(
-            f"{len(missing)} LFS object(s) are not in {repo.store.objects} and there is no remote "
+            f"{len(missing)} LFS object(s) are not in {store_of(repo).objects} and there is no remote "
             f"{name!r} to download them from: {listed}{more}. Fetch them (git lfs fetch --all) or "
             "name a remote with --remote; nothing was changed"
         )
-    from git_theta_like.store.remote import RemoteStore
+    from git_theta_like.lfs.transfer import RemoteStore
 
     say(f"downloading {len(missing)} LFS object(s) from {name}")
     RemoteStore(repo, name).download([(oid, w.size) for oid, w in missing])
@@ -719,7 +536,7 @@ def migrate(
 ) -> MigrateResult:
     """Rewrite the history of the selected refs (see the module docstring). `confirm` is asked
     before anything is written; None means yes."""
-    from git_theta_like.gitio.filter_process import make_engine
+    from git_theta_like.filters import engine_for
 
     names = select_refs(repo, refs, everything)
     _check_clean(repo)
@@ -728,7 +545,7 @@ def migrate(
     for n, tip in tips.items():
         if tip is None:
             say(f"{n} does not point to a commit: left as it is")
-    with make_engine(repo) as engine:
+    with engine_for(repo) as engine:
         patterns = list(include)
         m = Migrator(repo, patterns, engine, say)
         commits = m.commits([t for t in dict.fromkeys(tips.values()) if t is not None])
@@ -837,36 +654,3 @@ def summary(r: MigrateResult) -> list[str]:
     if r.reset:
         lines.append("work tree reset to the rewritten HEAD")
     return lines
-
-
-@click.command("migrate")
-@click.argument("refs", nargs=-1)
-@click.option(
-    "--include",
-    "-I",
-    multiple=True,
-    help="Migrate LFS files matching this gitattributes pattern (repeatable). Default: the "
-    "filter=lfs patterns of .gitattributes for *.safetensors, *.bin, *.pt, *.pth, *.ckpt, *.gguf.",
-)
-@click.option("--everything", is_flag=True, help="Rewrite all local branches and tags.")
-@click.option("--remote", help="Where missing LFS objects are downloaded from (default: as fetch).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def migrate_cmd(
-    refs: tuple[str, ...], include: tuple[str, ...], everything: bool, remote: str | None, yes: bool
-) -> None:
-    """Convert git-lfs-tracked checkpoints in history to git-theta-like (rewrites history).
-
-    REFS are branches or tags (default: the current branch). Originals are kept under
-    refs/theta-like-migrate/original/.
-    """
-
-    if not yes and not sys.stdin.isatty():
-        raise click.UsageError("migrate rewrites history: pass --yes to confirm")
-
-    def confirm(question: str) -> bool:
-        return click.confirm(question, default=False, err=True)
-
-    repo = Repo(".")
-    result = migrate(repo, list(include), list(refs), everything, remote, None if yes else confirm)
-    for line in summary(result):
-        click.echo(f"git-theta-like: {line}")

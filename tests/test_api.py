@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 import git_theta_like as gtl
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest
+from git_theta_like.store import store_of
 
 
 def test_load_old_revision_reads_only_the_selected_objects(repo: Path) -> None:
@@ -24,12 +25,12 @@ def test_load_old_revision_reads_only_the_selected_objects(repo: Path) -> None:
     (repo / "m.safetensors").write_bytes(safetensors_bytes(small_model(seed=2)))
     git(repo, "commit", "-qam", "v2")
     r = Repo(repo)
-    before = r.store.reads
+    before = store_of(r).reads
     sd = gtl.load_numpy("m.safetensors", rev="HEAD~1", names="layers.0.*", repo=r)
     assert sorted(sd) == [
         f"layers.0.{n}" for n in ("attn.bias", "attn.weight", "mlp.weight", "norm.bias", "norm.weight")
     ]
-    assert r.store.reads - before == 5
+    assert store_of(r).reads - before == 5
     expected = small_model(seed=1)
     for name, a in sd.items():
         assert a.tobytes() == expected[name][2] and a.shape == expected[name][1]

@@ -12,7 +12,7 @@ from conftest import git, gtl
 from fixtures import safetensors_bytes
 
 from git_theta_like import codecs
-from git_theta_like.codecs import delta
+from git_theta_like.codecs import bits, lowrank, sparse, xor
 from git_theta_like.manifest import Manifest
 
 FLOATS = ["F64", "F32", "F16", "BF16"]
@@ -23,15 +23,15 @@ def float_bits(
 ) -> np.ndarray:
     """Random floats of dtype as their bit patterns, with NaN payloads, -0.0, inf, subnormals."""
     x = rng.standard_normal(shape) * scale
-    bits = delta.from_float64(x.reshape(-1), dtype).copy()
+    out = bits.from_float64(x.reshape(-1), dtype).copy()
     specials = {
         "F64": [0x7FF8000000000123, 0x8000000000000000, 0x7FF0000000000000, 0xFFF0000000000000, 1],
         "F32": [0x7FC01234, 0x80000000, 0x7F800000, 0xFF800000, 1],
         "F16": [0x7E03, 0x8000, 0x7C00, 0xFC00, 1],
         "BF16": [0x7FC1, 0x8000, 0x7F80, 0xFF80, 1],
     }[dtype]
-    bits[: len(specials)] = np.array(specials, dtype=bits.dtype)
-    return bits
+    out[: len(specials)] = np.array(specials, dtype=out.dtype)
+    return out
 
 
 def roundtrip(new: np.ndarray, base: np.ndarray, dtype: str, shape: tuple[int, ...], **kw) -> str:  # type: ignore[no-untyped-def]
@@ -52,33 +52,33 @@ def test_each_codec_is_bit_exact_for_every_float_dtype(dtype: str) -> None:
     base = float_bits(rng, dtype, shape)
     n = base.size
     # xor: a dense small update (full fine-tune)
-    x = delta.to_float64(base, dtype)
-    dense = delta.from_float64(x * (1 + rng.standard_normal(n) * 1e-3), dtype)
+    x = bits.to_float64(base, dtype)
+    dense = bits.from_float64(x * (1 + rng.standard_normal(n) * 1e-3), dtype)
     dense[:5] = base[:5] ^ np.array([1, 1, 1, 1, 1], dtype=base.dtype)  # flip specials' low bits too
     assert roundtrip(dense, base, dtype, shape) in ("xor", "sparse", "planes", "lowrank")
-    payload = delta.encode_xor(dense, base)
-    assert bytes(delta.decode_xor(memoryview(payload), base)) == dense.tobytes()
+    payload = xor.encode(dense, base)
+    assert bytes(xor.decode_elements(memoryview(payload), base)) == dense.tobytes()
     # sparse: 1% of entries
     sp = base.copy()
     idx = rng.choice(n, n // 100, replace=False)
     sp[idx] = float_bits(rng, dtype, (len(idx),), 1.0)
     sp[idx[0]] ^= 1  # make sure at least one changes
     assert roundtrip(sp, base, dtype, shape) == "sparse"
-    payload = delta.encode_sparse(sp, base)
-    assert bytes(delta.decode_sparse(memoryview(payload), base)) == sp.tobytes()
+    payload = sparse.encode(sp, base)
+    assert bytes(sparse.decode_elements(memoryview(payload), base)) == sp.tobytes()
     # lowrank: a rank-3 update merged into the weights, specials left as they were
     u = rng.standard_normal((shape[0], 3)) * 0.05
     v = rng.standard_normal((3, shape[1])) * 0.05
-    lr = delta.from_float64((x.reshape(shape) + u @ v).reshape(-1), dtype)
+    lr = bits.from_float64((x.reshape(shape) + u @ v).reshape(-1), dtype)
     lr[:5] = base[:5]
-    payload, params = delta.encode_lowrank(lr, base, dtype, shape, u, v)
-    assert bytes(delta.decode_lowrank(memoryview(payload), base, dtype, params)) == lr.tobytes()
+    payload, params = lowrank.encode(lr, base, dtype, shape, u, v)
+    assert bytes(lowrank.decode_elements(memoryview(payload), base, dtype, params)) == lr.tobytes()
 
 
 def test_fp8_and_ints_use_xor_and_sparse_exactly() -> None:
     rng = np.random.default_rng(1)
     for dtype, itemsize in (("F8_E4M3", 1), ("F8_E5M2", 1), ("I64", 8), ("U8", 1)):
-        base = np.frombuffer(rng.bytes(4096 * itemsize), dtype=delta._UINT[itemsize]).copy()
+        base = np.frombuffer(rng.bytes(4096 * itemsize), dtype=bits.UINT[itemsize]).copy()
         new = base.copy()
         new[::100] ^= 3
         assert roundtrip(new, base, dtype, (4096,)) in ("sparse", "xor")
@@ -93,14 +93,14 @@ def test_rank_r_delta_of_bf16_matrix_is_lowrank_and_exact() -> None:
     base[:5] = base[5:10]  # no specials: a realistic weight matrix
     u = rng.standard_normal((m, r)) * 0.03
     v = rng.standard_normal((r, n)) * 0.03
-    new = delta.from_float64((delta.to_float64(base, "BF16").reshape(m, n) + u @ v).reshape(-1), "BF16")
+    new = bits.from_float64((bits.to_float64(base, "BF16").reshape(m, n) + u @ v).reshape(-1), "BF16")
     assert roundtrip(new, base, "BF16", (m, n)) == "lowrank"
 
 
 def test_lowrank_reconstruction_is_exact_in_any_summation_order() -> None:
     rng = np.random.default_rng(3)
     u, v = rng.standard_normal((50, 16)), rng.standard_normal((16, 70))
-    iu, su, iv, sv = delta.quantize_factors(u, v)
+    iu, su, iv, sv = lowrank.quantize_factors(u, v)
     a = iu.astype(np.float64) @ iv.astype(np.float64)
     b = np.zeros_like(a)
     for k in reversed(range(16)):  # another order, element by element

@@ -3,7 +3,6 @@ thresholds, Markdown, the heat map, git's diff driver and textconv, log, and wha
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import struct
@@ -18,12 +17,13 @@ from conftest import git, gtl, run
 from fixtures import safetensors_bytes
 from referencing import Registry, Resource
 
-from git_theta_like.codecs import delta
-from git_theta_like.diff_plot import split_layer
+from git_theta_like.codecs import bits
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest
+from git_theta_like.semdiff import compare, model, sides, stats
+from git_theta_like.semdiff.render.plot import split_layer
+from git_theta_like.store import store_of
 
-gd = importlib.import_module("git_theta_like.diff")  # the module (the package's `diff` is also the API call)
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -32,7 +32,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 def bits_of(x: np.ndarray, dtype: str) -> np.ndarray:
     """float64 values -> the dtype's bit patterns (round to nearest even)."""
-    return delta.from_float64(np.asarray(x, np.float64).reshape(-1), dtype).reshape(np.shape(x))
+    return bits.from_float64(np.asarray(x, np.float64).reshape(-1), dtype).reshape(np.shape(x))
 
 
 def values_of(bits: np.ndarray, dtype: str) -> np.ndarray:
@@ -164,23 +164,23 @@ def test_tensor_stats_across_dtypes_compare_values() -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal(1000) * 0.1
     a, b = bits_of(x, "F32"), bits_of(x, "BF16")  # a bf16 cast
-    s = gd.tensor_stats(a.tobytes(), "F32", b.tobytes(), "BF16")
+    s = stats.tensor_stats(a.tobytes(), "F32", b.tobytes(), "BF16")
     assert s is not None
     ref = ref_stats(values_of(a, "F32"), values_of(b, "BF16"))
     for key, want in ref.items():
         assert close(getattr(s, key), want), key
     assert 0 < s.relative_change < 2**-8  # bf16 keeps 8 bits of mantissa
-    assert gd.tensor_stats(a.tobytes(), "F32", a[:10].tobytes(), "F32") is None  # sizes differ
-    assert gd.tensor_stats(b"\x01\x02", "U8", b"\x01\x00\x02\x00", "U16") is None
+    assert stats.tensor_stats(a.tobytes(), "F32", a[:10].tobytes(), "F32") is None  # sizes differ
+    assert stats.tensor_stats(b"\x01\x02", "U8", b"\x01\x00\x02\x00", "U16") is None
 
 
 def test_stats_are_chunked_for_big_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gd, "CHUNK", 1000)
+    monkeypatch.setattr(stats, "CHUNK", 1000)
     rng = np.random.default_rng(2)
     a = (rng.standard_normal(10_007) * 0.02).astype(np.float32)
     b = a.copy()
     b[::7] += 0.001
-    s = gd.tensor_stats(a.tobytes(), "F32", b.tobytes(), "F32")
+    s = stats.tensor_stats(a.tobytes(), "F32", b.tobytes(), "F32")
     assert s is not None
     ref = ref_stats(a.astype(np.float64), b.astype(np.float64))
     for key, want in ref.items():
@@ -189,21 +189,21 @@ def test_stats_are_chunked_for_big_tensors(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_fp8_values() -> None:
-    t = gd._f8_table
+    t = stats._f8_table
     assert t("F8_E4M3")[0x7E] == 448.0 and np.isnan(t("F8_E4M3")[0x7F]) and t("F8_E4M3")[0x01] == 2.0**-9
     assert t("F8_E5M2")[0x7B] == 57344.0 and t("F8_E5M2")[0x7C] == np.inf and np.isnan(t("F8_E5M2")[0x7D])
     assert np.isnan(t("F8_E4M3FNUZ")[0x80]) and t("F8_E4M3FNUZ")[0x00] == 0.0
     assert t("F8_E8M0")[127] == 1.0 and np.isnan(t("F8_E8M0")[0xFF])
     a = np.array([0x38, 0x40], np.uint8)  # 1.0, 2.0 in e4m3
-    s = gd.tensor_stats(a.tobytes(), "F8_E4M3", np.array([0x38, 0x38], np.uint8).tobytes(), "F8_E4M3")
+    s = stats.tensor_stats(a.tobytes(), "F8_E4M3", np.array([0x38, 0x38], np.uint8).tobytes(), "F8_E4M3")
     assert s is not None and s.l2_delta == 1.0 and s.changed == 1
 
 
 # ------------------------------------------------------------------ update kinds
 
 
-def _side(dtype: str, shape: tuple[int, ...]) -> gd.TensorSide:
-    return gd.TensorSide(dtype, shape, "0" * 64, "0" * 64, 0, "planes")
+def _side(dtype: str, shape: tuple[int, ...]) -> model.TensorSide:
+    return model.TensorSide(dtype, shape, "0" * 64, "0" * 64, 0, "planes")
 
 
 @pytest.mark.parametrize("dtype", ["F32", "BF16", "F16"])
@@ -214,10 +214,10 @@ def test_update_kinds_sparse_lowrank_dense(dtype: str) -> None:
     base = bits_of(w, dtype)
     side = _side(dtype, (m, n))
 
-    def kind(new_bits: np.ndarray, codec_rank: int | None = None) -> gd.UpdateKind:
-        s = gd.tensor_stats(base.tobytes(), dtype, new_bits.tobytes(), dtype)
+    def kind(new_bits: np.ndarray, codec_rank: int | None = None) -> model.UpdateKind:
+        s = stats.tensor_stats(base.tobytes(), dtype, new_bits.tobytes(), dtype)
         assert s is not None
-        return gd.infer_kind(s, base.tobytes(), side, new_bits.tobytes(), side, codec_rank)
+        return stats.infer_kind(s, base.tobytes(), side, new_bits.tobytes(), side, codec_rank)
 
     sp = base.copy().reshape(-1)
     idx = rng.choice(sp.size, sp.size // 50, replace=False)
@@ -227,20 +227,20 @@ def test_update_kinds_sparse_lowrank_dense(dtype: str) -> None:
         k.kind == "sparse" and k.percent == pytest.approx(2.0, abs=0.1) and k.label.startswith("sparse 2.0")
     )
     u, v = rng.standard_normal((m, 3)) * 0.05, rng.standard_normal((3, n)) * 0.05
-    assert kind(bits_of(w + u @ v, dtype)) == gd.UpdateKind("lowrank", rank=3)
+    assert kind(bits_of(w + u @ v, dtype)) == model.UpdateKind("lowrank", rank=3)
     assert kind(bits_of(w + rng.standard_normal((m, n)) * 0.01, dtype)).kind == "dense"
     assert kind(bits_of(w + rng.standard_normal((m, n)) * 0.01, dtype), codec_rank=5).label == "rank 5"
     assert kind(base).kind == "none"
 
 
 def test_rank_probe_is_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gd, "CHUNK", 500)  # blocks of a few rows
+    monkeypatch.setattr(stats, "CHUNK", 500)  # blocks of a few rows
     rng = np.random.default_rng(4)
     w = rng.standard_normal((300, 200)).astype(np.float32) * 0.05
     new = (
         w + (rng.standard_normal((300, 7)) @ rng.standard_normal((7, 200))).astype(np.float32) * 0.01
     ).astype(np.float32)
-    assert gd.probe_rank(w.tobytes(), "F32", new.tobytes(), "F32", (300, 200)) == 7
+    assert stats.probe_rank(w.tobytes(), "F32", new.tobytes(), "F32", (300, 200)) == 7
 
 
 def test_lowrank_kind_from_the_object_header(repo: Path) -> None:
@@ -316,9 +316,9 @@ def test_match_renames_leaves_ambiguous_pairs_alone() -> None:
 
     removed = [te("x.w", "a"), te("y.w", "b")]
     added = [te("m.x.w", "c"), te("m.y.w", "d"), te("n.y.w", "f")]
-    pairs = {(o.name, n.name) for o, n in gd.match_renames(removed, added)}
+    pairs = {(o.name, n.name) for o, n in compare.match_renames(removed, added)}
     assert pairs == {("x.w", "m.x.w")}  # y.w could be m.y.w or n.y.w: not a rename
-    same = gd.match_renames([te("p", "a"), te("q", "b")], [te("P", "b"), te("Q", "a")])
+    same = compare.match_renames([te("p", "a"), te("q", "b")], [te("P", "b"), te("Q", "a")])
     assert {(o.name, n.name) for o, n in same} == {("q", "P"), ("p", "Q")}
 
 
@@ -400,9 +400,9 @@ def test_stat_reads_no_object(repo: Path) -> None:
     validator("diff-schema.json").validate(doc)
     assert "tensors" not in doc["files"][0] and doc["summary"]["params_changed"] is None
     r = Repo(repo)
-    before = r.store.reads
-    res = gd.diff_sides(r, gd.Side("rev", "HEAD~1"), gd.Side("rev", "HEAD"), stats=False)
-    assert r.store.reads == before and res.differs
+    before = store_of(r).reads
+    res = sides.diff_sides(r, model.Side("rev", "HEAD~1"), model.Side("rev", "HEAD"), stats=False)
+    assert store_of(r).reads == before and res.differs
 
 
 def test_markdown(repo: Path) -> None:
@@ -566,7 +566,7 @@ def test_git_diff_does_not_smudge_either_checkpoint(repo: Path) -> None:
     old = Manifest.from_text(git(repo, "show", "HEAD~1:m.safetensors").stdout)
     new = Manifest.from_text(git(repo, "show", "HEAD:m.safetensors").stdout)
     keep = {t.obj.oid for m in (old, new) for t in m.tensors if t.name == "layer.2.weight"}
-    store = Repo(repo).store
+    store = store_of(Repo(repo))
     for _, ref in [*old.objects(), *new.objects()]:
         if ref.oid not in keep and store.has(ref.oid):
             store.delete(ref.oid)
@@ -614,7 +614,7 @@ def test_driver_falls_back_to_a_plain_diff_for_other_content(repo: Path) -> None
 
 
 def test_smudge_for_diff_detection() -> None:
-    from git_theta_like.diff_driver import git_subcommand
+    from git_theta_like.gitio.process import git_subcommand
 
     assert git_subcommand(["git", "diff", "HEAD"]) == "diff"
     assert git_subcommand(["/usr/bin/git", "-c", "a=b", "-C", "x", "--no-pager", "log", "-p"]) == "log"
@@ -662,7 +662,7 @@ def test_log(repo: Path) -> None:
 
 def test_missing_objects_are_named_or_downloaded(repo: Path, tmp_path: Path) -> None:
     _history(repo)
-    store = Repo(repo).store
+    store = store_of(Repo(repo))
     far = tmp_path / "far.git"
     git(tmp_path, "init", "-q", "--bare", str(far))
     shutil.copytree(repo / ".git" / "lfs" / "objects", far / "lfs" / "objects")
@@ -733,16 +733,16 @@ def test_diff_of_100m_parameters_reads_only_the_changed_tensors(repo: Path) -> N
                 if base:
                     expected.add(base)
     seen: list[str] = []
-    read = r.store.read
+    read = store_of(r).read
 
     def spy(oid: str, what: str = "object") -> bytes:
         seen.append(oid)
         return read(oid, what)
 
-    r.store.read = spy  # type: ignore[method-assign]
-    before = r.store.reads
-    res = gd.diff_sides(r, gd.Side("rev", "HEAD~1"), gd.Side("rev", "HEAD"))
-    assert r.store.reads - before == len(expected) == 6
+    store_of(r).read = spy  # type: ignore[method-assign]
+    before = store_of(r).reads
+    res = sides.diff_sides(r, model.Side("rev", "HEAD~1"), model.Side("rev", "HEAD"))
+    assert store_of(r).reads - before == len(expected) == 6
     assert sorted(seen) == sorted(expected)  # each object once
     f = res.files[0]
     assert sorted(t.name for t in f.tensors) == sorted(changed) and f.unchanged == len(new.tensors) - 3

@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 from test_sharded import model, write_sharded
 
 from git_theta_like.gitio.repo import Repo
-from git_theta_like.tracked import load_manifest
+from git_theta_like.gitio.scan import load_manifest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 INDEX = "model.safetensors.index.json"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fixtures import every_dtype_file, safetensors_bytes, small_model
 
-from git_theta_like.filters import Engine
+from git_theta_like.filters.engine import Engine
 from git_theta_like.formats import ByteReader
 from git_theta_like.manifest import Manifest
 from git_theta_like.store import LocalStore

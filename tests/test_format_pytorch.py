@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from git_theta_like.errors import FormatError, UnsafePickleError
 from git_theta_like.formats import ByteReader, Event, Skeleton, Tensor, detect
 from git_theta_like.formats import pytorch as pt
-from git_theta_like.formats.pickle_reader import prescan, read_torch_pickle
 from git_theta_like.formats.pytorch import PyTorchZipFormat
+from git_theta_like.formats.pytorch.pickle_reader import prescan, read_torch_pickle
 
 CANONICAL = {
     torch.float32: "F32",

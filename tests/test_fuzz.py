@@ -19,10 +19,16 @@ from hypothesis import strategies as st
 
 from git_theta_like import codecs, dtypes
 from git_theta_like.codecs.container import split_object
-from git_theta_like.errors import FormatError, ManifestError, ObjectCorruptError, ObjectMissingError
+from git_theta_like.errors import (
+    FormatError,
+    ManifestError,
+    ObjectCorruptError,
+    ObjectMissingError,
+    ProtocolError,
+)
 from git_theta_like.formats import ByteReader, Tensor
 from git_theta_like.formats.safetensors import SafetensorsFormat
-from git_theta_like.gitio.pktline import PktReader, ProtocolError
+from git_theta_like.gitio.pktline import PktReader
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry
 from git_theta_like.store import LocalStore
 

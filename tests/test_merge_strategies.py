@@ -15,7 +15,8 @@ from git_theta_like.merge import MergeConfigError, make_strategy, merge_tensors
 from git_theta_like.merge.compute import from_bytes, to_bytes
 from git_theta_like.merge.config import MergeConfig, parse_set, parse_toml
 from git_theta_like.merge.plan import fisher_path, plan_merge
-from git_theta_like.merge.strategies import STRATEGIES, dare_mask, tensor_seed
+from git_theta_like.merge.strategies import STRATEGIES
+from git_theta_like.merge.strategies.task_vectors import dare_mask, tensor_seed
 
 SHAPE = (96, 80)
 RTOL = 1e-6

@@ -14,14 +14,10 @@ import pytest
 from conftest import git, gtl, run
 from fixtures import safetensors_bytes, small_model
 
+from git_theta_like.gitio.attributes import effective_filter, pattern_matches, retrack
+from git_theta_like.lfs.pointer import parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
-from git_theta_like.migrate import (
-    BACKUP_PREFIX,
-    effective_filter,
-    parse_pointer,
-    pattern_matches,
-    retrack,
-)
+from git_theta_like.migrate import BACKUP_PREFIX
 
 OUR_LINE = "*.safetensors filter=theta-like diff=theta-like merge=theta-like -text"
 LFS_ONNX = "*.onnx filter=lfs diff=lfs merge=lfs -text"

@@ -19,20 +19,20 @@ import pytest
 from conftest import git
 from lfs_server import FaultyLFSServer, GiftlessServer, giftless_available, self_signed_cert
 
-from git_theta_like.errors import ObjectMissingError
-from git_theta_like.gitio.repo import Repo
-from git_theta_like.store import remote as remote_mod
-from git_theta_like.store.remote import (
-    Progress,
+from git_theta_like.errors import (
+    ObjectMissingError,
     RemoteAuthError,
     RemoteCorruptError,
     RemoteDiskFullError,
     RemoteError,
     RemoteObjectMissingError,
-    RemoteStore,
     RemoteUnreachableError,
-    resolve_endpoint,
 )
+from git_theta_like.gitio.repo import Repo
+from git_theta_like.lfs.endpoint import resolve_endpoint
+from git_theta_like.lfs.progress import Progress
+from git_theta_like.lfs.transfer import RemoteStore
+from git_theta_like.store import store_of
 
 Server = GiftlessServer | FaultyLFSServer
 FAST = {"backoff": 0.01}  # retries stay at 3, with short delays
@@ -50,12 +50,12 @@ def add_objects(repo: Repo, n: int, size: int = 3000, seed: int = 0) -> list[tup
     out = []
     for i in range(n):
         data = (f"object {seed}-{i} ".encode() * (size // 10 + 1))[: size + i]
-        out.append(repo.store.write([data]))
+        out.append(store_of(repo).write([data]))
     return out
 
 
 def leftovers(repo: Repo) -> list[Path]:
-    tmp = repo.store.tmp
+    tmp = store_of(repo).tmp
     return list(tmp.iterdir()) if tmp.exists() else []
 
 
@@ -95,7 +95,7 @@ def test_http_round_trip(server: Server, tmp_path: Path) -> None:
     assert rs.endpoint("download").url == server.endpoint
     assert rs.download(objs) == 5
     for oid, _ in objs:
-        assert b.store.path(oid).read_bytes() == a.store.path(oid).read_bytes()
+        assert store_of(b).path(oid).read_bytes() == store_of(a).path(oid).read_bytes()
     assert rs.download(objs) == 0  # all local now
     assert leftovers(b) == []
 
@@ -139,17 +139,17 @@ def test_file_remote_round_trip(tmp_path: Path, bare: bool) -> None:
     assert rs.upload(objs) == 3
     assert rs.missing_on_remote(objs) == []
     for oid, _ in objs:
-        assert (far_objects / oid[:2] / oid[2:4] / oid).read_bytes() == a.store.path(oid).read_bytes()
+        assert (far_objects / oid[:2] / oid[2:4] / oid).read_bytes() == store_of(a).path(oid).read_bytes()
 
     b = make_repo(tmp_path / "b", str(far))  # a plain path works too
     assert RemoteStore(b).download(objs) == 4
-    assert all(b.store.has(o) for o, _ in objs)
+    assert all(store_of(b).has(o) for o, _ in objs)
 
     c = make_repo(tmp_path / "c", str(far))
     ghost = "0" * 64
     with pytest.raises(RemoteObjectMissingError, match=ghost):
         RemoteStore(c).download([*objs, (ghost, 1)])
-    assert all(c.store.has(o) for o, _ in objs)  # the others still came
+    assert all(store_of(c).has(o) for o, _ in objs)  # the others still came
 
 
 def test_git_lfs_reads_what_we_pushed_to_a_file_remote(tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ def test_missing_object_on_server_is_named(server: Server, tmp_path: Path) -> No
     with pytest.raises(RemoteObjectMissingError, match=ghost) as e:
         RemoteStore(b).download([(ghost, 10)])
     assert e.value.oids == [ghost]
-    assert not b.store.has(ghost)
+    assert not store_of(b).has(ghost)
 
 
 def test_missing_among_present_objects(server: Server, tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_missing_among_present_objects(server: Server, tmp_path: Path) -> None:
     with pytest.raises(RemoteObjectMissingError, match=ghost) as e:
         RemoteStore(b).download([*objs, (ghost, 10)])
     assert e.value.oids == [ghost]
-    assert all(b.store.has(o) for o, _ in objs)
+    assert all(store_of(b).has(o) for o, _ in objs)
 
 
 def test_whole_batch_404_names_the_objects(faulty: FaultyLFSServer, tmp_path: Path) -> None:
@@ -249,10 +249,10 @@ def test_corrupt_object_from_server(server: Server, tmp_path: Path) -> None:
     with pytest.raises(RemoteCorruptError, match=bad_oid) as e:
         RemoteStore(b).download(objs)
     assert e.value.oids == [bad_oid]
-    assert not b.store.has(bad_oid)
-    assert not b.store.path(bad_oid).exists()
+    assert not store_of(b).has(bad_oid)
+    assert not store_of(b).path(bad_oid).exists()
     assert leftovers(b) == []
-    assert b.store.has(objs[1][0])  # the good one was stored
+    assert store_of(b).has(objs[1][0])  # the good one was stored
 
 
 def test_corrupt_object_in_file_remote(tmp_path: Path) -> None:
@@ -266,7 +266,7 @@ def test_corrupt_object_in_file_remote(tmp_path: Path) -> None:
     b = make_repo(tmp_path / "b", str(far))
     with pytest.raises(RemoteCorruptError, match=oid):
         RemoteStore(b).download([(oid, size)])
-    assert not b.store.has(oid) and leftovers(b) == []
+    assert not store_of(b).has(oid) and leftovers(b) == []
 
 
 def test_retries_5xx_and_dropped_connections(faulty: FaultyLFSServer, tmp_path: Path) -> None:
@@ -299,7 +299,7 @@ def test_truncated_downloads_give_up_cleanly(faulty: FaultyLFSServer, tmp_path: 
     b = make_repo(tmp_path / "b", faulty.git_url)
     with pytest.raises(RemoteError, match=objs[0][0]):
         RemoteStore(b, **FAST).download(objs)
-    assert not b.store.has(objs[0][0]) and leftovers(b) == []
+    assert not store_of(b).has(objs[0][0]) and leftovers(b) == []
 
 
 def test_4xx_is_not_retried(faulty: FaultyLFSServer, tmp_path: Path) -> None:
@@ -333,11 +333,11 @@ def test_disk_full_leaves_nothing(
         os.close(fd)
         return os.open("/dev/full", os.O_WRONLY), name  # every write: ENOSPC
 
-    monkeypatch.setattr(remote_mod.tempfile, "mkstemp", full_mkstemp)
+    monkeypatch.setattr(tempfile, "mkstemp", full_mkstemp)
     with pytest.raises(RemoteDiskFullError, match="no space left on device") as e:
         RemoteStore(b).download(objs)
     assert objs[0][0] in str(e.value)
-    assert not b.store.has(objs[0][0]) and leftovers(b) == []
+    assert not store_of(b).has(objs[0][0]) and leftovers(b) == []
     assert errno.ENOSPC  # (the error above is what ENOSPC becomes)
 
 

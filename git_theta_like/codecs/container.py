@@ -82,3 +82,15 @@ def split_object(data: bytes | memoryview, oid: str = "?") -> tuple[ObjectHeader
     end = len(mv) - TRAILER.size
     header = ObjectHeader.from_bytes(bytes(mv[end - hlen : end]), oid)
     return header, mv[: end - hlen]
+
+
+@dataclass
+class Encoded:
+    """An object about to be written: its header and its payload parts, in order."""
+
+    header: ObjectHeader
+    parts: list[bytes | bytearray | memoryview]
+
+    @property
+    def payload_size(self) -> int:
+        return sum(len(p) for p in self.parts)

@@ -1,4 +1,4 @@
-"""`planes`: byte-grouped planes + zstd (ZipNN-style), and the `raw` fallback.
+"""`planes`: byte-grouped planes + zstd (ZipNN-style), the keyframe codec.
 
 Floats of one tensor share their high bytes (sign and exponent) far more than their low
 (mantissa) bytes. Grouping byte i of every element into plane i puts the similar bytes next to
@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import zstandard
+
+from git_theta_like.codecs.container import ObjectHeader
 
 LEVEL = 1  # measured: level 1 compresses exponent planes as well as level 3, 1.4x faster
 CHUNK = 8 * 1024 * 1024
@@ -75,7 +78,7 @@ def encode_chunk(raw: memoryview, width: int) -> bytes:
     parts = []
     for i in range(width):
         plane = np.ascontiguousarray(grid[:, i])
-        parts.append(_compress_plane(memoryview(plane).cast("B")))
+        parts.append(_compress_plane(plane.data.cast("B")))
     return b"".join(parts)
 
 
@@ -110,3 +113,63 @@ def _read_plane(payload: memoryview, pos: int, n: int) -> tuple[int, bytes | mem
             raise ValueError(f"plane decompresses to {len(dec)} bytes, expected {n}")
         return pos + length, dec
     raise ValueError(f"unknown plane mode {mode}")
+
+
+# ------------------------------------------------------------------ the codec
+
+NAME = "planes"
+IS_DELTA = False
+
+MapFn = Callable[[Callable[[memoryview], bytes], Iterable[memoryview]], Iterator[bytes]]
+
+
+def encode(raw: memoryview, itemsize: int, map_fn: MapFn = map) -> tuple[dict[str, int], list[bytes]]:
+    """Codec parameters and the encoded chunks of raw (`map_fn` may spread chunks over cores)."""
+    width = plane_width(len(raw), itemsize)
+    bounds = chunk_bounds(len(raw), width)
+    chunks = list(map_fn(lambda b: encode_chunk(b, width), (raw[s:e] for s, e in bounds)))
+    return {"chunk": bounds[0][1] - bounds[0][0], "width": width}, chunks
+
+
+def _params(header: ObjectHeader) -> tuple[int, int]:
+    chunk, width = int(header.params["chunk"]), int(header.params["width"])
+    if width < 1 or chunk < width or chunk % width:
+        raise ValueError(f"bad planes parameters chunk={chunk} width={width}")
+    return chunk, width
+
+
+def decode(header: ObjectHeader, payload: memoryview, base: object = None) -> bytearray:
+    chunk, width = _params(header)
+    # every chunk holds at least `width` plane headers: a size the payload cannot hold is a lie
+    chunks = -(-header.size // chunk)
+    if chunks * width * PLANE.size > len(payload):
+        raise ValueError(f"a {len(payload)}-byte payload cannot hold {header.size} raw bytes")
+    out = bytearray(header.size)  # every byte is written below
+    omv = memoryview(out)
+    pos = 0
+    for start in range(0, header.size, chunk):
+        n = min(chunk, header.size - start)
+        pos = decode_chunk(payload, pos, n, width, omv[start : start + n])
+    if pos != len(payload):
+        raise ValueError(f"{len(payload) - pos} unexpected bytes after the last chunk")
+    return out
+
+
+def iter_decode(header: ObjectHeader, read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """Decode chunk by chunk from a sequential reader (memory bounded by one chunk)."""
+    chunk, width = _params(header)
+    for start in range(0, header.size, chunk):
+        n = min(chunk, header.size - start)
+        encoded = bytearray()
+        for _ in range(width):
+            head = read(PLANE.size)
+            if len(head) != PLANE.size:
+                raise ValueError("payload ends inside a plane header")
+            _, length = PLANE.unpack(head)
+            encoded += head
+            encoded += read(length)
+        out = bytearray(n)
+        end = decode_chunk(memoryview(encoded), 0, n, width, memoryview(out))
+        if end != len(encoded):
+            raise ValueError("payload ends inside a plane")
+        yield bytes(out)

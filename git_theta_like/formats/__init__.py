@@ -6,27 +6,23 @@ file still splits); a file no parser recognises is stored whole as one object.
 
 from __future__ import annotations
 
-from git_theta_like.formats.base import (
-    ByteReader,
-    Event,
-    FormatParser,
-    Skeleton,
-    Tensor,
-    TensorInfo,
-    TruncatedError,
-)
+from git_theta_like.errors import TruncatedError
+from git_theta_like.formats.base import ByteReader, Event, FormatParser, Skeleton, Tensor, TensorInfo
 from git_theta_like.formats.gguf import GgufFormat
 from git_theta_like.formats.pytorch import PyTorchZipFormat
 from git_theta_like.formats.safetensors import SafetensorsFormat
 
 SNIFF_BYTES = 64
 
-PARSERS: tuple[FormatParser, ...] = (SafetensorsFormat(), PyTorchZipFormat(), GgufFormat())
+# The one registry of formats: name -> parser, tried in this order by detect().
+FORMATS: dict[str, FormatParser] = {
+    p.name: p for p in (SafetensorsFormat(), PyTorchZipFormat(), GgufFormat())
+}
 
 
 def detect(head: bytes) -> FormatParser | None:
     """The parser for a file starting with `head` (its first SNIFF_BYTES bytes), if any."""
-    for parser in PARSERS:
+    for parser in FORMATS.values():
         if parser.sniff(head):
             return parser
     return None
@@ -36,7 +32,7 @@ __all__ = [
     "ByteReader",
     "Event",
     "FormatParser",
-    "PARSERS",
+    "FORMATS",
     "SNIFF_BYTES",
     "Skeleton",
     "Tensor",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from git_theta_like.errors import FormatError
+from git_theta_like.errors import TruncatedError
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class ByteReader:
     """Sequential reader over a `Source` with exact reads, a small peek buffer and a position."""
 
     def __init__(self, source: Source | BinaryIO) -> None:
-        self._src = source
+        self._src: Source = source  # type: ignore[assignment]  # binary files have readinto
         self._pending = bytearray()  # bytes peeked but not yet consumed
         self.position = 0
         self._eof = False
@@ -142,13 +142,6 @@ def rest_as_skeleton(reader: ByteReader, chunk: int = 16 * 1024 * 1024) -> Itera
     """Everything after the last tensor (trailing bytes) as skeleton, in bounded chunks."""
     while rest := reader.read_upto(chunk):
         yield Skeleton(rest)
-
-
-class TruncatedError(FormatError):
-    """The input ended inside a structure (a truncated file)."""
-
-    def __init__(self, what: str, wanted: int, got: int) -> None:
-        super().__init__(f"file ends inside {what}: expected {wanted} bytes, found {got}")
 
 
 class FormatParser(Protocol):

@@ -31,16 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from git_theta_like import dtypes
-from git_theta_like.errors import FormatError
-from git_theta_like.formats.base import (
-    ByteReader,
-    Event,
-    Skeleton,
-    Tensor,
-    TensorInfo,
-    TruncatedError,
-    rest_as_skeleton,
-)
+from git_theta_like.errors import FormatError, TruncatedError
+from git_theta_like.formats.base import ByteReader, Event, Skeleton, Tensor, TensorInfo, rest_as_skeleton
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)

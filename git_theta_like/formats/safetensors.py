@@ -93,3 +93,27 @@ def parse_header(header: bytes, data_start: int) -> list[TensorInfo]:
 
 def _is_count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def read_metadata(skeleton: bytes | bytearray | memoryview) -> dict[str, str] | None:
+    """The `__metadata__` of a safetensors file from its first bytes (its skeleton), if any."""
+    (n,) = struct.unpack_from("<Q", skeleton, 0)
+    meta = json.loads(bytes(skeleton[8 : 8 + n]).decode("utf-8")).get("__metadata__")
+    return meta if isinstance(meta, dict) else None
+
+
+def write_header(
+    tensors: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str] | None
+) -> bytes:
+    """The length prefix and JSON header of a safetensors file holding `(name, dtype, shape,
+    nbytes)` tensors in this order (8-byte aligned with spaces, as the library writes it)."""
+    header: dict[str, object] = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    pos = 0
+    for name, dtype, shape, n in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, pos + n]}
+        pos += n
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h

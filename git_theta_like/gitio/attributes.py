@@ -1,13 +1,16 @@
-"""`.gitattributes` editing for `track` / `untrack`: one line per pattern, other lines untouched."""
+"""`.gitattributes`: editing for `track` / `untrack` (one line per pattern, other lines
+untouched), git's wildmatch rules for its patterns, and which filter a path gets."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 DRIVER = "theta-like"
 OUR_ATTRS = [f"filter={DRIVER}", f"diff={DRIVER}", f"merge={DRIVER}", "-text"]
 # attributes that another tool's tracking sets and ours replaces (e.g. git-lfs's)
-_REPLACED = ("filter=", "diff=", "merge=", "text", "-text")
+REPLACED = ("filter=", "diff=", "merge=", "text", "-text", "!text")
 
 
 def _split(line: str) -> tuple[str, list[str]] | None:
@@ -38,7 +41,7 @@ def track(path: Path, patterns: list[str]) -> list[str]:
         for i, line in enumerate(lines):
             sp = _split(line)
             if sp and sp[0] == pat:
-                keep = [a for a in sp[1] if not a.startswith(_REPLACED)]
+                keep = [a for a in sp[1] if not a.startswith(REPLACED)]
                 new = " ".join([pat, *keep, *OUR_ATTRS])
                 if new != line:
                     lines[i] = new
@@ -70,3 +73,110 @@ def untrack(path: Path, patterns: list[str]) -> list[str]:
     if removed:
         path.write_text("\n".join(out) + "\n" if out else "")
     return removed
+
+
+_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _glob_regex(pattern: str) -> str:
+    """A gitattributes (wildmatch) pattern as a regex over a slash-separated path."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        at_start = i == 0 or pattern[i - 1] == "/"
+        if pattern.startswith("**/", i) and at_start:
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i) and at_start and i + 2 == n:
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            while i < n and pattern[i] == "*":
+                i += 1
+            out.append("[^/]*")
+            continue
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                body = pattern[i + 1 : j]
+                if body[:1] in ("!", "^"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j + 1
+        elif c == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+def pattern_matches(pattern: str, path: str) -> bool:
+    """Whether a root `.gitattributes` pattern applies to path (relative to the repository root):
+    a pattern without a slash matches the file name at any depth, one with a slash the whole path."""
+    if pattern.endswith("/"):
+        return False  # gitattributes patterns for directories match no file
+    regex = _REGEX_CACHE.get(pattern)
+    if regex is None:
+        anchored = "/" in pattern
+        regex = re.compile(_glob_regex(pattern.lstrip("/") if anchored else pattern), re.DOTALL)
+        _REGEX_CACHE[pattern] = regex
+    target = path if "/" in pattern else path.rsplit("/", 1)[-1]
+    return regex.fullmatch(target) is not None
+
+
+def _attr_lines(text: str) -> Iterator[tuple[int, str, list[str]]]:
+    """(line number, pattern, attributes) of every pattern line."""
+    for i, line in enumerate(text.splitlines()):
+        parts = line.split()
+        if not parts or parts[0].startswith("#") or parts[0].startswith("[attr]"):
+            continue
+        yield i, parts[0], parts[1:]
+
+
+def lfs_patterns(text: str) -> list[str]:
+    """The patterns a `.gitattributes` text gives `filter=lfs`."""
+    return [pat for _, pat, attrs in _attr_lines(text) if "filter=lfs" in attrs]
+
+
+def effective_filter(text: str, path: str) -> str | None:
+    """The filter driver a root `.gitattributes` text gives path (the last matching line wins)."""
+    value: str | None = None
+    for _, pat, attrs in _attr_lines(text):
+        if not pattern_matches(pat, path):
+            continue
+        for a in attrs:
+            if a.startswith("filter="):
+                value = a[len("filter=") :]
+            elif a in ("-filter", "!filter"):
+                value = None
+    return value
+
+
+def retrack(text: str, patterns: list[str]) -> str:
+    """text with our attributes for each pattern, replacing git-lfs's on that pattern's line (as
+    `git theta-like track` does) or, for a pattern without a line, on a new line at the end."""
+    lines = text.splitlines()
+    for pat in patterns:
+        for i, p, attrs in _attr_lines("\n".join(lines)):
+            if p == pat:
+                keep = [a for a in attrs if not a.startswith(REPLACED)]
+                lines[i] = " ".join([pat, *keep, *OUR_ATTRS])
+                break
+        else:
+            lines.append(" ".join([pat, *OUR_ATTRS]))
+    return "\n".join(lines) + "\n" if lines else ""

@@ -10,12 +10,10 @@ import os
 from collections.abc import Iterable
 from typing import BinaryIO
 
+from git_theta_like.errors import ProtocolError
+
 MAX_DATA = 65516
 FLUSH = b"0000"
-
-
-class ProtocolError(Exception):
-    """Git sent something the filter protocol does not allow."""
 
 
 class PktReader:
@@ -80,7 +78,7 @@ class ContentSource:
                 return 0
             self._left = n
         want = min(len(buf), self._left)
-        got = self._r._f.readinto(buf[:want])  # type: ignore[attr-defined]
+        got: int = self._r._f.readinto(buf[:want])  # type: ignore[attr-defined]
         if not got:
             raise ProtocolError("input ends inside a pkt-line")
         self._left -= got

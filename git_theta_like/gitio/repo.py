@@ -1,4 +1,5 @@
-"""Repository access through pygit2: where objects live, index and revision blobs, config."""
+"""Repository access through pygit2: where git and git-lfs keep things, index and revision
+blobs, config. Builds no object store (store.store_of does, from `lfs_dir`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,9 @@ from pathlib import Path
 
 import pygit2
 
-from git_theta_like.errors import ThetaLikeError
-from git_theta_like.store.local import LocalStore
+from git_theta_like.errors import NotARepositoryError
 
 CONFIG_SECTION = "theta-like"
-
-
-class NotARepositoryError(ThetaLikeError):
-    pass
 
 
 class Repo:
@@ -51,11 +47,6 @@ class Repo:
             p = Path(os.path.expanduser(custom))
             return p if p.is_absolute() else self.common_dir / p
         return self.common_dir / "lfs"
-
-    @cached_property
-    def store(self) -> LocalStore:
-        durable = self.config_bool(f"{CONFIG_SECTION}.fsync", default=True)
-        return LocalStore(self.lfs_dir, durable=durable)
 
     def config_get(self, key: str) -> str | None:
         try:

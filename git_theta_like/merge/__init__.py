@@ -4,7 +4,9 @@
 the driver does. Nothing here imports torch until a tensor is computed.
 """
 
+from git_theta_like.errors import MergeConfigError
 from git_theta_like.merge.compute import merge_tensors
-from git_theta_like.merge.strategies import STRATEGIES, MergeConfigError, Strategy, make_strategy
+from git_theta_like.merge.strategies import STRATEGIES, make_strategy
+from git_theta_like.merge.strategies.base import Strategy
 
 __all__ = ["STRATEGIES", "MergeConfigError", "Strategy", "make_strategy", "merge_tensors"]

@@ -13,22 +13,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from git_theta_like import dtypes
-from git_theta_like.errors import ThetaLikeError
-from git_theta_like.merge.strategies import Strategy, TensorContext, make_strategy
+from git_theta_like.dtypes import Buffer
+from git_theta_like.errors import DeviceError, ThetaLikeError
+from git_theta_like.merge.strategies import make_strategy
+from git_theta_like.merge.strategies.base import Strategy, TensorContext
 
 if TYPE_CHECKING:
     import torch
 
-Buffer = bytes | bytearray | memoryview
 
 # safetensors dtype name -> torch dtype attribute
 TORCH_DTYPES = dtypes.TORCH_FLOAT_NAMES
 PRECISIONS = ("float32", "float64")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-class DeviceError(ThetaLikeError):
-    pass
 
 
 def mergeable_dtype(dtype: str) -> bool:
@@ -81,7 +78,8 @@ def torch_dtype(dtype: str) -> torch.dtype:
 
     if not mergeable_dtype(dtype):
         raise ThetaLikeError(f"{dtype} tensors cannot be merged arithmetically")
-    return getattr(torch, TORCH_DTYPES[dtype])
+    dt: torch.dtype = getattr(torch, TORCH_DTYPES[dtype])
+    return dt
 
 
 def from_bytes(data: Buffer, dtype: str, shape: Sequence[int], device: torch.device) -> torch.Tensor:

@@ -22,15 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from git_theta_like.errors import MergeConfigError
 from git_theta_like.merge.strategies import (
     DEFAULT_STRATEGY,
-    MergeConfigError,
-    Strategy,
     applicable,
     check_overrides,
     make_strategy,
     strategy_class,
 )
+from git_theta_like.merge.strategies.base import Strategy
 
 TOML_NAME = ".theta-like.toml"
 ENV_STRATEGY = "GIT_THETA_LIKE_MERGE_STRATEGY"
@@ -255,6 +255,6 @@ def read_toml(repo: Any) -> str | None:
     if repo.workdir is not None:
         p = repo.workdir / TOML_NAME
         if p.is_file():
-            return p.read_text(encoding="utf-8")
+            return str(p.read_text(encoding="utf-8"))
     blob = repo.rev_blob("HEAD", TOML_NAME)
     return blob.decode("utf-8", errors="replace") if blob is not None else None

@@ -17,142 +17,24 @@ import subprocess
 import sys
 import time
 import traceback
-import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from git_theta_like.errors import ManifestError, ThetaLikeError
+from git_theta_like.errors import ThetaLikeError
 from git_theta_like.gitio.repo import Repo
-from git_theta_like.manifest import Manifest, TensorEntry, is_manifest
+from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.merge import config
-from git_theta_like.merge.build import assemble, ensure_local, needed_objects, store_result
-from git_theta_like.merge.plan import FisherLookup, Job, Plan, fisher_path, plan_merge
+from git_theta_like.merge.execute import build_result, summary
+from git_theta_like.merge.plan import FisherFiles, Plan, plan_merge
+from git_theta_like.merge.state import state_file
+from git_theta_like.store.atomic import write_atomic
 
 if TYPE_CHECKING:
-    import torch
-
-Buffer = bytes | bytearray | memoryview
-THEIRS_REFS = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD")
+    pass
 
 
 def _err(msg: str) -> None:
     print(f"git-theta-like: {msg}", file=sys.stderr, flush=True)
-
-
-class FisherFiles(FisherLookup):
-    """Fisher tensors committed next to the checkpoint (`model.fisher.safetensors`), in ours's
-    commit (HEAD) and theirs's (the commit being merged, whose checkpoint is theirs)."""
-
-    def __init__(self, repo: Repo, path: str, theirs_manifest: bytes, ours_manifest: bytes) -> None:
-        self.repo = repo
-        self.path = fisher_path(path)
-        self.checkpoint = path
-        self.expect = {"ours": ours_manifest, "theirs": theirs_manifest}
-        self._cache: dict[str, tuple[str, dict[str, TensorEntry] | None]] = {}
-
-    def _candidates(self, side: str) -> list[str]:
-        if side == "ours":
-            return ["HEAD"]
-        # `git merge` names the commits being merged in GITHEAD_<oid>; the sequencer writes refs
-        heads = [k[len("GITHEAD_") :] for k in os.environ if k.startswith("GITHEAD_")]
-        return heads + [r for r in THEIRS_REFS if (self.repo.git_dir / r).is_file()]
-
-    def _load(self, side: str) -> tuple[str, dict[str, TensorEntry] | None]:
-        if side in self._cache:
-            return self._cache[side]
-        found: tuple[str, dict[str, TensorEntry] | None] = (f"{self.path} ({side}: commit not found)", None)
-        for rev in self._candidates(side):
-            if self.repo.rev_blob(rev, self.checkpoint) != self.expect[side]:
-                continue  # not the commit whose checkpoint is being merged
-            where = f"{self.path} at {rev[:12]}"
-            blob = self.repo.rev_blob(rev, self.path)
-            if blob is None:
-                found = (f"{where} (no such file)", None)
-            elif not is_manifest(blob):
-                found = (f"{where} (not tracked by git-theta-like)", None)
-            else:
-                try:
-                    found = (where, {t.name: t for t in Manifest.from_bytes(blob).tensors})
-                except ManifestError as e:
-                    found = (f"{where} ({e})", None)
-            break
-        self._cache[side] = found
-        return found
-
-    def get(self, side: str, name: str) -> TensorEntry | None:
-        tensors = self._load(side)[1]
-        return tensors.get(name) if tensors else None
-
-    def where(self, side: str) -> str:
-        return self._load(side)[0]
-
-
-def state_file(repo: Repo, path: str) -> Path:
-    return repo.git_dir / "theta-like" / "merge" / (urllib.parse.quote(path, safe="") + ".json")
-
-
-def make_compute(cfg: config.MergeConfig) -> tuple[Callable[[Job, list[Buffer]], Buffer], torch.device]:
-    from git_theta_like.merge import compute
-
-    device = compute.resolve_device(cfg.device)
-
-    def run(job: Job, data: list[Buffer]) -> Buffer:
-        base, ours, theirs = data[0], data[1], data[2]
-        fisher = None
-        if job.fisher is not None:
-            fisher = ((data[3], job.fisher[0].dtype), (data[4], job.fisher[1].dtype))
-        return compute.run(
-            job.choice.strategy,
-            job.dtype,
-            job.shape,
-            base,
-            ours,
-            theirs,
-            name=job.name,
-            fisher=fisher,
-            device=device,
-            precision=cfg.precision,
-        )
-
-    return run, device
-
-
-def build_result(plan: Plan, repo: Repo, cfg: config.MergeConfig) -> tuple[Manifest, str]:
-    """The merged manifest of a conflict-free plan (objects stored), and the device used."""
-    if plan.whole is not None:
-        return plan.whole, ""
-    if not plan.needs_bytes():
-        return assemble(plan), ""
-    ensure_local(repo, needed_objects(plan))
-    compute, device = make_compute(cfg) if plan.jobs else (_no_compute, None)
-    return store_result(plan, repo, compute), str(device or "")
-
-
-def _no_compute(job: Job, data: list[Buffer]) -> Buffer:  # pragma: no cover - no jobs, never called
-    raise AssertionError(job.name)
-
-
-def summary(plan: Plan, device: str, seconds: float) -> str:
-    where = f" on {device}" if device else ""
-    return f"{plan.path}: {'; '.join(count_parts(plan.counts()))}{where} in {seconds:.1f} s"
-
-
-def count_parts(counts: dict[str, int]) -> list[str]:
-    """What a plan's slot counts (Plan.counts) say, for people: merged, chosen, taken."""
-    merged = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("merged:")}
-    chosen = {k: v for k, v in counts.items() if ":" in k and not k.startswith("merged:")}
-    parts = []
-    if merged:
-        detail = ", ".join(f"{k} {v}" for k, v in sorted(merged.items()))
-        parts.append(f"merged {sum(merged.values())} tensors ({detail})")
-    if chosen:
-        parts.append(", ".join(f"{v} by strategy {k.split(':')[1]}" for k, v in sorted(chosen.items())))
-    for side in ("theirs", "ours", "both"):
-        if counts.get(side):
-            label = {"theirs": "from theirs", "ours": "from ours", "both": "unchanged or changed alike"}[side]
-            parts.append(f"{counts[side]} {label}")
-    return parts
 
 
 def _merge_file(base: str, ours: str, theirs: str, path: str) -> int:
@@ -215,9 +97,7 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
         result, device = build_result(plan, repo, cfg)
         for note in plan.notes:
             _err(f"{path}: note: {note}")
-        tmp = Path(ours_path + ".gtl-tmp")
-        tmp.write_bytes(result.to_bytes())
-        os.replace(tmp, ours_path)
+        write_atomic(ours_path, result.to_bytes())
         if state.exists():
             state.unlink()
         if plan.whole is None:
@@ -232,7 +112,7 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
 
 
 def _hint_sharded(repo: Repo, path: str) -> None:
-    from git_theta_like.merge.sharded import model_of_shard
+    from git_theta_like.formats.sharded import model_of_shard
 
     index = model_of_shard(repo, path)
     if index is not None:

@@ -17,13 +17,16 @@ tensors fit it, else in theirs's; a safetensors header is written anew when neit
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from git_theta_like.filters import WHOLE
-from git_theta_like.manifest import Manifest, TensorEntry
+from git_theta_like.errors import ManifestError
+from git_theta_like.filters.engine import WHOLE
+from git_theta_like.gitio.repo import Repo
+from git_theta_like.manifest import Manifest, TensorEntry, is_manifest
 from git_theta_like.merge.compute import TORCH_DTYPES
 from git_theta_like.merge.config import Choice, MergeConfig
-from git_theta_like.merge.strategies import Average
+from git_theta_like.merge.strategies.basic import Average
 
 MERGEABLE = frozenset(TORCH_DTYPES)  # float dtypes strategies compute on
 FISHER_INFIX = ".fisher"
@@ -354,3 +357,54 @@ def choose_layout(
             "file cannot be combined",
         )
     )
+
+
+THEIRS_REFS = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD")
+
+
+class FisherFiles(FisherLookup):
+    """Fisher tensors committed next to the checkpoint (`model.fisher.safetensors`), in ours's
+    commit (HEAD) and theirs's (the commit being merged, whose checkpoint is theirs)."""
+
+    def __init__(self, repo: Repo, path: str, theirs_manifest: bytes, ours_manifest: bytes) -> None:
+        self.repo = repo
+        self.path = fisher_path(path)
+        self.checkpoint = path
+        self.expect = {"ours": ours_manifest, "theirs": theirs_manifest}
+        self._cache: dict[str, tuple[str, dict[str, TensorEntry] | None]] = {}
+
+    def _candidates(self, side: str) -> list[str]:
+        if side == "ours":
+            return ["HEAD"]
+        # `git merge` names the commits being merged in GITHEAD_<oid>; the sequencer writes refs
+        heads = [k[len("GITHEAD_") :] for k in os.environ if k.startswith("GITHEAD_")]
+        return heads + [r for r in THEIRS_REFS if (self.repo.git_dir / r).is_file()]
+
+    def _load(self, side: str) -> tuple[str, dict[str, TensorEntry] | None]:
+        if side in self._cache:
+            return self._cache[side]
+        found: tuple[str, dict[str, TensorEntry] | None] = (f"{self.path} ({side}: commit not found)", None)
+        for rev in self._candidates(side):
+            if self.repo.rev_blob(rev, self.checkpoint) != self.expect[side]:
+                continue  # not the commit whose checkpoint is being merged
+            where = f"{self.path} at {rev[:12]}"
+            blob = self.repo.rev_blob(rev, self.path)
+            if blob is None:
+                found = (f"{where} (no such file)", None)
+            elif not is_manifest(blob):
+                found = (f"{where} (not tracked by git-theta-like)", None)
+            else:
+                try:
+                    found = (where, {t.name: t for t in Manifest.from_bytes(blob).tensors})
+                except ManifestError as e:
+                    found = (f"{where} ({e})", None)
+            break
+        self._cache[side] = found
+        return found
+
+    def get(self, side: str, name: str) -> TensorEntry | None:
+        tensors = self._load(side)[1]
+        return tensors.get(name) if tensors else None
+
+    def where(self, side: str) -> str:
+        return self._load(side)[0]

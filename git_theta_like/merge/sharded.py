@@ -38,19 +38,16 @@ from typing import Any
 
 import pygit2
 
-from git_theta_like.errors import ManifestError, ThetaLikeError
+from git_theta_like.errors import ManifestError, ShardedMergeError
+from git_theta_like.formats.sharded import is_index, read_index
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, TensorEntry, is_manifest
 from git_theta_like.merge import config
-from git_theta_like.merge.build import parents, slot_nbytes
+from git_theta_like.merge.execute import parents, slot_nbytes
 from git_theta_like.merge.plan import Conflict, FisherLookup, Plan, Slot, choose_layout, plan_tensor
-from git_theta_like.sharded import is_index, read_index
+from git_theta_like.store.atomic import write_atomic
 
 SIDES = ("base", "ours", "theirs")
-
-
-class ShardedMergeError(ThetaLikeError):
-    pass
 
 
 @dataclass
@@ -247,22 +244,6 @@ def merge_revs(repo: Repo) -> tuple[str | None, str, str]:
     raise ShardedMergeError("no merge in progress (no MERGE_HEAD, CHERRY_PICK_HEAD or REBASE_HEAD)")
 
 
-def model_of_shard(repo: Repo, path: str) -> str | None:
-    """The index json (in the work tree, next to path) whose weight_map names path, if any."""
-    root = repo.workdir
-    if root is None:
-        return None
-    folder = posixpath.dirname(path)
-    for f in sorted((root / folder).glob("*.index.json")):
-        index_path = posixpath.join(folder, f.name) if folder else f.name
-        try:
-            if is_index(index_path) and path in read_index(f.read_bytes(), index_path).values():
-                return index_path
-        except (OSError, ValueError, TypeError, AttributeError):
-            continue
-    return None
-
-
 def in_merge(repo: Repo) -> bool:
     return any((repo.git_dir / r).is_file() for r in ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REBASE_HEAD"))
 
@@ -280,7 +261,7 @@ def unmerged_paths(repo: Repo) -> set[str]:
 def conflicted_models(repo: Repo, revs: tuple[str | None, str, str]) -> dict[str, set[str]]:
     """Index json paths (on any side) whose json or one of whose shards is unmerged, each with
     the shard paths it names on any side."""
-    from git_theta_like.tracked import _walk
+    from git_theta_like.gitio.scan import walk_tree
 
     unmerged = unmerged_paths(repo)
     if not unmerged:
@@ -290,7 +271,7 @@ def conflicted_models(repo: Repo, revs: tuple[str | None, str, str]) -> dict[str
         if rev is None:
             continue
         tree = repo.git.get(rev).peel(pygit2.Commit).tree  # type: ignore[union-attr]
-        for path, oid in _walk(tree, ""):
+        for path, oid in walk_tree(tree):
             if not is_index(path):
                 continue
             named = shards.setdefault(path, set())
@@ -301,7 +282,7 @@ def conflicted_models(repo: Repo, revs: tuple[str | None, str, str]) -> dict[str
 
 def _config(repo: Repo, plan_paths: list[str], env: dict[str, str] | None) -> config.MergeConfig:
     """The environment's overrides, else those the merge driver saved for one of the shards."""
-    from git_theta_like.merge.driver import state_file
+    from git_theta_like.merge.state import state_file
 
     merged = dict(os.environ if env is None else env)
     if not any(k in merged for k in (config.ENV_STRATEGY, config.ENV_SET)):
@@ -339,8 +320,8 @@ def resolve_models(
 def _resolve_model(
     repo: Repo, index_path: str, revs: tuple[str | None, str, str], env: dict[str, str] | None
 ) -> Iterator[str]:
-    from git_theta_like.merge.driver import build_result
-    from git_theta_like.merge.tool import cleanup
+    from git_theta_like.merge.execute import build_result
+    from git_theta_like.merge.state import cleanup
 
     base_rev, ours_rev, theirs_rev = revs
     base = load_side(repo, base_rev, index_path, "base") if base_rev is not None else None
@@ -395,9 +376,7 @@ def _resolve_model(
         subprocess.run(
             ["git", "checkout", "--", *[p for p, _ in staged]], cwd=root, check=True, capture_output=True
         )
-    tmp = root / (index_path + ".gtl-tmp")
-    tmp.write_bytes(doc)
-    os.replace(tmp, root / index_path)
+    write_atomic(root / index_path, doc)
     subprocess.run(["git", "add", "--", index_path], cwd=root, check=True)
     for path in all_shards:
         cleanup(repo, path)
@@ -422,7 +401,7 @@ def _same_result(current: bytes, sp: Plan) -> bool:
 
 
 def _summary(plan: ModelPlan, written: int, device: str) -> str:
-    from git_theta_like.merge.driver import count_parts
+    from git_theta_like.merge.execute import count_parts
 
     layout = f"{len(plan.shards)} shard(s)"
     if plan.removed:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,20 +20,16 @@ from pathlib import Path
 
 import pygit2
 
-from git_theta_like.errors import ManifestError, ThetaLikeError
+from git_theta_like.errors import ManifestError, MergeToolError
 from git_theta_like.formats import ByteReader
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.merge import config
-from git_theta_like.merge.build import ensure_local, parents
-from git_theta_like.merge.driver import FisherFiles, build_result, state_file
-from git_theta_like.merge.plan import Plan, plan_merge
-
-LABELS = ("BASE", "OURS", "THEIRS", "MERGED")
-
-
-class MergeToolError(ThetaLikeError):
-    pass
+from git_theta_like.merge.execute import build_result, ensure_local, parents
+from git_theta_like.merge.plan import FisherFiles, Plan, plan_merge
+from git_theta_like.merge.state import cleanup, helper_path, state_file, workdir
+from git_theta_like.store import store_of
+from git_theta_like.store.atomic import AtomicFile
 
 
 @dataclass
@@ -74,20 +69,6 @@ def conflicted(repo: Repo) -> dict[str, Conflicted]:
     return out
 
 
-def helper_path(path: str, label: str) -> str:
-    """`dir/model.safetensors` -> `dir/model.OURS.safetensors`."""
-    head, slash, base = path.rpartition("/")
-    stem, dot, ext = base.rpartition(".")
-    name = f"{stem}.{label}.{ext}" if dot and stem else f"{base}.{label}"
-    return f"{head}{slash}{name}"
-
-
-def _workdir(repo: Repo) -> Path:
-    if repo.workdir is None:
-        raise MergeToolError("mergetool needs a repository with a work tree")
-    return repo.workdir
-
-
 def _get(repo: Repo, path: str) -> Conflicted:
     found = conflicted(repo)
     if path not in found:
@@ -119,19 +100,18 @@ def _plan(repo: Repo, c: Conflicted) -> Plan:
 
 
 def _smudge(repo: Repo, manifest: Manifest, dest: Path) -> None:
-    from git_theta_like.filters import Engine
+    from git_theta_like.filters.engine import Engine
 
     ensure_local(repo, [ref for _, ref in manifest.objects()])
-    tmp = dest.with_name(dest.name + ".gtl-tmp")
-    with Engine(repo.store) as engine, open(tmp, "wb") as f:
+    with Engine(store_of(repo)) as engine, AtomicFile(dest.parent, prefix=f".{dest.name}.gtl-") as f:
         engine.smudge(manifest, f.write)
-    os.replace(tmp, dest)
+        f.commit(dest)
 
 
 def prepare(repo: Repo, path: str) -> Iterator[str]:
     """Write the helper checkpoints for a conflicted path; yields lines to show."""
     c = _get(repo, path)
-    root = _workdir(repo)
+    root = workdir(repo)
     plan = _plan(repo, c)
     problems = plan.fallbacks + plan.conflicts
     yield f"{path}: {len(problems)} conflict(s):"
@@ -162,7 +142,7 @@ def prepare(repo: Repo, path: str) -> Iterator[str]:
 def resolve(repo: Repo, path: str, file: str | None = None, use: str | None = None) -> str:
     """Mark path resolved with FILE's content or one version; returns a line to show."""
     c = _get(repo, path)
-    root = _workdir(repo)
+    root = workdir(repo)
     ours, theirs, base = c.manifest("ours"), c.manifest("theirs"), c.manifest("base")
     assert ours is not None and theirs is not None
     if (file is None) == (use is None):
@@ -181,9 +161,9 @@ def resolve(repo: Repo, path: str, file: str | None = None, use: str | None = No
         what = f"the {use} version"
     else:
         assert file is not None
-        from git_theta_like.gitio.filter_process import make_engine
+        from git_theta_like.filters import engine_for
 
-        with make_engine(repo) as engine, open(file, "rb") as f:
+        with engine_for(repo) as engine, open(file, "rb") as f:
             data = engine.clean(ByteReader(f), previous=parents(ours, theirs, base), path=path)
         what = file
     oid = repo.git.create_blob(data)
@@ -195,17 +175,3 @@ def resolve(repo: Repo, path: str, file: str | None = None, use: str | None = No
         subprocess.run(["git", "checkout", "--", path], cwd=root, check=True, capture_output=True)
     cleanup(repo, path)
     return f"{path}: resolved with {what}; conclude the merge with `git commit`"
-
-
-def cleanup(repo: Repo, path: str) -> None:
-    root = _workdir(repo)
-    for label in LABELS:
-        p = root / helper_path(path, label)
-        if p.exists():
-            p.unlink()
-    state = state_file(repo, path)
-    if state.exists():
-        state.unlink()
-    d = state.parent
-    if d.exists() and not any(d.iterdir()):
-        shutil.rmtree(d, ignore_errors=True)

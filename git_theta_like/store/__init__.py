@@ -1,5 +1,24 @@
-"""The object store: git-lfs's local layout (.git/lfs/objects/xx/yy/<oid>) and LFS transfers."""
+"""The local object store: git-lfs's layout (`.git/lfs/objects/xx/yy/<oid>`), one atomic
+writer, and the one verified, cached reader of raw tensor contents. Downloads reach it through a
+fetch callback: the store never imports the LFS client. May import codecs, formats, gitio and
+the bottom layer."""
 
+from __future__ import annotations
+
+import weakref
+
+from git_theta_like.gitio.repo import CONFIG_SECTION, Repo
 from git_theta_like.store.local import LocalStore
 
-__all__ = ["LocalStore"]
+__all__ = ["LocalStore", "store_of"]
+
+_STORES: weakref.WeakKeyDictionary[Repo, LocalStore] = weakref.WeakKeyDictionary()
+
+
+def store_of(repo: Repo) -> LocalStore:
+    """The repository's object store (`lfs.storage`, else `<common git dir>/lfs`), one per Repo."""
+    store = _STORES.get(repo)
+    if store is None:
+        durable = repo.config_bool(f"{CONFIG_SECTION}.fsync", default=True)
+        store = _STORES[repo] = LocalStore(repo.lfs_dir, durable=durable)
+    return store

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import BinaryIO
 
 from git_theta_like import codecs, faults
 from git_theta_like.codecs.container import MAGIC, MAX_HEADER, TRAILER, ObjectHeader, split_object
+from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
+from git_theta_like.store.atomic import AtomicFile
 
-Buffer = bytes | bytearray | memoryview
 MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
 MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
 
@@ -96,35 +96,22 @@ class LocalStore:
 
     def write(self, parts: Iterable[Buffer]) -> tuple[str, int]:
         """Store the concatenation of parts; returns (oid, size). Atomic; idempotent."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="gtl-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for part in parts:
-                    h.update(part)
-                    f.write(part)
-                    size += len(part)
-                if self.durable:
-                    f.flush()
-                    os.fsync(f.fileno())
+        with AtomicFile(self.tmp, prefix="gtl-", durable=self.durable) as f:
+            for part in parts:
+                h.update(part)
+                f.write(part)
+                size += len(part)
             oid = h.hexdigest()
             dest = self.path(oid)
-            if dest.exists():
-                os.unlink(tmp_name)
-            else:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp_name, dest)
+            if not dest.exists():
+                f.commit(dest)
                 self.keep_link(oid)
                 faults.point("write")
                 with self._lock:
                     self.writes += 1
             return oid, size
-        except BaseException:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-            raise
 
     def write_encoded(self, enc: codecs.Encoded) -> tuple[str, int]:
         return self.write([*enc.parts, enc.header.trailer()])
@@ -182,7 +169,7 @@ class LocalStore:
         what: str,
         expect_raw: str | None,
         expect_size: int | None,
-        base_of: Callable[[ObjectHeader], bytearray | memoryview],
+        base_of: Callable[[ObjectHeader], Buffer],
         depth: int = 0,
     ) -> tuple[bytearray | memoryview, ObjectHeader]:
         """Decode an object's bytes and verify the result: sizes before decoding, the raw hash

@@ -1,0 +1,80 @@
+"""The `git theta-like` command line, one module per command family.
+
+Thin: each command parses its arguments, calls one function of a lower room and turns errors
+into git-style messages and exit codes. Every family module is imported only when one of its
+commands runs, so `git theta-like` starts fast and the filter process sets its thread options
+before numpy is imported. May import every other room; nothing imports `cli`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import pygit2
+
+from git_theta_like import __version__
+from git_theta_like.errors import ThetaLikeError
+
+# command name -> module:attribute (families: setup, inspect, transfer, diff, merge, migrate,
+# maintenance, plumbing)
+COMMANDS = {
+    "install": "setup:install",
+    "uninstall": "setup:uninstall",
+    "track": "setup:track",
+    "untrack": "setup:untrack",
+    "add": "setup:add",
+    "show": "inspect:show",
+    "ls-files": "inspect:ls_files",
+    "fetch": "transfer:fetch",
+    "checkout": "transfer:checkout",
+    "diff": "diff:diff_cmd",
+    "log": "diff:log_cmd",
+    "merge": "merge:merge_cmd",
+    "mergetool": "merge:mergetool_cmd",
+    "migrate": "migrate:migrate_cmd",
+    "fsck": "maintenance:fsck_cmd",
+    "gc": "maintenance:gc_cmd",
+    "filter-process": "plumbing:filter_process",
+    "clean": "plumbing:clean",
+    "smudge": "plumbing:smudge",
+    "pre-push": "plumbing:pre_push",
+    "diff-driver": "plumbing:diff_driver_cmd",
+    "diff-textconv": "plumbing:diff_textconv_cmd",
+    "merge-driver": "plumbing:merge_driver_cmd",
+}
+
+
+class _Group(click.Group):
+    """Loads commands lazily; turns our errors into one clear line and exit status 1 (2 for
+    usage errors)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        cmd = getattr(importlib.import_module(f"git_theta_like.cli.{module}"), attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except (ThetaLikeError, pygit2.GitError, OSError) as e:
+            click.echo(f"git-theta-like: error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="git-theta-like")
+def main() -> None:
+    """Version-control ML checkpoints with Git: per-tensor, lossless, deduplicated.
+
+    Run as `git theta-like COMMAND`. Start with `git theta-like install`, then
+    `git theta-like track "*.safetensors"`.
+    """

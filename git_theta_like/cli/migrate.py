@@ -1,0 +1,43 @@
+"""`git theta-like migrate`: convert git-lfs-tracked checkpoints in history (see migrate.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from git_theta_like.gitio.repo import Repo
+from git_theta_like.migrate import migrate, summary
+
+
+@click.command("migrate")
+@click.argument("refs", nargs=-1)
+@click.option(
+    "--include",
+    "-I",
+    multiple=True,
+    help="Migrate LFS files matching this gitattributes pattern (repeatable). Default: the "
+    "filter=lfs patterns of .gitattributes for *.safetensors, *.bin, *.pt, *.pth, *.ckpt, *.gguf.",
+)
+@click.option("--everything", is_flag=True, help="Rewrite all local branches and tags.")
+@click.option("--remote", help="Where missing LFS objects are downloaded from (default: as fetch).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def migrate_cmd(
+    refs: tuple[str, ...], include: tuple[str, ...], everything: bool, remote: str | None, yes: bool
+) -> None:
+    """Convert git-lfs-tracked checkpoints in history to git-theta-like (rewrites history).
+
+    REFS are branches or tags (default: the current branch). Originals are kept under
+    refs/theta-like-migrate/original/.
+    """
+
+    if not yes and not sys.stdin.isatty():
+        raise click.UsageError("migrate rewrites history: pass --yes to confirm")
+
+    def confirm(question: str) -> bool:
+        return click.confirm(question, default=False, err=True)
+
+    repo = Repo(".")
+    result = migrate(repo, list(include), list(refs), everything, remote, None if yes else confirm)
+    for line in summary(result):
+        click.echo(f"git-theta-like: {line}")

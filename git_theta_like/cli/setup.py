@@ -1,0 +1,111 @@
+"""`install`, `uninstall`, `track`, `untrack` and `add`: setting a repository up for checkpoints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from git_theta_like.cli.common import open_repo
+from git_theta_like.errors import ThetaLikeError
+
+
+@click.command()
+@click.option("--global", "global_", is_flag=True, help="Configure for every repository of this user.")
+@click.option("--no-hooks", is_flag=True, help="Only set the git config; leave .git/hooks alone.")
+def install(global_: bool, no_hooks: bool) -> None:
+    """Configure git's filter, diff and merge drivers (repository-local by default) and hooks."""
+    from git_theta_like.gitio import install as inst
+
+    if global_:
+        inst.write_config(inst.global_config())
+        click.echo("git-theta-like: configured globally (~/.gitconfig).")
+        try:
+            repo = open_repo()
+        except ThetaLikeError:
+            return
+    else:
+        repo = open_repo()
+        inst.write_config(repo.git.config)
+        click.echo(f"git-theta-like: configured {repo.common_dir}.")
+    if not no_hooks:
+        for note in inst.install_hooks(repo):
+            click.echo(f"git-theta-like: {note}")
+
+
+@click.command()
+@click.option("--global", "global_", is_flag=True, help="Remove the global configuration.")
+def uninstall(global_: bool) -> None:
+    """Remove the driver configuration and our hooks (chained hooks are put back)."""
+    from git_theta_like.gitio import install as inst
+
+    if global_:
+        inst.remove_config(inst.global_config())
+        return
+    repo = open_repo()
+    inst.remove_config(repo.git.config)
+    inst.uninstall_hooks(repo)
+
+
+def _attributes_path() -> Path:
+    repo = open_repo()
+    if repo.workdir is None:
+        raise ThetaLikeError("track needs a repository with a work tree")
+    return repo.workdir / ".gitattributes"
+
+
+@click.command()
+@click.argument("patterns", nargs=-1)
+def track(patterns: tuple[str, ...]) -> None:
+    """Track files matching PATTERNS (gitattributes patterns, e.g. "*.safetensors").
+
+    With no pattern, list the tracked patterns.
+    """
+    from git_theta_like.gitio import attributes
+
+    path = _attributes_path()
+    if not patterns:
+        for p in attributes.tracked_patterns(path):
+            click.echo(p)
+        return
+    changed = attributes.track(path, list(patterns))
+    for p in patterns:
+        click.echo(f'Tracking "{p}"' if p in changed else f'"{p}" already tracked')
+    if changed:
+        click.echo("Stage .gitattributes with the checkpoints: git add .gitattributes")
+
+
+@click.command()
+@click.argument("patterns", nargs=-1, required=True)
+def untrack(patterns: tuple[str, ...]) -> None:
+    """Stop tracking files matching PATTERNS (files already committed stay as they are)."""
+    from git_theta_like.gitio import attributes
+
+    removed = attributes.untrack(_attributes_path(), list(patterns))
+    for p in patterns:
+        click.echo(f'Untracking "{p}"' if p in removed else f'"{p}" was not tracked')
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--lora",
+    "adapter",
+    type=click.Path(exists=True),
+    help="A PEFT LoRA adapter (directory or adapter_model.safetensors) merged into these "
+    "checkpoints: its exact factors are used to store the changed weights.",
+)
+def add(paths: tuple[str, ...], adapter: str | None) -> None:
+    """`git add` PATHS, optionally telling the filter which LoRA adapter was merged."""
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    if adapter:
+        from git_theta_like.filters.lora import load_adapter
+
+        n = len(load_adapter(adapter))  # fail early, with a clear message, on a bad adapter
+        env["GIT_THETA_LIKE_LORA"] = os.path.abspath(adapter)
+        click.echo(f"git-theta-like: using {n} LoRA factor pairs from {adapter}", err=True)
+    sys.exit(subprocess.call(["git", "add", "--", *paths], env=env))

@@ -1,0 +1,54 @@
+"""`fetch` and `checkout`: objects from the remote, checkpoints into the working tree."""
+
+from __future__ import annotations
+
+import click
+
+from git_theta_like.cli.common import open_repo
+
+
+@click.command()
+@click.argument("remote", required=False)
+@click.argument("revs", nargs=-1)
+@click.option(
+    "--include", "-I", multiple=True, help="Only tensors whose name matches this glob (repeatable)."
+)
+@click.option(
+    "--exclude", "-X", multiple=True, help="Skip tensors whose name matches this glob (repeatable)."
+)
+@click.option("--path", "paths", multiple=True, help="Only these checkpoint files (globs, repeatable).")
+def fetch(
+    remote: str | None,
+    revs: tuple[str, ...],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    paths: tuple[str, ...],
+) -> None:
+    """Download the objects that checking out REVS (default HEAD) needs, for offline work.
+
+    REMOTE defaults to theta-like.remote, the branch's remote, or origin. With --include /
+    --exclude only some tensors are fetched (the rest can be fetched later).
+    """
+    from git_theta_like.lfs import sync
+
+    repo = open_repo()
+    if remote is not None and repo.config_get(f"remote.{remote}.url") is None:
+        # `fetch HEAD~1` without a remote: the first argument is a revision
+        revs, remote = (remote, *revs), None
+    r = sync.fetch(
+        repo, remote, list(revs), list(include) or None, list(exclude) or None, list(paths) or None
+    )
+    click.echo(
+        f"git-theta-like: {r.files} checkpoint(s), {r.objects} object(s) needed, {r.downloaded} downloaded"
+    )
+
+
+@click.command()
+@click.argument("paths", nargs=-1)
+def checkout(paths: tuple[str, ...]) -> None:
+    """Materialise checkpoints whose working-tree file is still a manifest (after a clone with
+    GIT_THETA_LIKE_SKIP_SMUDGE=1 or without git-theta-like installed), downloading what is needed."""
+    from git_theta_like.filters.checkout import materialize
+
+    for path in materialize(open_repo(), list(paths)):
+        click.echo(f"git-theta-like: checked out {path}")

@@ -1,0 +1,113 @@
+"""The chooser: for each tensor, the smallest lossless encoding within a time budget.
+
+`encode` picks the keyframe codec (planes, else raw); `encode_delta` tries the delta codecs
+against the tensor's previous version, cheap probes first (how many elements changed), the SVD
+only for dense changes of a 2-D float tensor whose xor delta is still large (or with factors
+given, e.g. from a LoRA adapter), and falls back to a keyframe when no delta helps."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from git_theta_like import dtypes
+from git_theta_like.codecs import lowrank, planes, sparse, xor
+from git_theta_like.codecs import raw as raw_codec
+from git_theta_like.codecs.bits import elements
+from git_theta_like.codecs.container import Encoded, ObjectHeader
+from git_theta_like.codecs.planes import MapFn
+
+
+def encode(
+    raw: bytes | bytearray | memoryview,
+    dtype: str,
+    shape: tuple[int, ...],
+    raw_hash: str,
+    map_fn: MapFn = map,
+) -> Encoded:
+    """The smallest lossless encoding of raw among the codecs available (planes, raw).
+
+    `map_fn` maps the per-chunk encoder over the chunks: pass an executor's map to spread one
+    large tensor over several cores.
+    """
+    mv = memoryview(raw).cast("B")
+    size = len(mv)
+    params, chunks = planes.encode(mv, dtypes.itemsize(dtype), map_fn)
+    if sum(len(c) for c in chunks) < size:
+        return Encoded(ObjectHeader(planes.NAME, dtype, shape, size, raw_hash, params), list(chunks))
+    return Encoded(ObjectHeader(raw_codec.NAME, dtype, shape, size, raw_hash), [mv])
+
+
+@dataclass
+class DeltaOptions:
+    """How hard the chooser tries: lowrank probes are skipped once `svd_seconds` is spent."""
+
+    lowrank: bool = True
+    max_rank: int = 64
+    svd_seconds: float = 30.0
+    spent: float = 0.0
+
+
+def encode_delta(
+    raw: bytes | bytearray | memoryview,
+    base_raw: bytes | bytearray | memoryview,
+    dtype: str,
+    shape: tuple[int, ...],
+    raw_hash: str,
+    base_oid: str,
+    depth: int,
+    options: DeltaOptions | None = None,
+    factors: tuple[object, object] | None = None,
+) -> Encoded:
+    """The smallest encoding of raw: a delta against base_raw (xor, sparse, lowrank) or planes.
+
+    Cheap probes first (how many elements changed); the SVD only runs for dense changes of a
+    2-D float tensor whose xor delta is still large. `factors` (u, v), e.g. from a LoRA
+    adapter, replace the SVD.
+    """
+    opts = options or DeltaOptions()
+    new = elements(raw, dtype)
+    base = elements(base_raw, dtype)
+    size = len(memoryview(raw).cast("B"))
+    params = {"depth": depth}
+    candidates: list[tuple[int, str, list[bytes], dict[str, int]]] = []
+    diff = np.bitwise_xor(new, base)
+    frac = np.count_nonzero(diff) / max(1, new.size)
+    if frac <= 0.3:
+        p = sparse.encode(new, base, np.flatnonzero(diff))
+        candidates.append((len(p), sparse.NAME, [p], {}))
+    if frac > 0.02:
+        p = xor.encode(new, base)
+        candidates.append((len(p), xor.NAME, [p], {}))
+    shape2d = lowrank.shape_2d(shape)
+    best = min(c[0] for c in candidates)
+    if factors is not None and (
+        shape2d is None
+        or getattr(factors[0], "shape", None) is None
+        or factors[0].shape[0] != shape2d[0]  # type: ignore[attr-defined]
+        or factors[1].shape[1] != shape2d[1]  # type: ignore[attr-defined]
+    ):
+        factors = None  # an adapter for another shape: ignore it
+    if (
+        shape2d is not None
+        and dtype in lowrank.DTYPES
+        and (factors is not None or (frac > 0.3 and best > size // 10))
+        and (factors is not None or (opts.lowrank and opts.spent < opts.svd_seconds))
+    ):
+        t = time.perf_counter()
+        uv = factors
+        if uv is None and lowrank.lowrank_plausible(new, base, dtype, shape2d, opts.max_rank):
+            uv = lowrank.lowrank_probe(new, base, dtype, shape2d, opts.max_rank)
+        if uv is not None:
+            p, extra = lowrank.encode(new, base, dtype, shape2d, uv[0], uv[1])  # type: ignore[arg-type]
+            candidates.append((len(p), lowrank.NAME, [p], extra))
+        opts.spent += time.perf_counter() - t
+    size_, codec, parts, extra = min(candidates, key=lambda c: c[0])
+    if size_ >= size * 0.9:  # the delta hardly helps: store the tensor on its own (a keyframe)
+        plain = encode(raw, dtype, shape, raw_hash)
+        if plain.payload_size <= size_:
+            return plain
+    header = ObjectHeader(codec, dtype, shape, size, raw_hash, {**params, **extra}, base_oid)
+    return Encoded(header, list(parts))

@@ -1,0 +1,460 @@
+"""Clean (checkpoint file -> manifest) and smudge (manifest -> checkpoint file).
+
+Clean reads the file sequentially (git pipes it to the filter), splits it with the format's
+parser, and hashes and encodes tensors on a thread pool while it keeps reading. A tensor whose
+raw hash the previous manifest of the same path already has (git re-cleans a file after a
+`touch`, or most tensors after a fine-tune) reuses that entry and costs one hash. Memory is
+bounded: at most `inflight_bytes` of tensor data (or one tensor, if larger) is held at a time.
+
+Smudge decodes the objects a manifest references, verifies each against its raw hash, and
+streams skeleton and tensors back in file order, decoding ahead on the same pool.
+
+Files that no format parses, or that fail to parse half-way (truncated, corrupt), are stored
+whole as one object with a warning: clean never refuses a file and never loses a byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from git_theta_like import codecs, dtypes, formats
+from git_theta_like.codecs import planes
+from git_theta_like.dtypes import Buffer
+from git_theta_like.errors import FormatError, ManifestError, ObjectMissingError, ThetaLikeError
+from git_theta_like.formats import ByteReader, Skeleton, Tensor, TensorInfo
+from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifest
+from git_theta_like.store.local import LocalStore
+
+DEFAULT_MAX_CHAIN = 8  # a delta chain longer than this gets a keyframe
+BIG_REGION = 16 * 1024 * 1024  # regions above this have their chunks encoded in parallel
+DEFAULT_INFLIGHT = 64 * 1024 * 1024
+WHOLE = "opaque"  # manifest format name of a file stored whole
+
+Warn = Callable[[str], None]
+
+
+def _stderr_warn(msg: str) -> None:
+    print(f"git-theta-like: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def default_workers() -> int:
+    env = os.environ.get("GIT_THETA_LIKE_WORKERS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class _Budget:
+    """Bounds the bytes of tensor data in flight; one region larger than the budget may pass."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cv = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cv:
+            self.used -= n
+            self._cv.notify_all()
+
+
+def _sha256(data: Buffer) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+LoraFactors = dict[str, tuple[Any, Any]]  # tensor name -> (u, v) with delta = u @ v
+
+
+class _CleanContext:
+    """What clean knows about a file's previous version: contents to reuse, parents for deltas."""
+
+    def __init__(
+        self,
+        previous: Manifest | None,
+        options: codecs.DeltaOptions | None,
+        lora: LoraFactors | None,
+        known: dict[str, ObjectRef] | None = None,
+        others: list[Manifest] | None = None,
+    ) -> None:
+        self.known: dict[str, ObjectRef] = known if known is not None else {}
+        self.options = options
+        self.lora = lora or {}
+        self.by_name: dict[str, TensorEntry] = {}
+        # the same names in the repository's other checkpoints (shards of one model: a tensor
+        # that moved to another shard keeps its object, or gets a delta against it)
+        self.elsewhere: dict[str, TensorEntry] = {}
+        if previous is not None:
+            for _, ref in previous.objects():
+                self.known.setdefault(ref.raw, ref)
+            self.by_name = {t.name: t for t in previous.tensors}
+        for m in others or ():
+            for t in m.tensors:
+                self.known.setdefault(t.obj.raw, t.obj)
+                self.elsewhere.setdefault(t.name, t)
+
+    def parent_of(self, info: TensorInfo) -> TensorEntry | None:
+        """The previous version of a tensor: same name, else an unambiguous rename (one name a
+        dotted suffix of the other, e.g. `embeddings.x` -> `bert.embeddings.x`); same dtype and
+        shape either way. None when deltas are off."""
+        if self.options is None:
+            return None
+        same = self.by_name.get(info.name)
+        if same is not None:
+            return same if (same.dtype, same.shape) == (info.dtype, info.shape) else None
+        found = [
+            t
+            for t in self.by_name.values()
+            if (t.dtype, t.shape) == (info.dtype, info.shape)
+            and (info.name.endswith("." + t.name) or t.name.endswith("." + info.name))
+        ]
+        if len(found) == 1:
+            return found[0]
+        moved = self.elsewhere.get(info.name)
+        if moved is not None and (moved.dtype, moved.shape) == (info.dtype, info.shape):
+            return moved
+        return None
+
+    def factors_for(self, name: str) -> tuple[Any, Any] | None:
+        if not self.lora:
+            return None
+        from git_theta_like.filters.lora import match
+
+        return match(self.lora, name)
+
+
+@dataclass
+class _Piece:
+    """One event of the file, in order: skeleton bytes, or a tensor being stored."""
+
+    skeleton: Buffer | None = None
+    info: TensorInfo | None = None
+    future: Future[ObjectRef] | None = None
+
+
+class Engine:
+    """Clean and smudge for one repository's store, sharing one thread pool."""
+
+    def __init__(
+        self,
+        store: LocalStore,
+        workers: int | None = None,
+        inflight_bytes: int = DEFAULT_INFLIGHT,
+        warn: Warn = _stderr_warn,
+        *,
+        deltas: bool = True,
+        max_chain_depth: int = DEFAULT_MAX_CHAIN,
+        svd_seconds: float = 30.0,
+        lora: LoraFactors | None = None,
+    ) -> None:
+        self.store = store
+        self.workers = workers or default_workers()
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gtl-work")
+        # Big regions are coordinated from here: they wait on pool tasks, never inside one.
+        self.big = ThreadPoolExecutor(1, thread_name_prefix="gtl-big")
+        self.inflight_bytes = inflight_bytes
+        self.warn = warn
+        self._lock = threading.Lock()
+        self._storing: dict[str, Future[ObjectRef]] = {}
+        self.deltas = deltas
+        self.max_chain_depth = max_chain_depth
+        self.svd_seconds = svd_seconds
+        self.lora = lora
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.big.shutdown()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- clean
+
+    def clean(
+        self,
+        reader: ByteReader,
+        previous: Manifest | None = None,
+        path: str = "",
+        others: list[Manifest] | None = None,
+    ) -> bytes:
+        """Store the file read from reader; returns its manifest (or a manifest, unchanged)."""
+        head = reader.peek(formats.SNIFF_BYTES)
+        if is_manifest(head):
+            return self._clean_manifest(reader, path)
+        ctx = _CleanContext(previous, self.delta_options(), self.lora, None, others)
+        known = ctx.known
+        parser = formats.detect(head)
+        if parser is None:
+            return self._store_whole(iter(()), reader, known).to_bytes()
+        pieces: list[_Piece] = []
+        budget = _Budget(self.inflight_bytes)
+        try:
+            for event in parser.split(reader):
+                reader.mark()
+                if isinstance(event, Skeleton):
+                    pieces.append(_Piece(skeleton=event.data))
+                elif isinstance(event, Tensor):
+                    pieces.append(_Piece(info=event.info, future=self._submit(event, ctx, budget)))
+        except FormatError as e:
+            self.warn(f"{path or 'file'}: not split as {parser.name} ({e}); stored whole")
+            leftover = reader.consumed_since_mark()
+            return self._store_whole(self._replay(pieces, leftover), reader, known).to_bytes()
+        return self._finish(parser.name, pieces, known).to_bytes()
+
+    def _clean_manifest(self, reader: ByteReader, path: str) -> bytes:
+        """A manifest being cleaned (the working tree holds manifests after a skip-smudge
+        checkout): keep it as it is, so that `git status` stays clean."""
+        data = bytes(reader.read_upto(1 << 30))
+        if not reader.at_eof():
+            raise ThetaLikeError(f"{path}: a manifest larger than 1 GiB is not plausible")
+        try:
+            Manifest.from_bytes(data)
+        except ManifestError as e:
+            self.warn(f"{path or 'file'}: looks like a manifest but is not valid ({e})")
+        return data
+
+    def _submit(self, event: Tensor, ctx: _CleanContext, budget: _Budget) -> Future[ObjectRef]:
+        n = len(event.data)
+        budget.acquire(n)
+        if n > BIG_REGION:
+            fut = self.big.submit(self._store_region, event.info, event.data, ctx, self.pool.map)
+        else:
+            fut = self.pool.submit(self._store_region, event.info, event.data, ctx, map)
+        fut.add_done_callback(lambda _: budget.release(n))
+        return fut
+
+    def _store_region(
+        self, info: TensorInfo, data: bytearray, ctx: _CleanContext, map_fn: planes.MapFn
+    ) -> ObjectRef:
+        known = ctx.known
+        # a big region (map_fn spreads work over the pool): hash it on the pool too
+        raw = _sha256(data) if map_fn is map else self.pool.submit(_sha256, data).result()
+        ref = known.get(raw)
+        if ref is not None and self.store.has(ref.oid):
+            return ref
+        # The same content being stored right now by another worker (tied or zero tensors):
+        # wait for it rather than encode it twice. That worker is running, so this cannot block.
+        with self._lock:
+            pending = self._storing.get(raw)
+            if pending is None:
+                mine: Future[ObjectRef] = Future()
+                self._storing[raw] = mine
+        if pending is not None:
+            return pending.result()
+        try:
+            enc = self._encode(info, data, raw, ctx, map_fn)
+            oid, size = self.store.write_encoded(enc)
+            extra: tuple[tuple[str, str], ...] = ()
+            if enc.header.base:
+                extra = (
+                    ("depth", str(enc.header.params["depth"])),
+                    ("base", enc.header.base),
+                    ("base-size", str(enc.header.params["base_size"])),
+                )
+            ref = ObjectRef(raw, oid, size, enc.header.codec, extra)
+            known.setdefault(raw, ref)
+            mine.set_result(ref)
+            return ref
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        finally:
+            with self._lock:
+                del self._storing[raw]
+
+    def _encode(
+        self, info: TensorInfo, data: bytearray, raw: str, ctx: _CleanContext, map_fn: planes.MapFn
+    ) -> codecs.Encoded:
+        """A delta against the tensor's previous version when there is one (and the chain is
+        not too long), else a keyframe."""
+        parent = ctx.parent_of(info)
+        if parent is not None:
+            depth = parent.obj.depth + 1
+            base = None
+            if depth <= self.max_chain_depth and self.store.has(parent.obj.oid):
+                try:
+                    what = f"tensor {parent.name!r}"
+                    base = self.store.read_raw(parent.obj.oid, what, parent.obj.raw, 0, parent.length)
+                except ObjectMissingError:
+                    base = None  # part of its chain was never fetched: store a keyframe
+            if base is not None:
+                enc = codecs.encode_delta(
+                    data,
+                    base,
+                    info.dtype,
+                    info.shape,
+                    raw,
+                    parent.obj.oid,
+                    depth,
+                    ctx.options,
+                    ctx.factors_for(info.name),
+                )
+                if enc.header.base:  # record the base's size: fetching a chain needs (oid, size)
+                    params = {**enc.header.params, "base_size": parent.obj.stored}
+                    enc.header = dataclasses.replace(enc.header, params=params)
+                return enc
+        return codecs.encode(data, info.dtype, info.shape, raw, map_fn)
+
+    def delta_options(self) -> codecs.DeltaOptions | None:
+        if not self.deltas:
+            return None
+        return codecs.DeltaOptions(svd_seconds=self.svd_seconds)
+
+    def _finish(self, fmt: str, pieces: list[_Piece], known: dict[str, ObjectRef]) -> Manifest:
+        skeleton = bytearray()
+        tensors: list[TensorEntry] = []
+        for p in pieces:
+            if p.skeleton is not None:
+                skeleton += p.skeleton
+            else:
+                assert p.info is not None and p.future is not None
+                i = p.info
+                tensors.append(TensorEntry(i.name, i.dtype, i.shape, i.offset, i.length, p.future.result()))
+        ref = self._store_region(
+            TensorInfo("skeleton", dtypes.OPAQUE, (len(skeleton),), 0, len(skeleton)),
+            skeleton,
+            _CleanContext(None, None, None, known),
+            map,
+        )
+        size = len(skeleton) + sum(t.length for t in tensors)
+        manifest = Manifest(fmt, size, len(skeleton), ref, tensors)
+        manifest.validate()
+        return manifest
+
+    def _replay(self, pieces: list[_Piece], leftover: bytes) -> Iterator[Buffer]:
+        """The bytes of a half-parsed file, from its pieces (tensors read back from the store)."""
+        for p in pieces:
+            if p.skeleton is not None:
+                yield p.skeleton
+            else:
+                assert p.future is not None and p.info is not None
+                ref = p.future.result()
+                yield self.store.read_raw(ref.oid, f"tensor {p.info.name!r}", ref.raw)
+        yield leftover
+
+    def _store_whole(
+        self, prefix: Iterator[Buffer], reader: ByteReader, known: dict[str, ObjectRef]
+    ) -> Manifest:
+        """Store prefix + the rest of reader as one object (a file that is not split)."""
+        raw_hash = hashlib.sha256()
+        size = 0
+        reader.journaling = False  # nothing to recover from here on: don't keep what was read
+
+        def chunks() -> Iterator[memoryview]:
+            nonlocal size
+            pending = bytearray()
+            for part in prefix:
+                pending += part
+                while len(pending) >= planes.CHUNK:
+                    yield memoryview(bytes(pending[: planes.CHUNK]))
+                    del pending[: planes.CHUNK]
+            while True:
+                need = planes.CHUNK - len(pending)
+                more = reader.read_upto(need)
+                pending += more
+                if len(pending) == planes.CHUNK or not more:
+                    if pending:
+                        yield memoryview(bytes(pending))
+                    if not more:
+                        return
+                    pending = bytearray()
+
+        def encoded() -> Iterator[bytes]:
+            nonlocal size
+            window: list[Future[bytes]] = []
+            for chunk in chunks():
+                raw_hash.update(chunk)
+                size += len(chunk)
+                window.append(self.pool.submit(planes.encode_chunk, chunk, 1))
+                if len(window) > 2 * self.workers:
+                    yield window.pop(0).result()
+            for f in window:
+                yield f.result()
+
+        parts = encoded()
+
+        # The trailer depends on the raw hash and size, known once all chunks went through.
+        def with_trailer() -> Iterator[Buffer]:
+            yield from parts
+            header = codecs.ObjectHeader(
+                planes.NAME,
+                dtypes.OPAQUE,
+                (size,),
+                size,
+                raw_hash.hexdigest(),
+                {"chunk": planes.CHUNK, "width": 1},
+            )
+            yield header.trailer()
+
+        oid, stored = self.store.write(with_trailer())
+        raw = raw_hash.hexdigest()
+        previous = known.get(raw)
+        if previous is not None and self.store.has(previous.oid):
+            ref = previous  # the previous manifest's entry: `git status` stays clean
+        else:
+            ref = ObjectRef(raw, oid, stored, planes.NAME)
+        return Manifest(WHOLE, size, size, ref, [])
+
+    # ---------------------------------------------------------------- smudge
+
+    def smudge(self, manifest: Manifest, write: Callable[[Buffer], object]) -> None:
+        """Write the checkpoint file a manifest describes, through write(), in order."""
+        manifest.validate()
+        skel_ref = manifest.skeleton
+        if manifest.skeleton_length > BIG_REGION and not manifest.tensors:
+            for chunk in self.store.iter_raw(skel_ref.oid, "the file", skel_ref.raw):
+                write(chunk)
+            return
+        skeleton = memoryview(
+            self.store.read_raw(skel_ref.oid, "skeleton", skel_ref.raw, 0, manifest.skeleton_length)
+        )
+        if len(skeleton) != manifest.skeleton_length:
+            raise ThetaLikeError("skeleton object has the wrong length for its manifest")
+        window: list[tuple[TensorEntry, Future[bytearray | memoryview]]] = []
+        ahead = 0  # bytes being decoded ahead
+        queue = list(manifest.tensors)
+        nxt = 0
+        pos = 0  # position in the file
+        spos = 0  # position in the skeleton
+
+        def fill() -> None:
+            # decode ahead, in parallel, up to the in-flight budget (always at least one tensor)
+            nonlocal nxt, ahead
+            while nxt < len(queue) and (not window or ahead + queue[nxt].length <= self.inflight_bytes):
+                t = queue[nxt]
+                nxt += 1
+                ahead += t.length
+                what = f"tensor {t.name!r}"
+                job = self.pool.submit(self.store.read_raw, t.obj.oid, what, t.obj.raw, 0, t.length)
+                window.append((t, job))
+
+        fill()
+        while window:
+            t, fut = window.pop(0)
+            gap = t.offset - pos
+            write(skeleton[spos : spos + gap])
+            spos += gap
+            data = fut.result()
+            ahead -= t.length
+            if len(data) != t.length:
+                raise ThetaLikeError(f"tensor {t.name!r}: object decodes to the wrong length")
+            write(data)
+            del data
+            pos = t.offset + t.length
+            fill()
+        write(skeleton[spos:])

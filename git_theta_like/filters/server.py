@@ -1,0 +1,126 @@
+"""The long-running filter process (`filter.theta-like.process`): one per git command, every
+tracked file goes through it. Clean turns a checkpoint into a manifest (reusing objects of the
+other staged checkpoints), smudge turns a manifest back into the checkpoint, downloading missing
+objects first. The protocol's framing is gitio/filter_protocol.py."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import BinaryIO
+
+from git_theta_like.errors import ProtocolError, ThetaLikeError
+from git_theta_like.filters import engine_for, staged_manifest
+from git_theta_like.filters.engine import Engine
+from git_theta_like.formats import ByteReader
+from git_theta_like.gitio.filter_protocol import FilterChannel
+from git_theta_like.gitio.pktline import ContentSource
+from git_theta_like.gitio.repo import Repo
+from git_theta_like.gitio.scan import IndexManifests
+from git_theta_like.manifest import Manifest, is_manifest
+
+
+def _err(msg: str) -> None:
+    print(f"git-theta-like: {msg}", file=sys.stderr, flush=True)
+
+
+def _ensure_hooks(repo: Repo) -> None:
+    """Install our hooks in a repository the filter runs in but that lacks them (a fresh clone
+    with a global install), as git-lfs does; `theta-like.autoHooks=false` turns this off."""
+    if not repo.config_bool("theta-like.autoHooks", default=True):
+        return
+    from git_theta_like.gitio import install
+
+    try:
+        install.install_hooks(repo, quiet_if_present=True)
+    except (OSError, FileExistsError) as e:
+        _err(f"could not install hooks: {e}")
+
+
+def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
+    fin = stdin or sys.stdin.buffer
+    fout = stdout or os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
+    channel = FilterChannel(fin, fout)
+    channel.handshake(("clean", "smudge"))
+
+    repo = Repo(".")
+    _ensure_hooks(repo)
+    staged = IndexManifests(repo)
+    with engine_for(repo) as engine:
+        while (request := channel.next_request()) is not None:
+            path, content = request.pathname, request.content
+            try:
+                if request.command == "clean":
+                    _clean(engine, repo, path, content, channel, staged)
+                elif request.command == "smudge":
+                    _smudge(engine, repo, path, content, channel)
+                else:
+                    content.drain()
+                    channel.error()
+            except ProtocolError:
+                raise
+            except Exception as e:  # one file failed: report it, keep serving the others
+                if isinstance(e, ThetaLikeError | OSError):
+                    _err(f"{path}: {e}")
+                else:
+                    _err(f"{path}: internal error: {e!r}\n{traceback.format_exc()}")
+                content.drain()
+                channel.error()
+    return 0
+
+
+def _clean(
+    engine: Engine,
+    repo: Repo,
+    path: str,
+    content: ContentSource,
+    channel: FilterChannel,
+    staged: IndexManifests,
+) -> None:
+    try:
+        manifest = engine.clean(ByteReader(content), staged_manifest(repo, path), path, staged.others(path))
+    finally:
+        content.drain()
+    channel.success(manifest)
+
+
+def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, channel: FilterChannel) -> None:
+    from git_theta_like.gitio.process import smudge_is_for_diff
+    from git_theta_like.lfs import sync
+
+    src = ByteReader(content)
+    head = src.peek(64)
+    if not is_manifest(head) or sync.skip_smudge(repo) or smudge_is_for_diff():
+        # Not ours (committed before the file was tracked, say), or git preparing a temporary
+        # file for a diff command (see gitio/process.py): pass it through untouched.
+        channel.begin_success()
+        while chunk := src.read_upto(1 << 20):
+            channel.content(chunk)
+        channel.end_success()
+        return
+    data = bytes(src.read_upto(1 << 30))
+    content.drain()
+    manifest = Manifest.from_bytes(data)
+    sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
+    started = False
+
+    def write(buf: bytes | bytearray | memoryview) -> None:
+        nonlocal started
+        if not started:
+            channel.begin_success()
+            started = True
+        channel.content(buf)
+
+    try:
+        engine.smudge(manifest, write)
+    except Exception as e:
+        if not started:
+            raise
+        # content was partly sent: end it, then report the error (git discards the content)
+        _err(f"{path}: {e}" if isinstance(e, ThetaLikeError | OSError) else f"{path}: {e!r}")
+        channel.error(started=True)
+        return
+    if not started:
+        channel.begin_success()
+    channel.end_success()

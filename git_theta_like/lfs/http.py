@@ -1,0 +1,324 @@
+"""HTTP to an LFS server with the standard library only: credentials from `git credential fill`
+when the server answers 401 (approved or rejected afterwards), `http.extraHeader` and the
+actions' headers, TLS settings from git config, and retries with exponential backoff for
+connection errors, 5xx and 429 (honouring Retry-After); other 4xx are not retried."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+
+from git_theta_like import __version__
+from git_theta_like.errors import (
+    HttpStatusError,
+    RemoteAuthError,
+    RemoteDiskFullError,
+    RemoteError,
+    RemoteUnreachableError,
+    RetryableError,
+)
+from git_theta_like.gitio.repo import Repo
+from git_theta_like.lfs.endpoint import base_dir, config_entries, is_loopback
+
+LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
+
+T = TypeVar("T")
+
+
+USER_AGENT = f"git-theta-like/{__version__}"
+
+
+RETRY_AFTER_CAP = 30.0
+
+
+def _origin(url: str) -> tuple[str, str]:
+    u = urllib.parse.urlsplit(url)
+    return u.scheme, u.netloc
+
+
+@dataclass
+class _Creds:
+    username: str
+    password: str
+    approved: bool = False
+
+    def header(self) -> str:
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return f"Basic {token}"
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never carries an Authorization header to another host."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for k in [k for k in new.headers if k.lower() == "authorization"]:
+                del new.headers[k]
+        return new
+
+
+class Http:
+    """Requests with retries, credentials from git, `http.extraHeader` and TLS settings."""
+
+    def __init__(self, repo: Repo, *, retries: int, backoff: float, timeout: float) -> None:
+        self.repo = repo
+        self.retries = max(1, retries)
+        self.backoff = backoff
+        self.timeout = timeout
+        self._creds: dict[tuple[str, str], _Creds] = {}
+        self._creds_lock = threading.Lock()
+        self._entries: list[tuple[str, str]] | None = None
+        ctx = ssl.create_default_context()
+        cainfo = repo.config_get("http.sslCAInfo") or os.environ.get("GIT_SSL_CAINFO")
+        if cainfo:
+            try:
+                ctx.load_verify_locations(cafile=os.path.expanduser(cainfo))
+            except (OSError, ssl.SSLError) as e:
+                raise RemoteError(f"cannot load http.sslCAInfo {cainfo}: {e}") from None
+        if not repo.config_bool("http.sslVerify", default=True) or os.environ.get("GIT_SSL_NO_VERIFY"):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        https = urllib.request.HTTPSHandler(context=ctx)
+        redirect = _RedirectHandler()
+        self._opener = urllib.request.build_opener(https, redirect)  # honours http(s)_proxy, no_proxy
+        self._direct = urllib.request.build_opener(https, redirect, urllib.request.ProxyHandler({}))
+
+    def seed_credentials(self, url: str, username: str | None, password: str | None) -> None:
+        if username and password:
+            with self._creds_lock:
+                self._creds.setdefault(_origin(url), _Creds(username, password))
+
+    # -- headers
+
+    def extra_headers(self, url: str) -> dict[str, str]:
+        """`http.extraHeader` and `http.<url>.extraHeader` values that apply to url."""
+        with self._creds_lock:
+            if self._entries is None:
+                self._entries = list(config_entries(self.repo.git.config))
+        out: dict[str, str] = {}
+        values: list[str] = []
+        for name, value in self._entries:
+            lname = name.lower()
+            if not lname.startswith("http.") or not lname.endswith(".extraheader"):
+                continue
+            scope = name[len("http.") : -len(".extraheader")]
+            if scope and not url.startswith(scope.rstrip("/")):
+                continue
+            if value == "":
+                values.clear()  # an empty value resets the list, as in git
+            else:
+                values.append(value)
+        for v in values:
+            k, sep, val = v.partition(":")
+            if sep:
+                out[k.strip()] = val.strip()
+        return out
+
+    # -- credentials
+
+    def _cred_input(self, url: str, username: str | None = None) -> bytes:
+        u = urllib.parse.urlsplit(url)
+        lines = [f"protocol={u.scheme}", f"host={u.netloc}"]
+        if u.path.strip("/"):
+            lines.append(f"path={u.path.strip('/')}")
+        if username:
+            lines.append(f"username={username}")
+        return ("\n".join(lines) + "\n\n").encode()
+
+    def _credential(self, action: str, data: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["git", "credential", action],
+            input=data,
+            capture_output=True,
+            cwd=base_dir(self.repo),
+            timeout=600,
+        )
+
+    def _fill(self, url: str) -> _Creds:
+        try:
+            p = self._credential("fill", self._cred_input(url))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise RemoteAuthError(f"authentication failed for {url}: git credential fill: {e}") from None
+        if p.returncode != 0:
+            why = p.stderr.decode(errors="replace").strip().splitlines()
+            raise RemoteAuthError(
+                f"authentication failed for {url}: the server asks for credentials and "
+                f"git credential fill gave none ({why[-1] if why else 'exit ' + str(p.returncode)}); "
+                "configure a credential helper"
+            )
+        fields: dict[str, str] = {}
+        for line in p.stdout.decode(errors="replace").splitlines():
+            k, sep, v = line.partition("=")
+            if sep:
+                fields[k] = v
+        if "username" not in fields or "password" not in fields:
+            raise RemoteAuthError(f"authentication failed for {url}: git credential fill gave no password")
+        return _Creds(fields["username"], fields["password"])
+
+    def _store(self, action: str, url: str, creds: _Creds) -> None:
+        data = self._cred_input(url, creds.username)[:-1] + f"password={creds.password}\n\n".encode()
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            self._credential(action, data)
+
+    def _creds_for(self, url: str) -> _Creds | None:
+        with self._creds_lock:
+            return self._creds.get(_origin(url))
+
+    def _after_401(self, url: str, used: _Creds | None) -> _Creds:
+        """Credentials to retry with after a 401 that was sent with `used` (or none)."""
+        key = _origin(url)
+        with self._creds_lock:
+            current = self._creds.get(key)
+            if current is not None and current is not used:
+                return current  # another thread already got fresh ones
+            if used is not None:
+                self._creds.pop(key, None)
+                self._store("reject", url, used)
+                raise RemoteAuthError(
+                    f"authentication failed for {url}: the server rejected the credentials "
+                    f"for user {used.username!r}"
+                )
+            creds = self._fill(url)
+            self._creds[key] = creds
+            return creds
+
+    def _approve(self, url: str, creds: _Creds | None) -> None:
+        if creds is None or creds.approved:
+            return
+        with self._creds_lock:
+            if creds.approved:
+                return
+            creds.approved = True
+        self._store("approve", url, creds)
+
+    # -- requests
+
+    def open(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Callable[[], bytes | Iterable[bytes] | None] | None = None,
+        *,
+        use_creds: bool = True,
+        what: str,
+        note: str = "",
+    ) -> http.client.HTTPResponse:
+        """One request (no retries), answering 401 with credentials once; raises on non-2xx.
+
+        A retryable failure (connection error, 5xx, 429) raises RetryableError; others RemoteError.
+        `body` is called for each send, so a streamed body can be sent again.
+        """
+        creds = self._creds_for(url) if use_creds else None
+        for attempt in range(2):
+            h = {"User-Agent": USER_AGENT, **self.extra_headers(url), **headers}
+            if creds is not None and not any(k.lower() == "authorization" for k in h):
+                h["Authorization"] = creds.header()
+            req = urllib.request.Request(url, data=body() if body else None, headers=h, method=method)
+            host = urllib.parse.urlsplit(url).hostname or ""
+            opener = self._direct if is_loopback(host) else self._opener
+            try:
+                resp: http.client.HTTPResponse = opener.open(req, timeout=self.timeout)
+            except urllib.error.HTTPError as e:
+                status, message, retry_after = e.code, _error_message(e), e.headers.get("Retry-After")
+                e.close()
+                if status == 401:
+                    if attempt == 0 and use_creds:
+                        creds = self._after_401(url, creds)
+                        continue
+                    if creds is not None and use_creds:
+                        self._after_401(url, creds)  # rejects them and raises
+                    raise RemoteAuthError(f"authentication failed for {url} ({what}): {message}") from None
+                if status == 403:
+                    raise RemoteAuthError(
+                        f"authentication failed for {url} ({what}): access denied (403): {message}"
+                    ) from None
+                if status == 429 or status >= 500:
+                    raise RetryableError(
+                        RemoteUnreachableError(f"LFS server at {url} failed ({what}): {status} {message}"),
+                        _retry_after(retry_after),
+                    ) from None
+                raise HttpStatusError(status, message, url) from None
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                reason = e.reason if isinstance(e, urllib.error.URLError) else e
+                if isinstance(reason, ssl.SSLCertVerificationError):
+                    raise RemoteUnreachableError(
+                        f"cannot reach LFS server at {url}: TLS certificate not trusted: {reason}"
+                    ) from None
+                if isinstance(reason, OSError) and reason.errno == errno.ENOSPC:
+                    raise RemoteDiskFullError(f"no space left on device ({what})") from None
+                extra = f" ({note})" if note else ""
+                raise RetryableError(
+                    RemoteUnreachableError(f"cannot reach LFS server at {url}: {describe(reason)}{extra}")
+                ) from None
+            self._approve(url, creds)
+            return resp
+        raise AssertionError("unreachable")
+
+    def retrying(self, attempt: Callable[[], T]) -> T:
+        """Run attempt up to `retries` times while it raises RetryableError, backing off between."""
+        for i in range(self.retries):
+            try:
+                return attempt()
+            except RetryableError as r:
+                if i + 1 >= self.retries:
+                    raise r.error from None
+                delay = self.backoff * (2**i)
+                if r.retry_after is not None:
+                    delay = max(delay, r.retry_after)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), RETRY_AFTER_CAP)
+    except ValueError:
+        return None
+
+
+def describe(reason: object) -> str:
+    if isinstance(reason, TimeoutError | http.client.RemoteDisconnected | ConnectionError):
+        return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+    return str(reason) or type(reason).__name__
+
+
+def _error_message(e: urllib.error.HTTPError) -> str:
+    """The `message` of an LFS JSON error body, else the body's start, else the reason."""
+    try:
+        raw = e.read(4096)
+    except (OSError, http.client.HTTPException):
+        raw = b""
+    try:
+        doc = json.loads(raw)
+        if isinstance(doc, dict) and doc.get("message"):
+            return str(doc["message"])
+    except ValueError:
+        pass
+    text = raw.decode(errors="replace").strip()
+    return text[:200] if text else str(e.reason)

@@ -1,0 +1,225 @@
+"""What to move between the local store and a remote: pushes, checkouts and prefetches.
+
+Everything is worked out from manifests (and, for delta chains, object headers): no local
+bookkeeping, so a fresh clone, a merge commit or a new branch pushes like any other.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pygit2
+
+from git_theta_like.errors import ManifestError, ObjectCorruptError, ObjectMissingError, ThetaLikeError
+from git_theta_like.gitio.repo import Repo
+from git_theta_like.manifest import Manifest, ObjectRef, is_manifest
+from git_theta_like.store import store_of
+
+ZERO = "0" * 40
+
+
+def needed(ref: ObjectRef) -> list[tuple[str, int]]:
+    """The object and, for a delta, its base as the manifest line names it."""
+    out = [(ref.oid, ref.stored)]
+    extra = dict(ref.extra)
+    if "base" in extra and extra.get("base-size", "").isdigit():
+        out.append((extra["base"], int(extra["base-size"])))
+    return out
+
+
+def chain_closure(repo: Repo, objs: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """objs plus, transitively, the delta bases of those that are local (read from headers)."""
+    store = store_of(repo)
+    result: dict[str, int] = {}
+    todo = list(objs)
+    while todo:
+        oid, size = todo.pop()
+        if oid in result:
+            continue
+        result[oid] = size
+        if store.has(oid):
+            try:
+                header = store.read_header(oid)
+            except ObjectCorruptError:
+                continue  # fsck reports it; the transfer itself verifies what it sends
+            if header.base and header.base not in result:
+                todo.append((header.base, int(header.params.get("base_size", 0))))
+    return list(result.items())
+
+
+# ------------------------------------------------------------------ push
+
+
+def _rev_list_new_blobs(repo: Repo, local_sha: str, remote: str, remote_sha: str) -> list[str]:
+    """Blob ids reachable from local_sha but not from what the remote is known to have."""
+    cmd = ["git", "rev-list", "--objects", local_sha, "--not", f"--remotes={remote}"]
+    if remote_sha != ZERO and repo.git.get(remote_sha) is not None:
+        cmd.append(remote_sha)
+    out = subprocess.run(cmd, cwd=repo.workdir or repo.git_dir, capture_output=True, text=True, check=True)
+    blobs = []
+    for line in out.stdout.splitlines():
+        oid = line.split(" ", 1)[0]
+        obj = repo.git.get(oid)
+        if isinstance(obj, pygit2.Blob):
+            blobs.append(oid)
+    return blobs
+
+
+def objects_to_push(repo: Repo, remote: str, updates: Iterable[str]) -> list[tuple[str, int]]:
+    """Objects of every manifest in the commits a push sends (pre-push hook input lines)."""
+    objs: dict[str, int] = {}
+    for line in updates:
+        parts = line.split()
+        if len(parts) != 4:
+            continue
+        _local_ref, local_sha, _remote_ref, remote_sha = parts
+        if local_sha == ZERO:  # deleting a remote ref sends nothing
+            continue
+        for blob_id in _rev_list_new_blobs(repo, local_sha, remote, remote_sha):
+            data = getattr(repo.git[blob_id], "data", b"")
+            if not is_manifest(data):
+                continue
+            try:
+                m = Manifest.from_bytes(data)
+            except ManifestError:
+                continue
+            for _, ref in m.objects():
+                for oid, size in needed(ref):
+                    objs[oid] = size
+    return chain_closure(repo, objs.items())
+
+
+def pre_push(repo: Repo, remote: str, url: str | None, updates: list[str]) -> int:
+    from git_theta_like.lfs.transfer import RemoteStore
+
+    objs = objects_to_push(repo, remote, updates)
+    if not objs:
+        return 0
+    return RemoteStore(repo, remote, url).upload(objs)
+
+
+# ------------------------------------------------------------------ fetch / checkout
+
+
+def default_remote(repo: Repo) -> str:
+    """theta-like.remote, else the current branch's remote, else origin."""
+    configured = repo.config_get("theta-like.remote")
+    if configured:
+        return configured
+    try:
+        head = repo.git.head.shorthand
+        remote = repo.config_get(f"branch.{head}.remote")
+        if remote and remote != ".":
+            return remote
+    except (pygit2.GitError, KeyError):
+        pass
+    return "origin"
+
+
+def ensure_local(
+    repo: Repo, objs: Iterable[tuple[str, int]], remote: str | None = None, what: str = ""
+) -> int:
+    """Download the objects (and their delta chains) not in the local store; returns how many."""
+    store = store_of(repo)
+    wanted = dict(objs)
+    fetched = 0
+    seen: set[str] = set()
+    remote_store = None
+    while True:
+        missing = [(o, s) for o, s in wanted.items() if not store.has(o)]
+        if missing:
+            if remote_store is None:
+                remote_store = _remote_store(repo, remote, what, missing)
+            fetched += remote_store.download(missing)
+        # follow delta chains one level further
+        nxt: dict[str, int] = {}
+        for oid in wanted:
+            if oid in seen:
+                continue
+            seen.add(oid)
+            header = store.read_header(oid, what or "object")
+            if header.base and header.base not in seen and not store.has(header.base):
+                nxt[header.base] = int(header.params.get("base_size", 0))
+        if not nxt:
+            return fetched
+        wanted = nxt
+
+
+def _remote_store(repo: Repo, remote: str | None, what: str, missing: list[tuple[str, int]]):  # type: ignore[no-untyped-def]
+    from git_theta_like.lfs.transfer import RemoteStore
+
+    name = remote or default_remote(repo)
+    if repo.config_get(f"remote.{name}.url") is None and repo.config_get("lfs.url") is None:
+        oids = ", ".join(o for o, _ in missing[:3])
+        raise ObjectMissingError(
+            f"{what + ': ' if what else ''}{len(missing)} object(s) are not in the local store "
+            f"({oids}{', ...' if len(missing) > 3 else ''}) "
+            f"and there is no remote {name!r} to fetch them from"
+        )
+    return RemoteStore(repo, name)
+
+
+def manifest_objects(
+    m: Manifest, include: list[str] | None = None, exclude: list[str] | None = None
+) -> list[tuple[str, int]]:
+    """The skeleton and the tensors selected by name globs, with their direct delta bases."""
+    out = needed(m.skeleton)
+    for t in m.tensors:
+        if include and not any(fnmatch.fnmatchcase(t.name, g) for g in include):
+            continue
+        if exclude and any(fnmatch.fnmatchcase(t.name, g) for g in exclude):
+            continue
+        out += needed(t.obj)
+    return out
+
+
+@dataclass
+class FetchResult:
+    files: int
+    objects: int
+    downloaded: int
+
+
+def fetch(
+    repo: Repo,
+    remote: str | None,
+    revs: list[str],
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    paths: list[str] | None = None,
+) -> FetchResult:
+    """Prefetch the objects that checking out `revs` needs (optionally only some tensors)."""
+    from git_theta_like.gitio.scan import tracked_files
+
+    objs: dict[str, int] = {}
+    files = 0
+    for rev in revs or ["HEAD"]:
+        try:
+            repo.git.revparse_single(rev)
+        except (KeyError, ValueError, pygit2.GitError):
+            raise ThetaLikeError(f"unknown revision {rev!r}") from None
+        for f in tracked_files(repo, rev):
+            if paths and not any(fnmatch.fnmatchcase(f.path, p) or f.path == p for p in paths):
+                continue
+            if f.manifest is None:
+                continue
+            files += 1
+            objs.update(manifest_objects(f.manifest, include, exclude))
+    downloaded = ensure_local(repo, objs.items(), remote)
+    return FetchResult(files, len(objs), downloaded)
+
+
+def skip_smudge(repo: Repo) -> bool:
+    env = os.environ.get("GIT_THETA_LIKE_SKIP_SMUDGE", "")
+    if env not in ("", "0", "false", "no"):
+        return True
+    return repo.config_bool("theta-like.skipSmudge", default=False)
+
+
+def warn(msg: str) -> None:
+    print(f"git-theta-like: {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,575 @@
+"""Moving objects to and from a Git LFS remote: the batch API (`POST <endpoint>/objects/batch`)
+and a concurrent transfer queue of "basic" transfers (PUT with an optional verify POST, GET).
+
+Any Git LFS server works (GitHub, Hugging Face Hub, GitLab, giftless, ...), as does a `file://` or
+local-path remote, where objects are copied straight into that repository's own `lfs/objects`
+directory (what git-lfs's standalone file transfer does). Every downloaded object streams into
+`<lfs>/tmp`, is checked against its oid (SHA-256), synced and renamed into place: the store never
+holds a partial or corrupt object."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from git_theta_like import faults
+from git_theta_like.errors import (
+    HttpStatusError,
+    ObjectMissingError,
+    RemoteAuthError,
+    RemoteCorruptError,
+    RemoteDiskFullError,
+    RemoteError,
+    RemoteObjectMissingError,
+    RemoteUnreachableError,
+    RetryableError,
+    ThetaLikeError,
+)
+from git_theta_like.gitio.repo import Repo
+from git_theta_like.lfs.endpoint import Endpoint, resolve_endpoint
+from git_theta_like.lfs.http import LFS_MEDIA_TYPE, Http, describe
+from git_theta_like.lfs.progress import Progress
+from git_theta_like.store import store_of
+from git_theta_like.store.atomic import AtomicFile
+from git_theta_like.store.local import LocalStore
+
+BATCH_SIZE = 100
+CONCURRENCY = 8
+CHUNK = 1 << 20
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+
+
+# --------------------------------------------------------------------------------------------
+# Endpoint discovery
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+
+
+# --------------------------------------------------------------------------------------------
+# Writing objects
+
+
+def _receive(
+    store: LocalStore,
+    oid: str,
+    size: int,
+    chunks: Iterable[bytes],
+    source: str,
+    progress: Progress,
+    fault: str = "download",
+) -> bool:
+    """Stream chunks into store as object oid: temp file, SHA-256 check, fsync, rename.
+
+    Returns False when the object was already there. Nothing is left behind on failure.
+    """
+    dest = store.path(oid)
+    got = 0
+    try:
+        with AtomicFile(store.tmp, prefix="gtl-recv-", durable=store.durable) as f:
+            h = hashlib.sha256()
+            for chunk in chunks:
+                h.update(chunk)
+                f.write(chunk)
+                got += len(chunk)
+                progress.advance(len(chunk))
+            if got < size:
+                raise RetryableError(
+                    RemoteError(
+                        f"transfer of object {oid} from {source} was cut short: {got} of {size} bytes", [oid]
+                    )
+                )
+            if h.hexdigest() != oid:
+                raise RemoteCorruptError(
+                    f"object {oid} from {source} is corrupt: its {got} bytes hash to {h.hexdigest()}; "
+                    "nothing was stored",
+                    [oid],
+                )
+            if dest.exists():
+                return False
+            f.commit(dest)
+        store.keep_link(oid)
+        faults.point(fault)
+        return True
+    except BaseException as e:
+        progress.advance(-got)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RemoteDiskFullError(
+                f"no space left on device while writing object {oid} to {store.root}: {e.strerror}", [oid]
+            ) from None
+        if isinstance(e, http.client.HTTPException | ConnectionError | TimeoutError):
+            raise RetryableError(
+                RemoteUnreachableError(f"transfer of object {oid} from {source} failed: {describe(e)}", [oid])
+            ) from None
+        raise
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            yield chunk
+
+
+def _response_chunks(resp: http.client.HTTPResponse) -> Iterator[bytes]:
+    with resp:
+        while chunk := resp.read(CHUNK):
+            yield chunk
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+
+
+FATAL = (RemoteUnreachableError, RemoteAuthError, RemoteDiskFullError)
+
+
+def _combine(errors: list[ThetaLikeError]) -> ThetaLikeError:
+    seen: dict[str, ThetaLikeError] = {}
+    for e in errors:
+        seen.setdefault(str(e), e)
+    unique = list(seen.values())
+    if len(unique) == 1:
+        return unique[0]
+    classes = {type(e) for e in unique}
+    cls = classes.pop() if len(classes) == 1 and issubclass(next(iter(classes)), RemoteError) else RemoteError
+    if cls is HttpStatusError:
+        cls = RemoteError
+    lines = [str(e) for e in unique[:10]]
+    if len(unique) > 10:
+        lines.append(f"... and {len(unique) - 10} more")
+    oids = [o for e in unique if isinstance(e, RemoteError) for o in e.oids]
+    return cls(f"{len(unique)} transfers failed:\n  " + "\n  ".join(lines), oids)
+
+
+class _Run:
+    """Transfers of one upload/download call: a thread pool, errors collected, stop on fatal."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gtl-lfs")
+        self.futures: list[Future[bool]] = []
+        self.errors: list[ThetaLikeError] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def fail(self, e: ThetaLikeError) -> None:
+        with self.lock:
+            self.errors.append(e)
+        if isinstance(e, FATAL):
+            self.stop.set()
+
+    def submit(self, fn: Callable[[], bool]) -> None:
+        def task() -> bool:
+            if self.stop.is_set():
+                return False
+            try:
+                return fn()
+            except ThetaLikeError as e:
+                self.fail(e)
+            except OSError as e:
+                self.fail(RemoteError(f"transfer failed: {e}"))
+            return False
+
+        self.futures.append(self.pool.submit(task))
+
+    def finish(self) -> int:
+        try:
+            done = sum(1 for f in self.futures if f.result())
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.errors:
+            raise _combine(self.errors)
+        return done
+
+
+def _unique(oids: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for oid, size in oids:
+        out.setdefault(oid, int(size))
+    return out
+
+
+def _chunks(items: list[T], n: int) -> Iterator[list[T]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class RemoteStore:
+    """Objects on a Git LFS remote, moved to and from `store_of(repo)`.
+
+    `remote` is a remote's name (or a URL, as `git push <url>` gives the pre-push hook); `url`,
+    when given, is the remote's Git URL, used instead of looking it up. `lfs.url`,
+    `remote.<name>.lfsurl` (git config or `.lfsconfig`) take precedence, as in git-lfs.
+    """
+
+    def __init__(
+        self,
+        repo: Repo,
+        remote: str = "origin",
+        url: str | None = None,
+        *,
+        batch_size: int = BATCH_SIZE,
+        concurrency: int | None = None,
+        retries: int = 3,
+        backoff: float = 0.25,
+        timeout: float = 60.0,
+    ) -> None:
+        self.repo = repo
+        self.remote = remote
+        self.url = url
+        self.batch_size = max(1, batch_size)
+        self.concurrency = concurrency or max(1, repo.config_int("lfs.concurrenttransfers", CONCURRENCY))
+        self.http = Http(repo, retries=retries, backoff=backoff, timeout=timeout)
+        self._endpoints: dict[str, Endpoint] = {}
+        self._lock = threading.Lock()
+
+    def endpoint(self, operation: str) -> Endpoint:
+        """Where `operation` ("upload"/"download") goes; resolved once per operation."""
+        with self._lock:
+            if operation not in self._endpoints:
+                ep = resolve_endpoint(self.repo, self.remote, operation, self.url)
+                self.http.seed_credentials(ep.url, ep.username, ep.password)
+                self._endpoints[operation] = ep
+            return self._endpoints[operation]
+
+    # -- public API
+
+    def upload(self, oids: Iterable[tuple[str, int]], progress: Progress | None = None) -> int:
+        """Upload those of `oids` ((oid, size) pairs) the remote lacks; returns how many were sent."""
+        wanted = _unique(oids)
+        if not wanted:
+            return 0
+        ep = self.endpoint("upload")
+        progress = progress if progress is not None else Progress("Uploading LFS objects")
+        run = _Run(self.concurrency)
+        try:
+            if ep.is_file:
+                assert ep.lfs_dir is not None
+                dest = LocalStore(ep.lfs_dir, durable=store_of(self.repo).durable)
+                need = [(o, s) for o, s in wanted.items() if not dest.has(o)]
+                self._check_local(need)
+                progress.add_total(len(need), sum(s for _, s in need))
+                for oid, size in need:
+                    run.submit(self._file_copy_task(store_of(self.repo), dest, oid, size, ep.url, progress))
+            else:
+                for batch in _chunks(list(wanted.items()), self.batch_size):
+                    if run.stop.is_set():
+                        break
+                    try:
+                        objects = self._batch(ep, "upload", batch)
+                    except ThetaLikeError as e:
+                        run.fail(e)
+                        break
+                    uploads: list[tuple[str, int, dict[str, Any]]] = []
+                    for oid, size in batch:
+                        obj = objects.get(oid)
+                        err = self._object_error(ep, "upload", oid, obj)
+                        if err is not None:
+                            run.fail(err)
+                        elif obj is not None and "upload" in (obj.get("actions") or {}):
+                            uploads.append((oid, size, obj))
+                    self._check_local([(o, s) for o, s, _ in uploads])
+                    progress.add_total(len(uploads), sum(s for _, s, _ in uploads))
+                    for oid, size, obj in uploads:
+                        run.submit(self._upload_task(ep, oid, size, obj, progress))
+            return run.finish()
+        finally:
+            run.pool.shutdown(wait=True, cancel_futures=True)
+            progress.finish()
+
+    def download(self, oids: Iterable[tuple[str, int]], progress: Progress | None = None) -> int:
+        """Download those of `oids` not already in store_of(repo); returns how many were fetched."""
+        store = store_of(self.repo)
+        wanted = {o: s for o, s in _unique(oids).items() if not store.has(o)}
+        if not wanted:
+            return 0
+        ep = self.endpoint("download")
+        progress = progress if progress is not None else Progress("Downloading LFS objects")
+        run = _Run(self.concurrency)
+        try:
+            if ep.is_file:
+                assert ep.lfs_dir is not None
+                src = LocalStore(ep.lfs_dir)
+                missing = [o for o in wanted if not src.has(o)]
+                gone = set(missing)
+                if missing:
+                    run.fail(self._missing_error(ep.url, missing))
+                have = [(o, s) for o, s in wanted.items() if o not in gone]
+                progress.add_total(len(have), sum(s for _, s in have))
+                for oid, size in have:
+                    run.submit(self._file_copy_task(src, store, oid, size, ep.url, progress))
+            else:
+                for batch in _chunks(list(wanted.items()), self.batch_size):
+                    if run.stop.is_set():
+                        break
+                    try:
+                        objects = self._batch(ep, "download", batch)
+                    except ThetaLikeError as e:
+                        run.fail(e)
+                        break
+                    ready = []
+                    for oid, size in batch:
+                        obj = objects.get(oid)
+                        err = self._object_error(ep, "download", oid, obj)
+                        if err is None and obj is not None and "download" not in (obj.get("actions") or {}):
+                            err = RemoteError(
+                                f"LFS server at {ep.url} gave no download action for {oid}", [oid]
+                            )
+                        if err is not None:
+                            run.fail(err)
+                        else:
+                            assert obj is not None
+                            ready.append((oid, size, obj))
+                    progress.add_total(len(ready), sum(s for _, s, _ in ready))
+                    for oid, size, obj in ready:
+                        run.submit(self._download_task(ep, oid, size, obj, progress))
+            return run.finish()
+        finally:
+            run.pool.shutdown(wait=True, cancel_futures=True)
+            progress.finish()
+
+    def missing_on_remote(self, oids: Iterable[tuple[str, int]]) -> list[str]:
+        """Those of `oids` the remote does not have (asked with an upload batch), in input order."""
+        wanted = _unique(oids)
+        if not wanted:
+            return []
+        ep = self.endpoint("upload")
+        if ep.is_file:
+            assert ep.lfs_dir is not None
+            dest = LocalStore(ep.lfs_dir)
+            return [o for o in wanted if not dest.has(o)]
+        missing: list[str] = []
+        for batch in _chunks(list(wanted.items()), self.batch_size):
+            objects = self._batch(ep, "upload", batch)
+            for oid, _ in batch:
+                obj = objects.get(oid)
+                err = self._object_error(ep, "upload", oid, obj)
+                if err is not None:
+                    raise err
+                assert obj is not None
+                if "upload" in (obj.get("actions") or {}):
+                    missing.append(oid)
+        return missing
+
+    # -- pieces
+
+    def _check_local(self, need: list[tuple[str, int]]) -> None:
+        store = store_of(self.repo)
+        lacking = [o for o, _ in need if not store.has(o)]
+        if lacking:
+            raise ObjectMissingError(
+                f"cannot upload: {len(lacking)} object(s) the remote needs are not in the local store "
+                f"({store.objects}): {', '.join(lacking[:10])}{' ...' if len(lacking) > 10 else ''}"
+            )
+
+    def _missing_error(self, where: str, oids: list[str]) -> RemoteObjectMissingError:
+        shown = ", ".join(oids[:10]) + (f" ... ({len(oids)} in all)" if len(oids) > 10 else "")
+        what = "object" if len(oids) == 1 else "objects"
+        return RemoteObjectMissingError(f"{what} not found on the remote ({where}): {shown}", oids)
+
+    def _batch(self, ep: Endpoint, operation: str, batch: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+        """POST a batch request; the response's objects by oid."""
+        url = ep.url + "/objects/batch"
+        payload = json.dumps(
+            {
+                "operation": operation,
+                "transfers": ["basic"],
+                "objects": [{"oid": o, "size": s} for o, s in batch],
+            }
+        ).encode()
+        headers = {"Accept": LFS_MEDIA_TYPE, "Content-Type": LFS_MEDIA_TYPE, **ep.headers}
+
+        def attempt() -> dict[str, Any]:
+            resp = self.http.open(
+                "POST", url, headers, lambda: payload, what=f"batch {operation}", note=ep.note
+            )
+            try:
+                with resp:
+                    raw = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise RetryableError(
+                    RemoteUnreachableError(f"cannot reach LFS server at {url}: {describe(e)}")
+                ) from None
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                raise RemoteError(
+                    f"LFS server at {url} sent an invalid batch response (not JSON): {raw[:200]!r}"
+                ) from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("objects"), list):
+                raise RemoteError(f"LFS server at {url} sent a batch response without objects: {raw[:200]!r}")
+            return doc
+
+        try:
+            doc = self.http.retrying(attempt)
+        except HttpStatusError as e:
+            oids = [o for o, _ in batch]
+            if e.status == 404 and operation == "download":
+                err = self._missing_error(url, oids)
+                raise RemoteObjectMissingError(f"{err} (server: {e.message})", oids) from None
+            if e.status == 404:
+                raise RemoteError(f"no LFS repository at {url} (404): {e.message}") from None
+            raise RemoteError(
+                f"LFS batch {operation} to {url} failed: {e.status} {e.message}", oids
+            ) from None
+        transfer = doc.get("transfer") or "basic"
+        if transfer != "basic":
+            raise RemoteError(f"LFS server at {url} chose transfer {transfer!r}; only 'basic' is supported")
+        return {str(o.get("oid")): o for o in doc["objects"] if isinstance(o, dict)}
+
+    def _object_error(
+        self, ep: Endpoint, operation: str, oid: str, obj: dict[str, Any] | None
+    ) -> RemoteError | None:
+        if obj is None:
+            return RemoteError(f"LFS server at {ep.url} left object {oid} out of its batch response", [oid])
+        err = obj.get("error")
+        if not err:
+            return None
+        code = err.get("code") if isinstance(err, dict) else None
+        message = err.get("message", "") if isinstance(err, dict) else str(err)
+        if code in (404, 410) and operation == "download":
+            e = self._missing_error(ep.url, [oid])
+            return RemoteObjectMissingError(f"{e} (server: {code} {message})", [oid])
+        return RemoteError(
+            f"LFS server at {ep.url} refused to {operation} object {oid}: {code} {message}", [oid]
+        )
+
+    @staticmethod
+    def _action(obj: dict[str, Any], name: str) -> tuple[str, dict[str, str], bool]:
+        action = obj["actions"][name]
+        if not isinstance(action, dict) or not isinstance(action.get("href"), str):
+            raise RemoteError(f"malformed {name} action for object {obj.get('oid')}: {action!r}")
+        header = action.get("header") or {}
+        headers = {str(k): str(v) for k, v in header.items()} if isinstance(header, dict) else {}
+        use_creds = not obj.get("authenticated") and not any(k.lower() == "authorization" for k in headers)
+        return str(action["href"]), headers, use_creds
+
+    def _upload_task(
+        self, ep: Endpoint, oid: str, size: int, obj: dict[str, Any], progress: Progress
+    ) -> Callable[[], bool]:
+        def task() -> bool:
+            path = store_of(self.repo).path(oid)
+            href, headers, use_creds = self._action(obj, "upload")
+            headers = {"Content-Type": "application/octet-stream", **headers, "Content-Length": str(size)}
+            sent = 0
+
+            def body() -> Iterable[bytes]:
+                nonlocal sent
+                progress.advance(-sent)
+                sent = 0
+                for chunk in _file_chunks(path):
+                    sent += len(chunk)
+                    progress.advance(len(chunk))
+                    yield chunk
+
+            def put() -> None:
+                try:
+                    resp = self.http.open(
+                        "PUT", href, headers, body, use_creds=use_creds, what=f"upload of {oid}", note=ep.note
+                    )
+                    with resp:
+                        resp.read()
+                except HttpStatusError as e:
+                    raise RemoteError(
+                        f"upload of object {oid} to {href} failed: {e.status} {e.message}", [oid]
+                    ) from None
+
+            self.http.retrying(put)
+            if "verify" in (obj.get("actions") or {}):
+                vhref, vheaders, vcreds = self._action(obj, "verify")
+                vheaders = {"Accept": LFS_MEDIA_TYPE, "Content-Type": LFS_MEDIA_TYPE, **vheaders}
+                payload = json.dumps({"oid": oid, "size": size}).encode()
+
+                def verify() -> None:
+                    try:
+                        resp = self.http.open(
+                            "POST",
+                            vhref,
+                            vheaders,
+                            lambda: payload,
+                            use_creds=vcreds,
+                            what=f"verify of {oid}",
+                            note=ep.note,
+                        )
+                        with resp:
+                            resp.read()
+                    except HttpStatusError as e:
+                        raise RemoteError(
+                            f"LFS server at {vhref} could not verify uploaded object {oid}: "
+                            f"{e.status} {e.message}",
+                            [oid],
+                        ) from None
+
+                self.http.retrying(verify)
+            progress.object_done()
+            faults.point("upload")
+            return True
+
+        return task
+
+    def _download_task(
+        self, ep: Endpoint, oid: str, size: int, obj: dict[str, Any], progress: Progress
+    ) -> Callable[[], bool]:
+        def task() -> bool:
+            href, headers, use_creds = self._action(obj, "download")
+
+            def get() -> bool:
+                try:
+                    resp = self.http.open(
+                        "GET", href, headers, use_creds=use_creds, what=f"download of {oid}"
+                    )
+                except HttpStatusError as e:
+                    if e.status in (404, 410):
+                        raise self._missing_error(href, [oid]) from None
+                    raise RemoteError(
+                        f"download of object {oid} from {href} failed: {e.status} {e.message}", [oid]
+                    ) from None
+                with resp:
+                    return _receive(store_of(self.repo), oid, size, _response_chunks(resp), ep.url, progress)
+
+            new = self.http.retrying(get)
+            progress.object_done()
+            return new
+
+        return task
+
+    def _file_copy_task(
+        self, src: LocalStore, dest: LocalStore, oid: str, size: int, where: str, progress: Progress
+    ) -> Callable[[], bool]:
+        def task() -> bool:
+            try:
+                new = self.http.retrying(
+                    lambda: _receive(
+                        dest,
+                        oid,
+                        size,
+                        _file_chunks(src.path(oid)),
+                        where,
+                        progress,
+                        "download" if dest is store_of(self.repo) else "upload",
+                    )
+                )
+            except FileNotFoundError:
+                raise self._missing_error(str(src.objects), [oid]) from None
+            except OSError as e:
+                raise RemoteError(f"copying object {oid} ({where}) failed: {e}", [oid]) from None
+            progress.object_done()
+            return new
+
+        return task

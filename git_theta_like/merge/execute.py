@@ -1,0 +1,436 @@
+"""Building the merged checkpoint of a plan and storing it through the normal clean path.
+
+When every tensor of the result is an existing object in an existing layout, the merged
+manifest is assembled from the manifests alone: no tensor data is read. Otherwise the merged
+file is streamed, one tensor at a time, through `Engine.clean` (so deltas against ours and
+deduplication apply exactly as for `git add`): the layout's skeleton pieces, existing tensors
+read from the store and merged tensors computed by their strategy, in file order. Memory stays
+bounded by a few tensors: a small read-ahead window, one merge at a time.
+
+PyTorch zip files carry a CRC-32 of every storage (data descriptor, central directory, and the
+local header for writers that put it there): for tensors whose bytes differ from the layout's,
+those fields are recomputed before the bytes around them are streamed. A safetensors header is
+written anew when tensors were added or removed on both sides.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from git_theta_like.dtypes import Buffer
+from git_theta_like.errors import MergeBuildError, ObjectCorruptError
+from git_theta_like.formats import ByteReader, safetensors
+from git_theta_like.formats.pytorch import zipwrite
+from git_theta_like.gitio.repo import Repo
+from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry
+from git_theta_like.merge import config
+from git_theta_like.merge.plan import Job, Plan, Slot
+from git_theta_like.merge.strategies.base import Strategy
+from git_theta_like.store import store_of
+from git_theta_like.store.local import LocalStore
+
+RECIPE_KEYS = ("merge", "merge-params")
+READ_AHEAD = 256 * 1024 * 1024  # bytes of tensor data read ahead of the one being merged
+CACHE_MIN = 256 * 1024 * 1024  # decoded tensors kept for reuse (CachingStore): at least this,
+CACHE_TENSORS = 4  # or this many of the largest tensor
+Compute = Callable[[Job, list[Buffer]], Buffer]
+
+if TYPE_CHECKING:
+    import torch
+
+
+# ------------------------------------------------------------------ recipes
+
+
+def with_recipe(ref: ObjectRef, strategy: Strategy) -> ObjectRef:
+    """The object reference with `merge=<strategy> merge-params=<k:v,...>` fields."""
+    extra = [kv for kv in ref.extra if kv[0] not in RECIPE_KEYS]
+    extra.append(("merge", strategy.name))
+    if params := strategy.recipe():
+        extra.append(("merge-params", params))
+    return replace(ref, extra=tuple(extra))
+
+
+def annotate(m: Manifest, plan: Plan) -> Manifest:
+    chosen = {s.name: s.choice.strategy for s in plan.slots if s.choice is not None}
+    m.tensors = [
+        replace(t, obj=with_recipe(t.obj, chosen[t.name])) if t.name in chosen else t for t in m.tensors
+    ]
+    return m
+
+
+# ------------------------------------------------------------------ objects
+
+
+def ensure_local(repo: Repo, refs: Iterable[ObjectRef]) -> int:
+    """Make sure the objects (and their delta chains) are in the local store, downloading the
+    missing ones from the remote (a fresh clone has only what its checkouts needed).
+    Returns how many objects were downloaded."""
+    from git_theta_like.lfs import sync
+
+    wanted: dict[str, int] = {}
+    for r in refs:
+        for oid, size in sync.needed(r):
+            wanted.setdefault(oid, size)
+    return int(sync.ensure_local(repo, wanted.items(), what="merge"))
+
+
+def whole_file(plan: Plan) -> bool:
+    """Whether the result must be streamed whole: a new header, or zip CRCs to update. Else
+    only the merged tensors are streamed (stored), and the manifest is assembled around them."""
+    return plan.synthesize or plan.format == "pytorch"
+
+
+def needed_objects(plan: Plan) -> list[ObjectRef]:
+    """Every object that storing the plan's result reads."""
+    refs: list[ObjectRef] = []
+    whole = whole_file(plan)
+    if whole and plan.layout is not None:
+        refs.append(plan.layout.skeleton)
+    if plan.synthesize:
+        refs += [m.skeleton for m in (plan.base, plan.ours, plan.theirs) if m is not None]
+    for s in plan.slots:
+        if s.entry is not None and whole:
+            refs.append(s.entry.obj)
+        if s.job is not None:
+            j = s.job
+            refs += [e.obj for e in (j.ours, j.theirs)]
+            if j.base is not None and j.choice.strategy.needs_base:
+                refs.append(j.base.obj)
+            if j.fisher:
+                refs += [j.fisher[0].obj, j.fisher[1].obj]
+    return refs
+
+
+class CachingStore(LocalStore):
+    """The repository's store with a small cache of decoded tensors, for one merge.
+
+    A merge reads the base, ours and theirs of each tensor; ours and theirs are usually deltas
+    against the base (decoded first, through `read_raw`'s recursion), and clean reads ours once
+    more as the parent of the merged tensor's delta. The cache (least recently used first out,
+    bounded in bytes; concurrent reads of one object decode it once) makes each of those one
+    decode. Cached buffers are shared: readers must not write to them (none does).
+    """
+
+    def __init__(self, store: LocalStore, budget: int) -> None:
+        super().__init__(store.root, durable=store.durable)
+        self.budget = budget
+        self._cache: collections.OrderedDict[str, Buffer] = collections.OrderedDict()
+        self._held = 0
+        self._pending: dict[str, Future[Buffer]] = {}
+        self._raw: dict[str, str] = {}  # raw hashes verified for cached objects
+        self._cache_lock = threading.Lock()
+
+    def read_raw(  # type: ignore[override]
+        self, oid: str, what: str = "object", expect_raw: str | None = None, *args: Any, **kwargs: Any
+    ) -> Buffer:
+        with self._cache_lock:
+            hit = self._cache.get(oid)
+            if hit is not None:
+                self._cache.move_to_end(oid)
+                known = self._raw.get(oid)
+        if hit is not None:
+            if expect_raw is not None and known != expect_raw:
+                if known is None and hashlib.sha256(hit).hexdigest() == expect_raw:
+                    self._raw[oid] = expect_raw
+                else:
+                    raise ObjectCorruptError(
+                        f"{what}: object {oid} does not hold the content the manifest expects"
+                    )
+            return hit
+        with self._cache_lock:
+            pending = self._pending.get(oid)
+            if pending is None:
+                mine: Future[Buffer] = Future()
+                self._pending[oid] = mine
+        if pending is not None:
+            return pending.result()
+        try:
+            data = super().read_raw(oid, what, expect_raw, *args, **kwargs)
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        finally:
+            with self._cache_lock:
+                del self._pending[oid]
+        with self._cache_lock:
+            if len(data) <= self.budget:
+                self._cache[oid] = data
+                if expect_raw is not None:
+                    self._raw[oid] = expect_raw  # verified by the read
+                self._held += len(data)
+                while self._held > self.budget:
+                    _, old = self._cache.popitem(last=False)
+                    self._held -= len(old)
+        mine.set_result(data)
+        return data
+
+
+# ------------------------------------------------------------------ streaming
+
+
+class IterSource:
+    """A `readinto` source over an iterator of buffers (ByteReader's input)."""
+
+    def __init__(self, parts: Iterator[Buffer]) -> None:
+        self._it = parts
+        self._cur = memoryview(b"")
+        self._pos = 0
+
+    def readinto(self, buf: memoryview) -> int:
+        while self._pos >= len(self._cur):
+            try:
+                self._cur = memoryview(next(self._it)).cast("B")
+            except StopIteration:
+                return 0
+            self._pos = 0
+        n = min(len(buf), len(self._cur) - self._pos)
+        buf[:n] = self._cur[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+class _Producer:
+    """The bytes of each slot in order: existing tensors read ahead on a small pool, merged
+    tensors computed one at a time in the consuming thread."""
+
+    def __init__(self, slots: list[Slot], store: LocalStore, compute: Compute, budget: int = READ_AHEAD):
+        self.slots, self.store, self.compute, self.budget = slots, store, compute, budget
+        self.pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="gtl-merge-read")
+
+    def _read(self, e: TensorEntry) -> Buffer:
+        return self.store.read_raw(e.obj.oid, f"tensor {e.name!r}", e.obj.raw)
+
+    def _inputs(self, slot: Slot) -> tuple[list[TensorEntry | None], int]:
+        if slot.job is None:
+            assert slot.entry is not None
+            return [slot.entry], slot.entry.length
+        j = slot.job
+        ins: list[TensorEntry | None] = [j.base if j.choice.strategy.needs_base else None, j.ours, j.theirs]
+        if j.fisher:
+            ins += [j.fisher[0], j.fisher[1]]
+        return ins, sum(e.length for e in ins if e is not None)
+
+    def __iter__(self) -> Iterator[tuple[Slot, Buffer]]:
+        window: collections.deque[tuple[Slot, list[Future[Buffer] | None], int]] = collections.deque()
+        ahead = 0
+        nxt = 0
+        try:
+            while True:
+                while nxt < len(self.slots) and (not window or ahead < self.budget):
+                    slot = self.slots[nxt]
+                    nxt += 1
+                    ins, cost = self._inputs(slot)
+                    futs = [self.pool.submit(self._read, e) if e is not None else None for e in ins]
+                    window.append((slot, futs, cost))
+                    ahead += cost
+                if not window:
+                    return
+                slot, futs, cost = window.popleft()
+                data = [f.result() if f is not None else None for f in futs]
+                ahead -= cost
+                if slot.job is None:
+                    yield slot, data[0]  # type: ignore[misc]
+                else:
+                    yield slot, self.compute(slot.job, data)  # type: ignore[arg-type]
+                del data
+        finally:
+            for _, futs, _ in window:
+                for f in futs:
+                    if f is not None:
+                        f.cancel()
+            self.pool.shutdown(wait=True)
+
+
+def slot_nbytes(s: Slot) -> int:
+    if s.entry is not None:
+        return s.entry.length
+    assert s.job is not None
+    return s.job.ours.length
+
+
+def _pieces(plan: Plan, store: LocalStore, produced: Iterable[tuple[Slot, Buffer]]) -> Iterator[Buffer]:
+    if plan.synthesize:
+        skels = {
+            k: safetensors.read_metadata(store.read_raw(m.skeleton.oid, f"{k} skeleton", m.skeleton.raw))
+            for k, m in (("base", plan.base), ("ours", plan.ours), ("theirs", plan.theirs))
+            if m is not None
+        }
+        meta = (
+            skels["theirs"] if plan.base is not None and skels["ours"] == skels.get("base") else skels["ours"]
+        )
+        yield safetensors_header(plan.slots, meta)
+        for _, data in produced:
+            yield data
+        return
+    layout = plan.layout
+    assert layout is not None
+    skel_ref = layout.skeleton
+    skel: bytearray | memoryview = store.read_raw(skel_ref.oid, "skeleton", skel_ref.raw)
+    patcher = None
+    if plan.format == "pytorch":
+        skel = bytearray(skel)
+        patcher = zipwrite.ZipCrcPatcher(layout, skel)
+    view = memoryview(skel)
+    pos = spos = 0
+    for i, ((slot, data), t) in enumerate(zip(produced, layout.tensors, strict=True)):
+        if len(data) != t.length:
+            raise MergeBuildError(f"tensor {slot.name!r}: {len(data)} bytes where the layout has {t.length}")
+        if patcher is not None and slot.raw != t.obj.raw:
+            patcher.patch(i, zlib.crc32(data))
+        gap = t.offset - pos
+        yield view[spos : spos + gap]
+        spos += gap
+        yield data
+        pos = t.offset + t.length
+    yield view[spos:]
+
+
+def assemble(plan: Plan) -> Manifest:
+    """The merged manifest from existing objects only (the layout's skeleton, unchanged)."""
+    layout = plan.layout
+    assert layout is not None and not plan.synthesize
+    tensors = []
+    for s, t in zip(plan.slots, layout.tensors, strict=True):
+        assert s.entry is not None and s.job is None
+        tensors.append(TensorEntry(s.name, s.dtype, s.shape, t.offset, t.length, s.entry.obj))
+    m = Manifest(layout.format, layout.size, layout.skeleton_length, layout.skeleton, tensors)
+    m.validate()
+    return annotate(m, plan)
+
+
+def parents(ours: Manifest, theirs: Manifest, base: Manifest | None) -> Manifest:
+    """What clean should know about a merge result's previous versions: every tensor of theirs
+    and the base (reused as they are when the result holds them) and ours, last, so that
+    changed tensors are stored as deltas against ours."""
+    tensors = [*theirs.tensors, *(base.tensors if base else []), *ours.tensors]
+    return Manifest(ours.format, ours.size, ours.skeleton_length, ours.skeleton, tensors)
+
+
+def store_result(plan: Plan, repo: Repo, compute: Compute) -> Manifest:
+    """Store the plan's result through Engine.clean; returns its manifest, recipes recorded.
+
+    The whole file is streamed when its header or zip records change; otherwise only the merged
+    tensors are, as a small safetensors file (so clean stores them exactly as `git add` would:
+    deltas against ours, deduplicated) and the manifest is assembled around them: unchanged and
+    one-sided tensors are not read at all. (That small file's header becomes an unreferenced
+    object of a few hundred bytes, which `git theta-like gc` removes.)
+    """
+    from git_theta_like.filters import engine_for
+
+    whole = whole_file(plan)
+    slots = plan.slots if whole else [s for s in plan.slots if s.job is not None]
+    warnings: list[str] = []
+    largest = max([s.entry.length if s.entry else s.job.ours.length if s.job else 0 for s in slots] or [0])
+    store = CachingStore(store_of(repo), max(CACHE_MIN, CACHE_TENSORS * largest))
+    with engine_for(repo) as engine:
+        engine.warn = warnings.append
+        engine.store = store  # clean reads ours again as the delta parent: from the cache
+        produced = _Producer(slots, store, compute)
+        pieces = _pieces(plan, store, produced) if whole else _merged_only(slots, produced)
+        data = engine.clean(
+            ByteReader(IterSource(pieces)),
+            previous=plan.previous or parents(plan.ours, plan.theirs, plan.base),
+            path=plan.path,
+        )
+    m = Manifest.from_bytes(data)
+    fmt = plan.format if whole else "safetensors"
+    if m.format != fmt or [t.name for t in m.tensors] != [s.name for s in slots]:
+        raise MergeBuildError(
+            f"{plan.path}: the merged tensors did not split as {fmt} "
+            f"({'; '.join(warnings) or 'tensors differ'})"
+        )
+    if whole:
+        return annotate(m, plan)
+    layout = plan.layout
+    assert layout is not None
+    merged = {t.name: t.obj for t in m.tensors}
+    tensors = []
+    for s, t in zip(plan.slots, layout.tensors, strict=True):
+        obj = merged[s.name] if s.job is not None else s.entry.obj  # type: ignore[union-attr]
+        tensors.append(TensorEntry(s.name, s.dtype, s.shape, t.offset, t.length, obj))
+    result = Manifest(layout.format, layout.size, layout.skeleton_length, layout.skeleton, tensors)
+    result.validate()
+    return annotate(result, plan)
+
+
+def _merged_only(slots: list[Slot], produced: Iterable[tuple[Slot, Buffer]]) -> Iterator[Buffer]:
+    yield safetensors_header(slots, None)
+    for _, data in produced:
+        yield data
+
+
+def make_compute(cfg: config.MergeConfig) -> tuple[Callable[[Job, list[Buffer]], Buffer], torch.device]:
+    from git_theta_like.merge import compute
+
+    device = compute.resolve_device(cfg.device)
+
+    def run(job: Job, data: list[Buffer]) -> Buffer:
+        base, ours, theirs = data[0], data[1], data[2]
+        fisher = None
+        if job.fisher is not None:
+            fisher = ((data[3], job.fisher[0].dtype), (data[4], job.fisher[1].dtype))
+        return compute.run(
+            job.choice.strategy,
+            job.dtype,
+            job.shape,
+            base,
+            ours,
+            theirs,
+            name=job.name,
+            fisher=fisher,
+            device=device,
+            precision=cfg.precision,
+        )
+
+    return run, device
+
+
+def build_result(plan: Plan, repo: Repo, cfg: config.MergeConfig) -> tuple[Manifest, str]:
+    """The merged manifest of a conflict-free plan (objects stored), and the device used."""
+    if plan.whole is not None:
+        return plan.whole, ""
+    if not plan.needs_bytes():
+        return assemble(plan), ""
+    ensure_local(repo, needed_objects(plan))
+    compute, device = make_compute(cfg) if plan.jobs else (_no_compute, None)
+    return store_result(plan, repo, compute), str(device or "")
+
+
+def _no_compute(job: Job, data: list[Buffer]) -> Buffer:  # pragma: no cover - no jobs, never called
+    raise AssertionError(job.name)
+
+
+def summary(plan: Plan, device: str, seconds: float) -> str:
+    where = f" on {device}" if device else ""
+    return f"{plan.path}: {'; '.join(count_parts(plan.counts()))}{where} in {seconds:.1f} s"
+
+
+def count_parts(counts: dict[str, int]) -> list[str]:
+    """What a plan's slot counts (Plan.counts) say, for people: merged, chosen, taken."""
+    merged = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("merged:")}
+    chosen = {k: v for k, v in counts.items() if ":" in k and not k.startswith("merged:")}
+    parts = []
+    if merged:
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(merged.items()))
+        parts.append(f"merged {sum(merged.values())} tensors ({detail})")
+    if chosen:
+        parts.append(", ".join(f"{v} by strategy {k.split(':')[1]}" for k, v in sorted(chosen.items())))
+    for side in ("theirs", "ours", "both"):
+        if counts.get(side):
+            label = {"theirs": "from theirs", "ours": "from ours", "both": "unchanged or changed alike"}[side]
+            parts.append(f"{counts[side]} {label}")
+    return parts
+
+
+def safetensors_header(slots: list[Slot], metadata: dict[str, str] | None) -> bytes:
+    """The safetensors header of a merged file holding slots, in order."""
+    return safetensors.write_header([(s.name, s.dtype, s.shape, slot_nbytes(s)) for s in slots], metadata)

@@ -1,0 +1,151 @@
+"""What every strategy is made of: declared parameters (`Param`: type, default, range), the
+per-tensor context, and the `Strategy` base class. Imports torch only for type checking."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from git_theta_like.errors import MergeConfigError
+
+Value = float | int | bool
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared strategy parameter: name, type, default and allowed range."""
+
+    name: str
+    kind: type  # float, int or bool
+    default: Value
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # the range excludes lo
+    hi_open: bool = False
+
+    def parse(self, value: object, where: str) -> Value:
+        """The value as this parameter's type, or MergeConfigError naming `where`."""
+        what = f"{where}: parameter {self.name}"
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "on", "1"):
+                return True
+            if text in ("false", "no", "off", "0"):
+                return False
+            raise MergeConfigError(f"{what} must be true or false, not {value!r}")
+        if isinstance(value, bool):
+            raise MergeConfigError(f"{what} must be a number, not {value!r}")
+        try:
+            if self.kind is int:
+                if isinstance(value, float):
+                    if not value.is_integer():
+                        raise ValueError
+                    out: Value = int(value)
+                else:
+                    out = int(str(value).strip())
+            else:
+                out = float(value) if isinstance(value, int | float) else float(str(value).strip())
+        except ValueError:
+            kind = "an integer" if self.kind is int else "a number"
+            raise MergeConfigError(f"{what} must be {kind}, not {value!r}") from None
+        if not math.isfinite(out):
+            raise MergeConfigError(f"{what} must be finite, not {value!r}")
+        self._check_range(out, what)
+        return out
+
+    def _check_range(self, v: float, what: str) -> None:
+        low_bad = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+        high_bad = self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)
+        if low_bad or high_bad:
+            raise MergeConfigError(f"{what} must be in {self.range_text()}, not {v!r}")
+
+    def range_text(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        left = "(" if self.lo_open or self.lo is None else "["
+        right = ")" if self.hi_open or self.hi is None else "]"
+        return f"{left}{lo}, {hi}{right}"
+
+
+def format_value(v: Value) -> str:
+    """A parameter value as recorded in manifests and shown to people (no spaces)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if not v.is_integer() else f"{v:.1f}"
+    return str(v)
+
+
+@dataclass
+class TensorContext:
+    """What a strategy may need beyond the three versions of a tensor."""
+
+    name: str = ""  # the tensor's name: seeds DARE's masks
+    fisher: tuple[torch.Tensor, torch.Tensor] | None = None  # diagonal Fisher of ours, theirs
+
+
+class Strategy:
+    """Base class. Subclasses declare `name`, `summary`, `params` and implement `merge`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+    # alias -> (parameter, factor): e.g. TIES's k (percent) is density * 100
+    aliases: ClassVar[dict[str, tuple[str, float]]] = {}
+    selects: ClassVar[str | None] = None  # "ours"/"theirs"/"base": picks a version, no arithmetic
+    needs_base: ClassVar[bool] = False  # uses the task vectors (ours - base, theirs - base)
+    needs_fisher: ClassVar[bool] = False
+
+    def __init__(self, values: Mapping[str, object] | None = None, where: str = "") -> None:
+        where = where or f"strategy {self.name}"
+        declared = {p.name: p for p in self.params}
+        parsed: dict[str, Value] = {}
+        for key, raw in (values or {}).items():
+            if key in self.aliases:
+                target, factor = self.aliases[key]
+                num = Param(key, float, 0.0, "").parse(raw, where)
+                parsed[target] = declared[target].parse(float(num) / factor, f"{where} ({key}={raw})")
+                continue
+            if key not in declared:
+                known = sorted([*declared, *self.aliases])
+                hint = f"parameters: {', '.join(known)}" if known else "it takes no parameters"
+                raise MergeConfigError(f"{where}: {self.name} has no parameter {key!r} ({hint})")
+            parsed[key] = declared[key].parse(raw, where)
+        self.values: dict[str, Value] = {p.name: parsed.get(p.name, p.default) for p in self.params}
+        self.validate(where)
+
+    def validate(self, where: str) -> None:
+        """Checks across parameters (subclasses)."""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Strategy) and (self.name, self.values) == (other.name, other.values)
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self.values.items()))))
+
+    def recipe(self) -> str:
+        """Parameters as `key:value,...`, as the manifest records them (empty: none)."""
+        return ",".join(f"{k}:{format_value(v)}" for k, v in self.values.items())
+
+    def describe(self) -> str:
+        args = " ".join(f"{k}={format_value(v)}" for k, v in self.values.items())
+        return f"{self.name} {args}".strip()
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()}>"
+
+    def merge(
+        self, base: torch.Tensor | None, ours: torch.Tensor, theirs: torch.Tensor, ctx: TensorContext
+    ) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,192 @@
+"""JSON documents of diffs and logs (docs/diff-schema.json, docs/log-schema.json)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from git_theta_like.semdiff.model import (
+    LOG_SCHEMA,
+    SCHEMA,
+    SCHEMA_VERSION,
+    DiffResult,
+    FileDiff,
+    FileSide,
+    LogEntry,
+    TensorDiff,
+    TensorSide,
+    TensorStats,
+)
+from git_theta_like.semdiff.render.text import kind_counts
+
+
+def _num(x: float | None) -> float | None:
+    if x is None or x != x or x in (float("inf"), float("-inf")):
+        return None
+    return x
+
+
+def _side_json(s: TensorSide | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {
+        "dtype": s.dtype,
+        "shape": list(s.shape),
+        "numel": s.numel,
+        "sha256": s.raw,
+        "oid": s.oid,
+        "stored": s.stored,
+        "codec": s.codec,
+    }
+
+
+def _stats_json(st: TensorStats | None) -> dict[str, Any] | None:
+    if st is None:
+        return None
+    return {
+        "numel": st.numel,
+        "changed": st.changed,
+        "fraction_changed": st.fraction_changed,
+        "l2_delta": _num(st.l2_delta),
+        "l2_old": _num(st.l2_old),
+        "l2_new": _num(st.l2_new),
+        "relative_change": _num(st.relative_change),
+        "max_abs_delta": _num(st.max_abs_delta),
+        "cosine": _num(st.cosine),
+        "nonfinite": st.nonfinite,
+    }
+
+
+def tensor_json(e: TensorDiff) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "status": e.status,
+        "group": e.group,
+        "old_name": e.old_name,
+        "old": _side_json(e.old),
+        "new": _side_json(e.new),
+        "content_changed": e.content_changed,
+        "shape_changed": e.shape_changed,
+        "dtype_changed": e.dtype_changed,
+        "stats": _stats_json(e.stats),
+        "kind": None
+        if e.kind is None
+        else {"kind": e.kind.kind, "label": e.kind.label, "rank": e.kind.rank, "percent": e.kind.percent},
+        "below_threshold": e.below_threshold,
+        "old_shard": e.old_shard,
+        "new_shard": e.new_shard,
+    }
+
+
+def _file_side_json(s: FileSide | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {"format": s.format, "size": s.size, "tensors": s.tensors, "params": s.params, "shards": s.shards}
+
+
+def file_summary_json(f: FileDiff) -> dict[str, Any]:
+    return {
+        "modified": f.count("modified"),
+        "reshaped": f.count("reshaped"),
+        "renamed": f.count("renamed"),
+        "moved": f.count("moved"),
+        "added": f.count("added"),
+        "removed": f.count("removed"),
+        "unchanged": f.unchanged,
+        "below_threshold": f.below_threshold,
+        "params_changed": f.params_changed,
+        "l2_delta": _num(f.l2_delta),
+        "stored_bytes": f.stored_bytes,
+    }
+
+
+def file_json(f: FileDiff, stat: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "path": f.path,
+        "status": f.status,
+        "old": _file_side_json(f.old),
+        "new": _file_side_json(f.new),
+        "shards": {"old": f.old_shards, "new": f.new_shards},
+        "whole_file": f.whole,
+        "header_changed": f.header_changed,
+        "stats_computed": f.stats_computed,
+        "summary": file_summary_json(f),
+    }
+    if f.note:
+        out["note"] = f.note
+    if not stat:
+        out["tensors"] = [tensor_json(e) for e in f.tensors]
+    return out
+
+
+def to_json(r: DiffResult, stat: bool = False) -> dict[str, Any]:
+    fs = [f for f in r.files if f.differs]
+    totals = Counter[str]()
+    for f in r.files:
+        for k, v in file_summary_json(f).items():
+            if isinstance(v, int) and k not in ("params_changed",):
+                totals[k] += v
+    pcs = [f.params_changed for f in r.files]
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "old": r.old_label,
+        "new": r.new_label,
+        "threshold": r.threshold,
+        "differs": r.differs,
+        "files": [file_json(f, stat) for f in r.files],
+        "summary": {
+            "files_changed": len(fs),
+            "files_added": sum(1 for f in fs if f.old is None),
+            "files_removed": sum(1 for f in fs if f.new is None),
+            **{
+                k: totals[k]
+                for k in (
+                    "modified",
+                    "reshaped",
+                    "renamed",
+                    "moved",
+                    "added",
+                    "removed",
+                    "unchanged",
+                    "below_threshold",
+                    "stored_bytes",
+                )
+            },
+            "params_changed": None if any(p is None for p in pcs) else sum(p for p in pcs if p is not None),
+        },
+    }
+
+
+def render_json(r: DiffResult, stat: bool = False) -> str:
+    return json.dumps(to_json(r, stat), indent=2, allow_nan=False) + "\n"
+
+
+def log_json(entries: list[LogEntry]) -> dict[str, Any]:
+    commits = []
+    for e in entries:
+        commits.append(
+            {
+                "commit": e.commit,
+                "parents": e.parents,
+                "author": e.author,
+                "date": e.date,
+                "subject": e.subject,
+                "stored_bytes": e.stored_bytes,
+                "files": [
+                    {
+                        "path": f.path,
+                        "status": f.status,
+                        "summary": file_summary_json(f),
+                        "kinds": dict(kind_counts(f)),
+                    }
+                    for f in e.files
+                ],
+            }
+        )
+    return {"schema": LOG_SCHEMA, "version": SCHEMA_VERSION, "commits": commits}
+
+
+def render_log_json(entries: list[LogEntry]) -> str:
+    return json.dumps(log_json(entries), indent=2, allow_nan=False) + "\n"
