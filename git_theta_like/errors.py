@@ -114,3 +114,7 @@ class HttpStatusError(RemoteError):
         self.status = status
         self.message = message
         self.url = url
+
+
+class MergeConflictError(ThetaLikeError):
+    """A tensor cannot be merged: the merge stops with a conflict that names it."""

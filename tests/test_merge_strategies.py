@@ -282,6 +282,7 @@ class FakeRepo:
     def __init__(self, config: dict[str, str] | None = None) -> None:
         self.config = config or {}
         self.workdir = None
+        self.git_dir = Path("/nonexistent-git-dir")  # no merge or replay in progress
 
     def config_get(self, key: str) -> str | None:
         return self.config.get(key)

@@ -40,6 +40,7 @@ COMMANDS = {
     "clean": "plumbing:clean",
     "smudge": "plumbing:smudge",
     "pre-push": "plumbing:pre_push",
+    "post-merge": "plumbing:post_merge",
     "diff-driver": "plumbing:diff_driver_cmd",
     "diff-textconv": "plumbing:diff_textconv_cmd",
     "merge-driver": "plumbing:merge_driver_cmd",

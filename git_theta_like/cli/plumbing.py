@@ -64,6 +64,20 @@ def pre_push(remote: str, url: str | None) -> None:
         click.echo(f"git-theta-like: uploaded {n} object(s) to {remote}", err=True)
 
 
+@click.command("post-merge", hidden=True)
+@click.argument("squash", required=False)
+def post_merge(squash: str | None) -> None:
+    """The post-merge hook: check out checkpoints a merge left as manifest text (octopus merges)."""
+    from git_theta_like.filters.checkout import materialize
+    from git_theta_like.lfs import sync
+
+    repo = open_repo()
+    if sync.skip_smudge(repo):
+        return
+    for path in materialize(repo, []):
+        click.echo(f"git-theta-like: checked out {path}", err=True)
+
+
 @click.command("merge-driver", hidden=True)
 @click.argument("base")
 @click.argument("ours")

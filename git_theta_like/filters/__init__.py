@@ -8,6 +8,8 @@ May import lfs, store, formats, codecs, gitio and the bottom layer."""
 from __future__ import annotations
 
 import os
+import urllib.parse
+from pathlib import Path
 
 from git_theta_like.errors import ManifestError
 from git_theta_like.filters.engine import Engine
@@ -15,7 +17,7 @@ from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.store import store_of
 
-__all__ = ["Engine", "engine_for", "staged_manifest"]
+__all__ = ["Engine", "engine_for", "recent_manifests", "remember_manifest", "staged_manifest"]
 
 
 def staged_manifest(repo: Repo, path: str) -> Manifest | None:
@@ -47,3 +49,25 @@ def engine_for(repo: Repo) -> Engine:
         svd_seconds=svd,
         lora=lora,
     )
+
+
+def _recent_file(repo: Repo, path: str) -> Path:
+    return repo.git_dir / "theta-like" / "recent" / urllib.parse.quote(path, safe="")
+
+
+def remember_manifest(repo: Repo, path: str, data: bytes) -> None:
+    """Note a manifest made for path without going through clean (a merge result), so that git
+    re-cleaning the checked-out file (to refresh its index entry) gets exactly that manifest back:
+    clean reuses its objects, and with them the merge recipe they record."""
+    target = _recent_file(repo, path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+def recent_manifests(repo: Repo, path: str) -> list[Manifest]:
+    """The manifest remember_manifest last noted for path, if any."""
+    try:
+        data = _recent_file(repo, path).read_bytes()
+        return [Manifest.from_bytes(data)] if is_manifest(data) else []
+    except (OSError, ManifestError):
+        return []

@@ -11,7 +11,7 @@ import traceback
 from typing import BinaryIO
 
 from git_theta_like.errors import ProtocolError, ThetaLikeError
-from git_theta_like.filters import engine_for, staged_manifest
+from git_theta_like.filters import engine_for, recent_manifests, staged_manifest
 from git_theta_like.filters.engine import Engine
 from git_theta_like.formats import ByteReader
 from git_theta_like.gitio.filter_protocol import FilterChannel
@@ -79,7 +79,8 @@ def _clean(
     staged: IndexManifests,
 ) -> None:
     try:
-        manifest = engine.clean(ByteReader(content), staged_manifest(repo, path), path, staged.others(path))
+        others = recent_manifests(repo, path) + staged.others(path)
+        manifest = engine.clean(ByteReader(content), staged_manifest(repo, path), path, others)
     finally:
         content.drain()
     channel.success(manifest)

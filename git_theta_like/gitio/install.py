@@ -31,7 +31,7 @@ CONFIG = {
     f"merge.{DRIVER}.name": "git-theta-like: merge checkpoints per tensor (model-merging strategies)",
     f"merge.{DRIVER}.driver": "git-theta-like merge-driver %O %A %B %P",
 }
-HOOKS = ("pre-push",)
+HOOKS = ("pre-push", "post-merge")
 MARKER = "# installed by git-theta-like"
 CHAINED_SUFFIX = ".theta-like-chained"
 

@@ -131,10 +131,14 @@ def run(
     *,
     name: str = "",
     fisher: tuple[tuple[Buffer, str], tuple[Buffer, str]] | None = None,
-    device: torch.device,
+    device: torch.device | None,
     precision: str = "float32",
 ) -> memoryview:
     """Merge one tensor given as raw bytes; returns the merged raw bytes in `dtype`."""
+    if strategy.bitwise:
+        assert base is not None
+        return memoryview(strategy.merge_bits(base, ours, theirs, dtype, name))
+    assert device is not None, "a torch strategy needs a device"
     cd = compute_dtype(dtype, precision)
 
     def load(buf: Buffer, dt: str = dtype) -> torch.Tensor:
@@ -197,6 +201,16 @@ def merge_tensors(
         return picked.numpy() if as_numpy else picked
     if strat.needs_base and b is None:
         raise ThetaLikeError(f"merge_tensors: strategy {strat.name} needs the base tensor")
+    if strat.bitwise:
+        assert b is not None
+        names = {getattr(torch, v): k for k, v in dtypes.TORCH_FLOAT_NAMES.items() if hasattr(torch, v)}
+        names.update({torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8"})
+        names[torch.uint8] = "U8"
+        if o.dtype not in names:
+            raise ThetaLikeError(f"merge_tensors: {o.dtype} tensors are not supported by {strat.name}")
+        raw = strat.merge_bits(to_bytes(b), to_bytes(o), to_bytes(t), names[o.dtype], name)
+        res = from_bytes(raw, names[o.dtype], tuple(o.shape), torch.device("cpu")).clone().to(o.device)
+        return res.numpy() if as_numpy else res
     if not o.is_floating_point():
         raise ThetaLikeError(f"merge_tensors: {o.dtype} tensors cannot be merged arithmetically")
     dev = resolve_device(device) if device else o.device

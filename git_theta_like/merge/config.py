@@ -40,6 +40,8 @@ ENV_PRECISION = "GIT_THETA_LIKE_MERGE_PRECISION"
 CONFIG_PREFIX = "theta-like.merge."
 CONFIG_DEVICE = "theta-like.device"
 CONFIG_PRECISION = "theta-like.merge.precision"
+CONFIG_PICK = "theta-like.pickStrategy"  # patch (default) or conflict, for history replays
+PICK_STRATEGIES = ("patch", "conflict")
 _RESERVED = {"strategy", "precision"}  # theta-like.merge.* keys that are not parameters
 _RULE_KEYS = {"path", "tensor", "strategy"}
 
@@ -154,6 +156,9 @@ class MergeConfig:
     cli_params: dict[str, str] = field(default_factory=dict)
     device: str = "auto"
     precision: str = "float32"
+    # set when git is replaying history (cherry-pick, rebase, revert, am, stash): what it is doing
+    replay: str | None = None
+    pick_strategy: str = "patch"
     _cache: dict[tuple[str, tuple[tuple[str, object], ...], str], Strategy] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -172,6 +177,12 @@ class MergeConfig:
     def choose(self, path: str, tensor: str) -> Choice:
         """The strategy for a tensor changed on both sides."""
         base_params: Mapping[str, object]
+        if self.replay is not None:
+            # a replay applies a patch: the rules for merging two lines of work do not apply
+            key: tuple[str, tuple[tuple[str, str], ...], str] = ("patch", (), "replay")
+            if key not in self._cache:
+                self._cache[key] = make_strategy("patch", {}, CONFIG_PICK)
+            return Choice(self._cache[key], f"{self.replay}: patch semantics ({CONFIG_PICK})")
         if self.cli_strategy:
             name, base_params, source = self.cli_strategy, {}, "command line (--strategy)"
         elif self.config_strategy:
@@ -238,8 +249,35 @@ def load(repo: Any, env: Mapping[str, str] | None = None, toml_text: str | None 
         raise MergeConfigError(
             f"theta-like.merge.precision must be float32 or float64, not {cfg.precision!r}"
         )
+    cfg.pick_strategy = (repo.config_get(CONFIG_PICK) or "patch").strip().lower()
+    if cfg.pick_strategy not in PICK_STRATEGIES:
+        raise MergeConfigError(f"{CONFIG_PICK} must be patch or conflict, not {cfg.pick_strategy!r}")
     cfg.validate()
     return cfg
+
+
+def replaying(repo: Any, env: Mapping[str, str]) -> str | None:
+    """What git is replaying when it calls the merge driver (or when mergetool runs on what it
+    left) for a cherry-pick, rebase, revert, `am -3` or stash rather than for a `git merge`; None
+    for a merge. Only meaningful inside git's merge machinery: the driver and mergetool ask.
+
+    `git merge` (and `git pull`) names each head it merges in a GITHEAD_<oid> variable; the
+    sequencer (cherry-pick, revert, rebase) and `am` do not, and leave their state in the git dir.
+    """
+    if any(k.startswith("GITHEAD_") for k in env):
+        return None
+    git_dir = repo.git_dir
+    if (git_dir / "rebase-merge").is_dir():
+        return "rebase"
+    if (git_dir / "rebase-apply").is_dir():
+        return "am" if (git_dir / "rebase-apply" / "applying").exists() else "rebase"
+    if (git_dir / "CHERRY_PICK_HEAD").is_file():
+        return "cherry-pick"
+    if (git_dir / "REVERT_HEAD").is_file():
+        return "revert"
+    if (git_dir / "MERGE_HEAD").is_file():
+        return None  # mergetool after a `git merge` stopped
+    return "cherry-pick, revert or stash"
 
 
 def _config_section(repo: Any) -> dict[str, str]:

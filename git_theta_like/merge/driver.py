@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from git_theta_like.errors import ThetaLikeError
+from git_theta_like.filters import remember_manifest
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.merge import config
@@ -68,6 +69,7 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
         base = Manifest.from_bytes(base_b) if is_manifest(base_b) else None
         repo = Repo(".")
         cfg = config.load_lenient(repo)  # a bad .theta-like.toml only matters where a strategy does
+        cfg.replay = config.replaying(repo, os.environ)
         plan = plan_merge(path, base, ours, theirs, cfg, FisherFiles(repo, path, theirs_b, ours_b))
         state = state_file(repo, path)
         if plan.conflicts:
@@ -79,6 +81,7 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
                     {
                         "path": path,
                         "conflicts": [c.line() for c in plan.conflicts],
+                        "replay": cfg.replay,
                         "overrides": {
                             k: os.environ[k]
                             for k in (
@@ -97,7 +100,9 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
         result, device = build_result(plan, repo, cfg)
         for note in plan.notes:
             _err(f"{path}: note: {note}")
-        write_atomic(ours_path, result.to_bytes())
+        data = result.to_bytes()
+        write_atomic(ours_path, data)
+        remember_manifest(repo, path, data)
         if state.exists():
             state.unlink()
         if plan.whole is None:

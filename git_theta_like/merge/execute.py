@@ -368,10 +368,14 @@ def _merged_only(slots: list[Slot], produced: Iterable[tuple[Slot, Buffer]]) -> 
         yield data
 
 
-def make_compute(cfg: config.MergeConfig) -> tuple[Callable[[Job, list[Buffer]], Buffer], torch.device]:
+def make_compute(
+    cfg: config.MergeConfig, jobs: list[Job]
+) -> tuple[Callable[[Job, list[Buffer]], Buffer], torch.device | None]:
+    """The per-job compute function; torch (and a device) only when a job computes in torch."""
     from git_theta_like.merge import compute
 
-    device = compute.resolve_device(cfg.device)
+    torch_jobs = any(not j.choice.strategy.bitwise for j in jobs)
+    device = compute.resolve_device(cfg.device) if torch_jobs else None
 
     def run(job: Job, data: list[Buffer]) -> Buffer:
         base, ours, theirs = data[0], data[1], data[2]
@@ -401,7 +405,7 @@ def build_result(plan: Plan, repo: Repo, cfg: config.MergeConfig) -> tuple[Manif
     if not plan.needs_bytes():
         return assemble(plan), ""
     ensure_local(repo, needed_objects(plan))
-    compute, device = make_compute(cfg) if plan.jobs else (_no_compute, None)
+    compute, device = make_compute(cfg, plan.jobs) if plan.jobs else (_no_compute, None)
     return store_result(plan, repo, compute), str(device or "")
 
 

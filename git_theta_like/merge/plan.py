@@ -203,6 +203,16 @@ def plan_merge(
             Conflict(None, "changed on both sides, and it is stored whole (not a checkpoint format we split)")
         )
         return plan
+    if base is None and not is_fisher_path(path):
+        # no merge base (unrelated histories, or the file added on both sides): two checkpoints
+        # made independently have nothing in common to merge against (Fisher files, which each
+        # side adds next to its checkpoint, are averaged: see plan_tensor)
+        plan.conflicts.append(
+            Conflict(
+                None, "added on both sides with different content (there is no merge base to merge from)"
+            )
+        )
+        return plan
     a, t = _by_name(ours), _by_name(theirs)
     b = _by_name(base) if base is not None and base.format == ours.format else {}
     if a is None or t is None or b is None:
@@ -259,6 +269,10 @@ def plan_tensor(
         )
     if a.dtype != t.dtype:
         return Conflict(name, f"dtype differs: ours {a.dtype}, theirs {t.dtype}{added}")
+    if cfg.replay is not None and cfg.pick_strategy == "conflict":
+        return Conflict(
+            name, f"changed on both sides, replaying a {cfg.replay} (theta-like.pickStrategy=conflict)"
+        )
     choice = cfg.choose(plan.path, name)
     s = choice.strategy
     via = f"{s.name} (from {choice.source})"
@@ -269,7 +283,7 @@ def plan_tensor(
                 name, f"added on both sides with different values; {via} needs it in the merge base"
             )
         return Slot(name, picked.dtype, picked.shape, s.selects, picked, choice=choice)
-    if a.dtype not in MERGEABLE:
+    if a.dtype not in MERGEABLE and not s.bitwise:
         return Conflict(
             name,
             f"{a.dtype} tensor changed on both sides: {via} works on float tensors only "

@@ -39,6 +39,7 @@ from typing import Any
 import pygit2
 
 from git_theta_like.errors import ManifestError, ShardedMergeError
+from git_theta_like.filters import remember_manifest
 from git_theta_like.formats.sharded import is_index, read_index
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, TensorEntry, is_manifest
@@ -294,7 +295,9 @@ def _config(repo: Repo, plan_paths: list[str], env: dict[str, str] | None) -> co
                 except (ValueError, AttributeError):
                     continue
                 break
-    return config.load_lenient(repo, env=merged)
+    cfg = config.load_lenient(repo, env=merged)
+    cfg.replay = config.replaying(repo, merged)  # git stopped: its state says merge or replay
+    return cfg
 
 
 def resolve_models(
@@ -355,7 +358,9 @@ def _resolve_model(
             continue  # git merged this shard already, to the same tensors
         result, dev = build_result(sp, repo, cfg)
         device = device or dev
-        staged.append((sp.path, str(repo.git.create_blob(result.to_bytes()))))
+        data = result.to_bytes()
+        remember_manifest(repo, sp.path, data)
+        staged.append((sp.path, str(repo.git.create_blob(data))))
     start = {"ours": ours, "theirs": theirs}[plan.doc_side].index_bytes
     if index_path not in unmerged and (merged_doc := repo.index_blob(index_path)) is not None:
         start = merged_doc  # git merged the json (e.g. both sides' metadata): start from that

@@ -84,10 +84,15 @@ def _config(repo: Repo, path: str) -> config.MergeConfig:
     """The merge configuration, with the overrides of the `git theta-like merge` that stopped."""
     env = dict(os.environ)
     state = state_file(repo, path)
+    saved: dict[str, object] = {}
     if state.exists():
         with contextlib.suppress(ValueError, AttributeError):
-            env.update(json.loads(state.read_text()).get("overrides", {}))
-    return config.load_lenient(repo, env=env)
+            saved = json.loads(state.read_text())
+            env.update(saved.get("overrides", {}))  # type: ignore[call-overload]
+    cfg = config.load_lenient(repo, env=env)
+    replay = saved["replay"] if "replay" in saved else config.replaying(repo, env)
+    cfg.replay = replay if isinstance(replay, str) else None
+    return cfg
 
 
 def _plan(repo: Repo, c: Conflicted) -> Plan:

@@ -22,6 +22,7 @@ from git_theta_like.errors import MergeConfigError
 from git_theta_like.merge.strategies.base import Param, Strategy, format_value
 from git_theta_like.merge.strategies.basic import Average, Base, Linear, Ours, Theirs
 from git_theta_like.merge.strategies.fisher import Fisher
+from git_theta_like.merge.strategies.patch import Patch
 from git_theta_like.merge.strategies.slerp import Slerp
 from git_theta_like.merge.strategies.task_vectors import Dare, DareTies, TaskArithmetic, Ties
 
@@ -37,7 +38,20 @@ from git_theta_like.merge.strategies.task_vectors import Dare, DareTies, TaskAri
 # The one registry of strategies: name -> class.
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (Average, Linear, TaskArithmetic, Ties, Dare, DareTies, Slerp, Fisher, Ours, Theirs, Base)
+    for cls in (
+        Average,
+        Linear,
+        TaskArithmetic,
+        Ties,
+        Dare,
+        DareTies,
+        Slerp,
+        Fisher,
+        Patch,
+        Ours,
+        Theirs,
+        Base,
+    )
 }
 DEFAULT_STRATEGY = "average"
 

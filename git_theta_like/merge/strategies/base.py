@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import MergeConfigError
 
 Value = float | int | bool
@@ -103,6 +104,8 @@ class Strategy:
     selects: ClassVar[str | None] = None  # "ours"/"theirs"/"base": picks a version, no arithmetic
     needs_base: ClassVar[bool] = False  # uses the task vectors (ours - base, theirs - base)
     needs_fisher: ClassVar[bool] = False
+    # computes on the tensors' bits in numpy (merge_bits) rather than on torch tensors (merge)
+    bitwise: ClassVar[bool] = False
 
     def __init__(self, values: Mapping[str, object] | None = None, where: str = "") -> None:
         where = where or f"strategy {self.name}"
@@ -148,4 +151,8 @@ class Strategy:
     def merge(
         self, base: torch.Tensor | None, ours: torch.Tensor, theirs: torch.Tensor, ctx: TensorContext
     ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merge_bits(self, base: Buffer, ours: Buffer, theirs: Buffer, dtype: str, name: str = "") -> bytes:
+        """The merged raw bytes, for `bitwise` strategies."""
         raise NotImplementedError
