@@ -150,6 +150,19 @@ def ensure_local(
         wanted = nxt
 
 
+def ensure_plain(
+    repo: Repo, objs: Iterable[tuple[str, int]], remote: str | None = None, what: str = ""
+) -> int:
+    """Download the plain git-lfs objects (whole files, as git-lfs stores them: no header, no delta
+    chain) not in the local store; returns how many. Each is checked against its SHA-256."""
+    store = store_of(repo)
+    missing = [(o, s) for o, s in dict(objs).items() if not store.has(o)]
+    if not missing:
+        return 0
+    fetched: int = _remote_store(repo, remote, what, missing).download(missing)
+    return fetched
+
+
 def _remote_store(repo: Repo, remote: str | None, what: str, missing: list[tuple[str, int]]):  # type: ignore[no-untyped-def]
     from git_theta_like.lfs.transfer import RemoteStore
 
