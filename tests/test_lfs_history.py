@@ -1,7 +1,8 @@
 """A path that was plain git-lfs in older commits (a user switched `*.safetensors` from `git lfs
 track` to `git theta-like track`), through real git and git-lfs: old versions check out
 byte-identical, stay git-lfs pointers while unchanged (`git status` clean), are downloaded from a
-remote when only the remote has them, and `diff` / `log` show them as files stored whole."""
+remote when only the remote has them, and `diff` / `log` show them as files stored whole.
+Also GIT_LFS_SKIP_SMUDGE, honoured like GIT_THETA_LIKE_SKIP_SMUDGE."""
 
 from __future__ import annotations
 
@@ -205,3 +206,55 @@ def test_pointer_version_downloaded_from_the_remote(
     git(c, "checkout", "HEAD", "--", NAME)
     assert (c / NAME).read_bytes() == V2
     assert clean_status(c) == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "skipped"),
+    [("1", True), ("true", True), ("YES", True), ("0", False), ("false", False), ("2", False)],
+)
+def test_git_lfs_skip_smudge(tmp_path: Path, value: str, skipped: bool) -> None:  # noqa: F811
+    """GIT_LFS_SKIP_SMUDGE, read as git-lfs reads it (true/1/on/yes/t, any case), leaves manifests
+    in a clone and downloads nothing; anything else checks the checkpoint out."""
+    r = Remote(tmp_path, "file")
+    work = make_origin(tmp_path, r)
+    (work / NAME).write_bytes(V1)
+    git(work, "add", NAME)
+    git(work, "commit", "-qm", "v1")
+    git(work, "push", "-q", "origin", "main")
+    c = clone(tmp_path, r, "clone", env={"GIT_LFS_SKIP_SMUDGE": value})
+    data = (c / NAME).read_bytes()
+    if skipped:
+        assert is_manifest(data)
+        objects = c / ".git" / "lfs" / "objects"
+        assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*"))
+        assert clean_status(c) == ""
+        gtl(c, "checkout")
+        assert (c / NAME).read_bytes() == V1
+    else:
+        assert data == V1
+    assert clean_status(c) == ""
+
+
+def test_our_variable_wins_over_git_lfs(tmp_path: Path) -> None:  # noqa: F811
+    """GIT_THETA_LIKE_SKIP_SMUDGE=0 with GIT_LFS_SKIP_SMUDGE=1: git-lfs files would be skipped,
+    checkpoints are checked out."""
+    r = Remote(tmp_path, "file")
+    work = make_origin(tmp_path, r)
+    (work / NAME).write_bytes(V1)
+    git(work, "add", NAME)
+    git(work, "commit", "-qm", "v1")
+    git(work, "push", "-q", "origin", "main")
+    c = clone(tmp_path, r, "clone", env={"GIT_LFS_SKIP_SMUDGE": "1", "GIT_THETA_LIKE_SKIP_SMUDGE": "0"})
+    assert (c / NAME).read_bytes() == V1
+
+
+def test_skip_smudge_leaves_a_pointer_version_clean(switched: Path) -> None:
+    """GIT_LFS_SKIP_SMUDGE=1: a pointer version is written as the pointer (as git-lfs does), and
+    clean keeps it, so nothing looks modified."""
+    r = switched
+    env = {**os.environ, "GIT_LFS_SKIP_SMUDGE": "1"}
+    subprocess.run(["git", "checkout", "HEAD~1", "--", NAME], cwd=r, env=env, check=True, capture_output=True)
+    assert (r / NAME).read_bytes() == blob_of(r, f"HEAD~1:{NAME}")
+    os.utime(r / NAME, (1, 1))
+    assert git(r, "diff", "--quiet", check=False).returncode == 0
+    assert clean_status(r) == f"M  {NAME}\n"

@@ -227,10 +227,21 @@ def fetch(
     return FetchResult(files, len(objs), downloaded)
 
 
+# git-lfs's reading of a boolean environment variable (config.Bool): these are true, anything
+# else (0, false, no, off, f, or any other word) is false; unset or empty is the default
+_LFS_TRUE = frozenset({"true", "1", "on", "yes", "t"})
+
+
 def skip_smudge(repo: Repo) -> bool:
+    """Whether checkout leaves manifests (and git-lfs pointers) in the working tree:
+    GIT_THETA_LIKE_SKIP_SMUDGE when set (any value but 0/false/no), else GIT_LFS_SKIP_SMUDGE read as
+    git-lfs reads it (so `GIT_LFS_SKIP_SMUDGE=1 git clone` skips both), else theta-like.skipSmudge."""
     env = os.environ.get("GIT_THETA_LIKE_SKIP_SMUDGE", "")
-    if env not in ("", "0", "false", "no"):
-        return True
+    if env:
+        return env.lower() not in ("0", "false", "no")
+    lfs = os.environ.get("GIT_LFS_SKIP_SMUDGE", "")
+    if lfs:
+        return lfs.lower() in _LFS_TRUE
     return repo.config_bool("theta-like.skipSmudge", default=False)
 
 
