@@ -207,6 +207,8 @@ class Engine:
             if pointer is not None and not pointer.extensions:
                 return self._clean_over_pointer(reader, previous, path, others, lfs_pointer, pointer)
         head = reader.peek(formats.SNIFF_BYTES)
+        if not head:
+            return b""
         if is_manifest(head):
             return self._clean_manifest(reader, path)
         if head.startswith(LFS_VERSION):
