@@ -179,9 +179,13 @@ def test_pointer_version_downloaded_from_the_remote(
     git(work, "add", ".gitattributes")
     git(work, "commit", "-qm", "git-lfs tracking")
     pointer = pointer_text(V1)
-    sha = subprocess.run(
-        ["git", "hash-object", "-w", "--stdin"], cwd=work, input=pointer, capture_output=True, check=True
-    ).stdout.decode().strip()
+    sha = (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=work, input=pointer, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )
     git(work, "update-index", "--add", "--cacheinfo", f"100644,{sha},{NAME}")
     git(work, "commit", "-qm", "v1 (git-lfs)")
     dest = remote.object_file(oid)

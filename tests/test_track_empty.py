@@ -84,7 +84,14 @@ def check_attr(r: Path, paths: list[str]) -> dict[str, str]:
     return {line.split(": ")[0]: line.split(": ")[2] for line in out.splitlines()}
 
 
-PROBES = ["m.gguf", "sub/m.gguf", "sub/dir/m.gguf", "sub/dir/deep/er/m.gguf", "sub/dir/a/x.pt", "sub/dir/x.pt"]
+PROBES = [
+    "m.gguf",
+    "sub/m.gguf",
+    "sub/dir/m.gguf",
+    "sub/dir/deep/er/m.gguf",
+    "sub/dir/a/x.pt",
+    "sub/dir/x.pt",
+]
 
 
 def fresh(r: Path) -> Path:
