@@ -18,12 +18,10 @@ missing), verified against its SHA-256 and converted: refs are then updated in o
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from io import BufferedReader
 
 import click
 import pygit2
@@ -31,7 +29,7 @@ import pygit2
 from git_theta_like.display import human_size
 from git_theta_like.errors import ManifestError, MigrateError, ObjectMissingError
 from git_theta_like.filters.engine import Engine
-from git_theta_like.formats import ByteReader
+from git_theta_like.formats import ByteReader, HashingSource
 from git_theta_like.gitio.attributes import (
     DRIVER,
     OUR_ATTRS,
@@ -69,26 +67,6 @@ def looks_like_checkpoint(pattern: str) -> bool:
 
 
 # ------------------------------------------------------------------ raw git objects
-
-
-class _HashingReader:
-    """A file read through sha256 and a byte count (to check an LFS object against its pointer)."""
-
-    def __init__(self, f: BufferedReader) -> None:
-        self.f = f
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def readinto(self, buffer: memoryview, /) -> int:
-        n = self.f.readinto(buffer) or 0
-        self.sha.update(buffer[:n])
-        self.size += n
-        return n
-
-    def drain(self) -> None:
-        buf = memoryview(bytearray(1 << 20))
-        while self.readinto(buf):
-            pass
 
 
 # ------------------------------------------------------------------ the rewrite
@@ -375,7 +353,7 @@ class Migrator:
                 f"{path} (commit {self._commit}): LFS object {ptr.oid} is not in {store.objects}"
             ) from None
         with f:
-            reader = _HashingReader(f)
+            reader = HashingSource(f)
             data = self.engine.clean(ByteReader(reader), self._previous(path), path)
             reader.drain()
         if reader.size != ptr.size or reader.sha.hexdigest() != ptr.oid:

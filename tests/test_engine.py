@@ -36,15 +36,41 @@ def smudge(engine: Engine, m: Manifest) -> bytes:
     [
         every_dtype_file(),
         safetensors_bytes(small_model(scale=4), gap=5, trailing=b"xyz"),
-        b"",
         b"not a checkpoint at all\n" * 1000,
     ],
-    ids=["every-dtype", "model", "empty", "text"],
+    ids=["every-dtype", "model", "text"],
 )
 def test_clean_smudge_exact(engine: Engine, data: bytes) -> None:
     m = clean(engine, data)
     assert m.size == len(data)
     assert smudge(engine, m) == data
+
+
+def test_empty_file_cleans_to_the_empty_blob(engine: Engine) -> None:
+    """git never smudges the empty blob, so an empty file must be one (not a manifest)."""
+    assert engine.clean(ByteReader(io.BytesIO(b"")), None, "f") == b""
+    assert engine.store.writes == 0
+
+
+def _pointer(data: bytes) -> bytes:
+    import hashlib
+
+    oid = hashlib.sha256(data).hexdigest()
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {len(data)}\n".encode()
+
+
+def test_clean_over_a_staged_git_lfs_pointer(engine: Engine) -> None:
+    """Content that is the staged pointer's object gives the pointer back, byte for byte; other
+    content (even of the same size) gives a manifest; a pointer being cleaned is kept."""
+    data = safetensors_bytes(small_model())
+    ptr = _pointer(data)
+    assert engine.clean(ByteReader(io.BytesIO(data)), None, "f", lfs_pointer=ptr) == ptr
+    changed = bytearray(data)
+    changed[-1] ^= 1
+    out = engine.clean(ByteReader(io.BytesIO(bytes(changed))), None, "f", lfs_pointer=ptr)
+    assert smudge(engine, Manifest.from_bytes(out)) == bytes(changed)
+    assert engine.clean(ByteReader(io.BytesIO(ptr)), None, "f") == ptr
+    assert engine.clean(ByteReader(io.BytesIO(ptr)), None, "f", lfs_pointer=_pointer(b"other")) == ptr
 
 
 def test_identical_tensors_are_one_object(engine: Engine) -> None:

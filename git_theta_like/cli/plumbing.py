@@ -26,12 +26,17 @@ def filter_process() -> None:
 def clean(path: str) -> None:
     """Clean one file: checkpoint on stdin, manifest on stdout."""
     single_threaded_blas()
-    from git_theta_like.filters import engine_for, staged_manifest
+    from git_theta_like.filters import engine_for, staged_lfs_pointer, staged_manifest
     from git_theta_like.formats import ByteReader
 
     repo = open_repo()
     with engine_for(repo) as engine:
-        out = engine.clean(ByteReader(sys.stdin.buffer), staged_manifest(repo, path), path)
+        out = engine.clean(
+            ByteReader(sys.stdin.buffer),
+            staged_manifest(repo, path),
+            path,
+            lfs_pointer=staged_lfs_pointer(repo, path) if path else None,
+        )
     sys.stdout.buffer.write(out)
 
 

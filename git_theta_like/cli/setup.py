@@ -55,12 +55,30 @@ def _attributes_path() -> Path:
     return repo.workdir / ".gitattributes"
 
 
+def _scoped(attributes_file: Path, patterns: tuple[str, ...]) -> list[str]:
+    """The patterns as the root .gitattributes holds them: given in a subdirectory, a pattern is
+    scoped to it, as git-lfs's `track` scopes it (see attributes.scope_pattern)."""
+    from git_theta_like.gitio import attributes
+
+    root = attributes_file.parent.resolve()
+    try:
+        prefix = Path.cwd().resolve().relative_to(root).as_posix()
+    except ValueError:
+        prefix = ""  # outside the work tree (in the git dir, say): patterns as given
+    try:
+        return [attributes.scope_pattern(p, prefix) for p in patterns]
+    except ValueError as e:
+        raise ThetaLikeError(str(e)) from None
+
+
 @click.command()
 @click.argument("patterns", nargs=-1)
 def track(patterns: tuple[str, ...]) -> None:
     """Track files matching PATTERNS (gitattributes patterns, e.g. "*.safetensors").
 
-    With no pattern, list the tracked patterns.
+    Patterns go into the root .gitattributes; run in a subdirectory, they are scoped to it (as
+    git-lfs scopes them): "*.bin" in models/ tracks models/**/*.bin. With no pattern, list the
+    tracked patterns.
     """
     from git_theta_like.gitio import attributes
 
@@ -69,8 +87,9 @@ def track(patterns: tuple[str, ...]) -> None:
         for p in attributes.tracked_patterns(path):
             click.echo(p)
         return
-    changed = attributes.track(path, list(patterns))
-    for p in patterns:
+    scoped = _scoped(path, patterns)
+    changed = attributes.track(path, scoped)
+    for p in scoped:
         click.echo(f'Tracking "{p}"' if p in changed else f'"{p}" already tracked')
     if changed:
         click.echo("Stage .gitattributes with the checkpoints: git add .gitattributes")
@@ -82,8 +101,10 @@ def untrack(patterns: tuple[str, ...]) -> None:
     """Stop tracking files matching PATTERNS (files already committed stay as they are)."""
     from git_theta_like.gitio import attributes
 
-    removed = attributes.untrack(_attributes_path(), list(patterns))
-    for p in patterns:
+    path = _attributes_path()
+    scoped = _scoped(path, patterns)
+    removed = attributes.untrack(path, scoped)
+    for p in scoped:
         click.echo(f'Untracking "{p}"' if p in removed else f'"{p}" was not tracked')
 
 

@@ -2,7 +2,8 @@
 checkout of checkpoints left as manifests in the working tree.
 
 Public for the rooms above: `engine_for(repo)` (an Engine configured from git config and the
-environment) and `staged_manifest(repo, path)` (the natural delta parent of what is cleaned).
+environment), `staged_manifest(repo, path)` (the natural delta parent of what is cleaned) and
+`staged_lfs_pointer(repo, path)` (a staged git-lfs pointer that clean keeps for unchanged content).
 May import lfs, store, formats, codecs, gitio and the bottom layer."""
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from pathlib import Path
 from git_theta_like.errors import ManifestError
 from git_theta_like.filters.engine import Engine
 from git_theta_like.gitio.repo import Repo
+from git_theta_like.lfs.pointer import parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.store import store_of
 
-__all__ = ["Engine", "engine_for", "recent_manifests", "remember_manifest", "staged_manifest"]
+__all__ = [
+    "Engine",
+    "engine_for",
+    "recent_manifests",
+    "remember_manifest",
+    "staged_lfs_pointer",
+    "staged_manifest",
+]
 
 
 def staged_manifest(repo: Repo, path: str) -> Manifest | None:
@@ -29,6 +38,15 @@ def staged_manifest(repo: Repo, path: str) -> Manifest | None:
         return Manifest.from_bytes(blob)
     except ManifestError:
         return None
+
+
+def staged_lfs_pointer(repo: Repo, path: str) -> bytes | None:
+    """The staged blob of path when it is a git-lfs pointer (the path was plain git-lfs before it
+    was tracked), else None."""
+    blob = repo.index_blob(path)
+    if blob is None or parse_pointer(blob) is None:
+        return None
+    return blob
 
 
 def engine_for(repo: Repo) -> Engine:

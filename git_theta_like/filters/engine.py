@@ -29,7 +29,8 @@ from git_theta_like import codecs, dtypes, formats
 from git_theta_like.codecs import planes
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import FormatError, ManifestError, ObjectMissingError, ThetaLikeError
-from git_theta_like.formats import ByteReader, Skeleton, Tensor, TensorInfo
+from git_theta_like.formats import ByteReader, HashingSource, Skeleton, Tensor, TensorInfo
+from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, LfsPointer, parse_pointer
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifest
 from git_theta_like.store.local import LocalStore
 
@@ -191,11 +192,30 @@ class Engine:
         previous: Manifest | None = None,
         path: str = "",
         others: list[Manifest] | None = None,
+        lfs_pointer: bytes | None = None,
     ) -> bytes:
-        """Store the file read from reader; returns its manifest (or a manifest, unchanged)."""
+        """Store the file read from reader; returns its manifest (or a manifest, unchanged).
+
+        An empty file gives the empty blob (git never smudges an empty blob, so a manifest of an
+        empty file would always look modified); a git-lfs pointer is kept as it is. With
+        `lfs_pointer` (the staged blob is a git-lfs pointer: the path was plain git-lfs before it
+        was tracked), a file whose content is that pointer's object gives the pointer back
+        unchanged, as git-lfs's clean does, so `git status` stays clean; a changed file gives a
+        manifest."""
+        if lfs_pointer is not None:
+            pointer = parse_pointer(lfs_pointer)
+            if pointer is not None and not pointer.extensions:
+                return self._clean_over_pointer(reader, previous, path, others, lfs_pointer, pointer)
         head = reader.peek(formats.SNIFF_BYTES)
+        if not head:
+            return b""
         if is_manifest(head):
             return self._clean_manifest(reader, path)
+        if head.startswith(LFS_VERSION):
+            whole = reader.peek(POINTER_MAX)
+            if len(whole) < POINTER_MAX and parse_pointer(whole) is not None:
+                reader.read_upto(POINTER_MAX)
+                return whole  # a git-lfs pointer left by a skip-smudge checkout: keep it
         ctx = _CleanContext(previous, self.delta_options(), self.lora, None, others)
         known = ctx.known
         parser = formats.detect(head)
@@ -215,6 +235,26 @@ class Engine:
             leftover = reader.consumed_since_mark()
             return self._store_whole(self._replay(pieces, leftover), reader, known).to_bytes()
         return self._finish(parser.name, pieces, known).to_bytes()
+
+    def _clean_over_pointer(
+        self,
+        reader: ByteReader,
+        previous: Manifest | None,
+        path: str,
+        others: list[Manifest] | None,
+        blob: bytes,
+        pointer: LfsPointer,
+    ) -> bytes:
+        """clean() of a file whose staged blob is a git-lfs pointer: hashes what it reads while it
+        cleans; the pointer itself when the content is the pointer's object (same SHA-256, same
+        size), else the manifest."""
+        reader.journaling = False  # the inner reader keeps its own journal
+        hashing = HashingSource(reader)
+        out = self.clean(ByteReader(hashing), previous, path, others)
+        hashing.drain()  # whatever clean left unread still counts
+        if hashing.size == pointer.size and hashing.sha.hexdigest() == pointer.oid:
+            return blob
+        return out
 
     def _clean_manifest(self, reader: ByteReader, path: str) -> bytes:
         """A manifest being cleaned (the working tree holds manifests after a skip-smudge

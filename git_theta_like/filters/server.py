@@ -8,16 +8,19 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
+from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ProtocolError, ThetaLikeError
-from git_theta_like.filters import engine_for, recent_manifests, staged_manifest
+from git_theta_like.filters import engine_for, recent_manifests, staged_lfs_pointer, staged_manifest
 from git_theta_like.filters.engine import Engine
 from git_theta_like.formats import ByteReader
 from git_theta_like.gitio.filter_protocol import FilterChannel
 from git_theta_like.gitio.pktline import ContentSource
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import IndexManifests
+from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
 
 
@@ -79,8 +82,13 @@ def _clean(
     staged: IndexManifests,
 ) -> None:
     try:
-        others = recent_manifests(repo, path) + staged.others(path)
-        manifest = engine.clean(ByteReader(content), staged_manifest(repo, path), path, others)
+        manifest = engine.clean(
+            ByteReader(content),
+            staged_manifest(repo, path),
+            path,
+            recent_manifests(repo, path) + staged.others(path),
+            lfs_pointer=staged_lfs_pointer(repo, path),
+        )
     finally:
         content.drain()
     channel.success(manifest)
@@ -92,7 +100,12 @@ def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, chann
 
     src = ByteReader(content)
     head = src.peek(64)
-    if not is_manifest(head) or sync.skip_smudge(repo) or smudge_is_for_diff():
+    pointer = None
+    if head.startswith(LFS_VERSION):
+        whole = src.peek(POINTER_MAX)
+        pointer = parse_pointer(whole) if len(whole) < POINTER_MAX else None
+    ours = is_manifest(head) or (pointer is not None and not pointer.extensions)
+    if not ours or sync.skip_smudge(repo) or smudge_is_for_diff():
         # Not ours (committed before the file was tracked, say), or git preparing a temporary
         # file for a diff command (see gitio/process.py): pass it through untouched.
         channel.begin_success()
@@ -100,10 +113,32 @@ def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, chann
             channel.content(chunk)
         channel.end_success()
         return
+    if pointer is not None:
+        # a version from when the path was plain git-lfs: its file, from the same store git-lfs
+        # uses (or downloaded), streamed and verified against the pointer's SHA-256 and size
+        content.drain()
+        sync.ensure_plain(repo, [(pointer.oid, pointer.size)], what=path)
+        _send(
+            path,
+            channel,
+            lambda write: _write_all(engine.store.iter_plain(pointer.oid, pointer.size, path), write),
+        )
+        return
     data = bytes(src.read_upto(1 << 30))
     content.drain()
     manifest = Manifest.from_bytes(data)
     sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
+    _send(path, channel, lambda write: engine.smudge(manifest, write))
+
+
+def _write_all(chunks: Iterable[bytes], write: Callable[[Buffer], object]) -> None:
+    for chunk in chunks:
+        write(chunk)
+
+
+def _send(path: str, channel: FilterChannel, produce: Callable[[Callable[[Buffer], object]], None]) -> None:
+    """Stream what produce(write) writes as the response; an error once content was sent ends the
+    response as failed (git then discards what it got)."""
     started = False
 
     def write(buf: bytes | bytearray | memoryview) -> None:
@@ -114,7 +149,7 @@ def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, chann
         channel.content(buf)
 
     try:
-        engine.smudge(manifest, write)
+        produce(write)
     except Exception as e:
         if not started:
             raise

@@ -7,7 +7,15 @@ file still splits); a file no parser recognises is stored whole as one object.
 from __future__ import annotations
 
 from git_theta_like.errors import TruncatedError
-from git_theta_like.formats.base import ByteReader, Event, FormatParser, Skeleton, Tensor, TensorInfo
+from git_theta_like.formats.base import (
+    ByteReader,
+    Event,
+    FormatParser,
+    HashingSource,
+    Skeleton,
+    Tensor,
+    TensorInfo,
+)
 from git_theta_like.formats.gguf import GgufFormat
 from git_theta_like.formats.pytorch import PyTorchZipFormat
 from git_theta_like.formats.safetensors import SafetensorsFormat
@@ -32,6 +40,7 @@ __all__ = [
     "ByteReader",
     "Event",
     "FormatParser",
+    "HashingSource",
     "FORMATS",
     "SNIFF_BYTES",
     "Skeleton",

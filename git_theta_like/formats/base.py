@@ -12,6 +12,7 @@ Concatenating the bytes of all events in order gives back the file exactly. A pa
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
@@ -46,6 +47,28 @@ Event = Skeleton | Tensor
 
 class Source(Protocol):
     def readinto(self, buffer: memoryview, /) -> int: ...
+
+
+class HashingSource:
+    """A Source read through SHA-256 and a byte count (to check content against a git-lfs
+    pointer's oid and size while it is being cleaned)."""
+
+    def __init__(self, source: Source | BinaryIO) -> None:
+        self.source: Source = source  # type: ignore[assignment]  # binary files have readinto
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        n = self.source.readinto(buffer) or 0
+        self.sha.update(buffer[:n])
+        self.size += n
+        return n
+
+    def drain(self) -> None:
+        """Read (and hash) the rest of the source."""
+        buf = memoryview(bytearray(1 << 20))
+        while self.readinto(buf):
+            pass
 
 
 class ByteReader:
@@ -111,6 +134,10 @@ class ByteReader:
         if done and self.journaling:
             self._journal.append(buf[:done])
         return done
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        """As readinto_exact: a ByteReader is itself a Source."""
+        return self.readinto_exact(buffer)
 
     def read_exact(self, n: int, what: str = "data") -> bytearray:
         """Exactly n bytes, or FormatError naming `what` if the input ends first."""

@@ -21,6 +21,41 @@ def _split(line: str) -> tuple[str, list[str]] | None:
     return parts[0], parts[1:]
 
 
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\!])")
+
+
+def scope_pattern(pattern: str, prefix: str) -> str:
+    """A pattern given in directory `prefix` (relative to the repository root, "" for the root),
+    as a root `.gitattributes` pattern matching the same files: what git-lfs's `track` gets by
+    writing the pattern into that directory's `.gitattributes`. A pattern without a slash matches
+    at any depth below the directory (`*.bin` in `sub` -> `sub/**/*.bin`); one with a slash is
+    relative to it (`a/*.pt` -> `sub/a/*.pt`, `/x.gguf` -> `sub/x.gguf`); `./` and `../` are
+    resolved. ValueError when the result would leave the repository, or the directory's name has
+    whitespace (a pattern cannot hold it)."""
+    prefix = prefix.strip("/")
+    if not prefix or prefix == ".":
+        return pattern
+    if any(c.isspace() for c in prefix):
+        raise ValueError(
+            f"the directory {prefix!r} has whitespace in its name, which a .gitattributes pattern "
+            "cannot hold: run track from the repository's root with a pattern for it"
+        )
+    parts = [_GLOB_SPECIAL.sub(r"\\\1", d) for d in prefix.split("/")]
+    body = pattern.lstrip("/")
+    if "/" not in pattern.rstrip("/"):
+        return "/".join([*parts, "**", body])
+    for seg in body.split("/"):
+        if seg == "..":
+            if not parts:
+                raise ValueError(f"{pattern!r} (in {prefix}/) leaves the repository")
+            parts.pop()
+        elif seg != ".":
+            parts.append(seg)
+    if not parts:
+        raise ValueError(f"{pattern!r} (in {prefix}/) names no file")
+    return "/".join(parts)
+
+
 def tracked_patterns(path: Path) -> list[str]:
     if not path.is_file():
         return []

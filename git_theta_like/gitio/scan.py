@@ -25,8 +25,12 @@ class TrackedFile:
     error: str | None = None
 
 
-def tracked_files(repo: Repo, rev: str | None = None) -> list[TrackedFile]:
-    """Files whose staged content (or content at rev) is a manifest, sorted by path."""
+def tracked_files(
+    repo: Repo, rev: str | None = None, other: Callable[[str, bytes], Manifest | None] | None = None
+) -> list[TrackedFile]:
+    """Files whose staged content (or content at rev) is a manifest, sorted by path. With `other`,
+    also the files whose blob `other(path, data)` turns into a manifest (a version of the file
+    that is not a manifest: semdiff counts git-lfs pointers and empty files as files stored whole)."""
     out = []
     if rev is None:
         index = repo.git.index
@@ -38,6 +42,12 @@ def tracked_files(repo: Repo, rev: str | None = None) -> list[TrackedFile]:
         blob = repo.git.get(oid)
         data = getattr(blob, "data", b"")
         if not is_manifest(data):
+            if (
+                other is not None
+                and isinstance(blob, pygit2.Blob)
+                and (version := other(path, data)) is not None
+            ):
+                out.append(TrackedFile(path, version))
             continue
         try:
             out.append(TrackedFile(path, Manifest.from_bytes(data)))

@@ -150,6 +150,19 @@ def ensure_local(
         wanted = nxt
 
 
+def ensure_plain(
+    repo: Repo, objs: Iterable[tuple[str, int]], remote: str | None = None, what: str = ""
+) -> int:
+    """Download the plain git-lfs objects (whole files, as git-lfs stores them: no header, no delta
+    chain) not in the local store; returns how many. Each is checked against its SHA-256."""
+    store = store_of(repo)
+    missing = [(o, s) for o, s in dict(objs).items() if not store.has(o)]
+    if not missing:
+        return 0
+    fetched: int = _remote_store(repo, remote, what, missing).download(missing)
+    return fetched
+
+
 def _remote_store(repo: Repo, remote: str | None, what: str, missing: list[tuple[str, int]]):  # type: ignore[no-untyped-def]
     from git_theta_like.lfs.transfer import RemoteStore
 
@@ -214,10 +227,21 @@ def fetch(
     return FetchResult(files, len(objs), downloaded)
 
 
+# git-lfs's reading of a boolean environment variable (config.Bool): these are true, anything
+# else (0, false, no, off, f, or any other word) is false; unset or empty is the default
+_LFS_TRUE = frozenset({"true", "1", "on", "yes", "t"})
+
+
 def skip_smudge(repo: Repo) -> bool:
+    """Whether checkout leaves manifests (and git-lfs pointers) in the working tree:
+    GIT_THETA_LIKE_SKIP_SMUDGE when set (any value but 0/false/no), else GIT_LFS_SKIP_SMUDGE read as
+    git-lfs reads it (so `GIT_LFS_SKIP_SMUDGE=1 git clone` skips both), else theta-like.skipSmudge."""
     env = os.environ.get("GIT_THETA_LIKE_SKIP_SMUDGE", "")
-    if env not in ("", "0", "false", "no"):
-        return True
+    if env:
+        return env.lower() not in ("0", "false", "no")
+    lfs = os.environ.get("GIT_LFS_SKIP_SMUDGE", "")
+    if lfs:
+        return lfs.lower() in _LFS_TRUE
     return repo.config_bool("theta-like.skipSmudge", default=False)
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from git_theta_like import dtypes
 from git_theta_like.errors import ThetaLikeError
-from git_theta_like.gitio.attributes import DRIVER
 from git_theta_like.manifest import MAGIC, Manifest, escape_name, is_manifest
+from git_theta_like.semdiff.whole import tracked_by_filter, tracked_version
 from git_theta_like.store import store_of
 
 NULL = "/dev/null"
@@ -41,13 +41,6 @@ class _Plain:
 
 
 PLAIN = _Plain()
-
-
-def _tracked_by_filter(repo: Any, path: str) -> bool:
-    try:
-        return bool(repo.git.get_attr(path, "filter") == DRIVER)
-    except Exception:  # noqa: BLE001 - attributes unreadable: treat as not ours
-        return False
 
 
 def load_side(repo: Any, file: str, hexid: str, path: str) -> Manifest | _Plain | None:
@@ -62,8 +55,10 @@ def load_side(repo: Any, file: str, hexid: str, path: str) -> Manifest | _Plain 
         blob = repo.git.get(hexid)
         data = getattr(blob, "data", None)
         if data is not None:
-            return Manifest.from_bytes(data) if is_manifest(data) else PLAIN
-    if _tracked_by_filter(repo, path):
+            if is_manifest(data):
+                return Manifest.from_bytes(data)
+            return tracked_version(repo, path, data) or PLAIN  # a git-lfs version: stored whole
+    if tracked_by_filter(repo, path):
         from git_theta_like.semdiff.sides import clean_file
 
         return clean_file(repo, Path(file), path)

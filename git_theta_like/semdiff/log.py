@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pygit2
+
 from git_theta_like.errors import ManifestError
 from git_theta_like.gitio.scan import resolve_commit, tree_files
 from git_theta_like.manifest import Manifest, is_manifest
@@ -21,6 +23,8 @@ from git_theta_like.semdiff.sharded import (
     sharded_side,
     widened,
 )
+from git_theta_like.semdiff.whole import note as whole_note
+from git_theta_like.semdiff.whole import tracked_version, whole_version
 from git_theta_like.store import store_of
 from git_theta_like.store.reader import Fetch
 
@@ -38,8 +42,6 @@ def iter_log(
     """Commits reachable from rev (newest first) that change a tracked checkpoint, each diffed
     against its first parent (a sharded model as one, as in diff_sides). `rev` may be a range
     A..B."""
-    import pygit2
-
     match = PathFilter(paths, repo.workdir, cwd)
     hide, sep, tip = rev.rpartition("..")
     walker = repo.git.walk(resolve_commit(repo, tip or "HEAD").id)
@@ -104,10 +106,9 @@ def _commit_files(
         b = new.get(path) if path not in in_new else None
         if a is not None and b is not None and a[0] == b[0]:
             continue  # same blob
-        fd = diff_file(
-            store_of(repo), path, _parse(path, a, old_at), _parse(path, b, new_at), stats=stats, fetch=fetch
-        )
-        fd.note = fd.note or notes.get(path)
+        old_m, new_m = _parse(path, a, old_at), _parse(path, b, new_at)
+        fd = diff_file(store_of(repo), path, old_m, new_m, stats=stats, fetch=fetch)
+        fd.note = fd.note or notes.get(path) or whole_note(old_m, new_m)
         if fd.differs:
             files.append(fd)
     files.sort(key=lambda f: f.path)
@@ -117,6 +118,8 @@ def _commit_files(
 def _parse(path: str, blob: tuple[str, bytes] | None, where: str) -> Manifest | None:
     if blob is None:
         return None
+    if not is_manifest(blob[1]):
+        return whole_version(blob[1])  # _tree_manifests let in only such versions
     try:
         return Manifest.from_bytes(blob[1])
     except ManifestError as e:
@@ -135,13 +138,14 @@ def _tree_indexes(repo: Any, paths: dict[str, Any], match: Match) -> dict[str, t
 
 
 def _tree_manifests(repo: Any, paths: dict[str, Any], match: Match) -> dict[str, tuple[str, bytes]]:
-    """path -> (blob id, manifest bytes) for the manifests among a tree's files (_tree_paths)."""
+    """path -> (blob id, manifest bytes) for the manifests among a tree's files (_tree_paths), and
+    the git-lfs pointers and empty files at tracked paths (versions stored whole, whole.py)."""
     out = {}
     for path, oid in paths.items():
         if not match(path):
             continue
         blob = repo.git.get(oid)
         data = getattr(blob, "data", b"")
-        if is_manifest(data):
+        if is_manifest(data) or (isinstance(blob, pygit2.Blob) and tracked_version(repo, path, data)):
             out[path] = (str(oid), data)
     return out

@@ -22,6 +22,8 @@ from git_theta_like.semdiff.sharded import (
     side_indexes,
     widened,
 )
+from git_theta_like.semdiff.whole import note as whole_note
+from git_theta_like.semdiff.whole import tracked_version, whole_version
 from git_theta_like.store import store_of
 from git_theta_like.store.reader import Fetch
 
@@ -70,7 +72,7 @@ def _rev_manifests(repo: Any, rev: str, match: Match) -> dict[str, Manifest]:
     from git_theta_like.gitio.scan import tracked_files
 
     out = {}
-    for f in tracked_files(repo, rev):
+    for f in tracked_files(repo, rev, other=lambda p, d: tracked_version(repo, p, d)):
         if not match(f.path):
             continue
         if f.manifest is None:
@@ -83,7 +85,7 @@ def _index_manifests(repo: Any, match: Match) -> dict[str, Manifest]:
     from git_theta_like.gitio.scan import tracked_files
 
     out = {}
-    for f in tracked_files(repo):
+    for f in tracked_files(repo, other=lambda p, d: tracked_version(repo, p, d)):
         if not match(f.path):
             continue
         if f.manifest is None:
@@ -107,13 +109,17 @@ def _stat_dirty(repo: Any) -> set[str]:
 
 def clean_file(repo: Any, path: Path, rel: str) -> Manifest:
     """The manifest of a checkpoint in the working tree: cleaned as `git add` would (objects are
-    stored, as git-lfs does for `git diff`); its staged version is the delta parent."""
-    from git_theta_like.filters import engine_for, staged_manifest
+    stored, as git-lfs does for `git diff`); its staged version is the delta parent. An empty file,
+    or one whose staged git-lfs pointer clean keeps, is a file stored whole (semdiff/whole.py)."""
+    from git_theta_like.filters import engine_for, staged_lfs_pointer, staged_manifest
     from git_theta_like.formats import ByteReader
 
     with engine_for(repo) as engine, open(path, "rb") as f:
-        data = engine.clean(ByteReader(f), staged_manifest(repo, rel), rel)
-    return Manifest.from_bytes(data)
+        data = engine.clean(
+            ByteReader(f), staged_manifest(repo, rel), rel, lfs_pointer=staged_lfs_pointer(repo, rel)
+        )
+    version = whole_version(data)
+    return version if version is not None else Manifest.from_bytes(data)
 
 
 def _worktree_manifests(repo: Any, match: Match, staged: dict[str, Manifest]) -> dict[str, Manifest]:
@@ -189,7 +195,7 @@ def diff_sides(
         if ma is not None and mb is not None and ma.to_bytes() == mb.to_bytes():
             continue
         fd = diff_file(store_of(repo), path, ma, mb, stats=stats, threshold=threshold, fetch=fetch)
-        fd.note = fd.note or notes.get(path)
+        fd.note = fd.note or notes.get(path) or whole_note(ma, mb)
         if fd.status != "unchanged" or fd.tensors:
             files.append(fd)
     files.sort(key=lambda f: f.path)

@@ -23,7 +23,7 @@ from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
 from git_theta_like.store.atomic import AtomicFile
 
 MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
-MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
+PLAIN_CHUNK = 1 << 20  # plain git-lfs objects are streamed in chunks of this size
 
 
 def _is_oid(oid: str) -> bool:
@@ -239,6 +239,41 @@ class LocalStore:
                     yield held
             except ObjectCorruptError as e:
                 raise ObjectCorruptError(f"{what}: {e}") from None
+
+    def iter_plain(self, oid: str, size: int, what: str = "file") -> Iterator[bytes]:
+        """The bytes of a plain git-lfs object (a whole file as git-lfs stores it: no header, its
+        oid the SHA-256 of its bytes), in chunks. The size is checked before anything is read and
+        the hash at the end: the last chunk is only yielded once the whole content matched."""
+        p = self.path(oid)
+        try:
+            f = open(p, "rb")
+        except FileNotFoundError:
+            raise ObjectMissingError(
+                f"{what}: git-lfs object {oid} is not in the local store ({p})"
+            ) from None
+        with f:
+            actual = os.fstat(f.fileno()).st_size
+            if actual != size:
+                raise ObjectCorruptError(
+                    f"{what}: git-lfs object {oid} holds {actual} bytes, its pointer says {size} "
+                    f"(re-fetch it, or restore {p} from a clone that has it)"
+                )
+            with self._lock:
+                self.reads += 1
+            h = hashlib.sha256()
+            held: bytes | None = None
+            while chunk := f.read(PLAIN_CHUNK):
+                if held is not None:
+                    yield held
+                h.update(chunk)
+                held = chunk
+            if h.hexdigest() != oid:
+                raise ObjectCorruptError(
+                    f"{what}: git-lfs object {oid} is corrupt: its content does not match its hash "
+                    f"(re-fetch it, or restore {p} from a clone that has it)"
+                )
+            if held is not None:
+                yield held
 
 
 def _file_header(f: BinaryIO, oid: str) -> tuple[ObjectHeader, int]:
