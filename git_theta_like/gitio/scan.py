@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pygit2
 
-from git_theta_like.errors import ManifestError, ThetaLikeError
+from git_theta_like.errors import ManifestError, RevisionError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, is_manifest
 
@@ -33,7 +33,7 @@ def tracked_files(repo: Repo, rev: str | None = None) -> list[TrackedFile]:
         index.read(False)
         entries = [(e.path, e.id) for e in index]
     else:
-        entries = list(walk_tree(commit_tree(repo, rev)))
+        entries = list(walk_tree(resolve_commit(repo, rev).tree))
     for path, oid in sorted(entries):
         blob = repo.git.get(oid)
         data = getattr(blob, "data", b"")
@@ -47,9 +47,10 @@ def tracked_files(repo: Repo, rev: str | None = None) -> list[TrackedFile]:
 
 
 def load_manifest(repo: Repo, path: str, rev: str | None = None) -> Manifest:
-    """The manifest of path, staged (rev None) or at rev; a clear error when there is none."""
-    from git_theta_like.errors import ThetaLikeError
-
+    """The manifest of path, staged (rev None) or at rev; a clear error when there is none
+    (RevisionError when rev names no commit)."""
+    if rev is not None:
+        resolve_commit(repo, rev)
     blob = repo.index_blob(path) if rev is None else repo.rev_blob(rev, path)
     where = "in the index" if rev is None else f"at {rev}"
     if blob is None:
@@ -139,11 +140,11 @@ def commit_tree(repo: Repo, rev: str) -> pygit2.Tree:
 
 
 def resolve_commit(repo: Repo, rev: str) -> pygit2.Commit:
-    """The commit rev names; ThetaLikeError `unknown revision` when it names none."""
+    """The commit rev names; RevisionError `bad revision 'rev'` (git's words) when it names none."""
     try:
         return repo.git.revparse_single(rev).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError):
-        raise ThetaLikeError(f"unknown revision {rev!r}") from None
+        raise RevisionError(f"bad revision '{rev}'") from None
 
 
 def tree_files(tree: pygit2.Tree) -> dict[str, pygit2.Oid]:
