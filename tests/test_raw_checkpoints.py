@@ -1,0 +1,62 @@
+"""A checkpoint committed without the filter (a collaborator without the tool, `track` before
+`install`) is noticed and can be converted (issue 13, item 9): `track` installs missing drivers;
+fsck, ls-files and status report the path; `migrate --fixup` converts it, byte-exact."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conftest import git, gtl
+from fixtures import safetensors_bytes, small_model
+
+from git_theta_like.manifest import Manifest
+
+RAW_ADD = ("-c", "filter.theta-like.process=", "-c", "filter.theta-like.required=false", "add")
+
+
+def version(seed: int, nudged: tuple[str, ...] = ()) -> bytes:
+    sd = small_model(seed=0)
+    for i, name in enumerate(nudged):
+        dtype, shape, data = sd[name]
+        sd[name] = (dtype, shape, bytes([data[0] ^ (seed + i + 1)]) + data[1:])
+    return safetensors_bytes(sd)
+
+
+def raw_commit(repo: Path, name: str, data: bytes, msg: str) -> None:
+    """Commit a file as a user without the tool would: the filter does not run."""
+    (repo / name).write_bytes(data)
+    git(repo, *RAW_ADD, name)
+    staged = subprocess.run(["git", "cat-file", "blob", f":{name}"], cwd=repo, capture_output=True)
+    assert staged.stdout == data
+    git(repo, "commit", "-qm", msg)
+
+
+def manifest_at(repo: Path, rev: str, path: str) -> Manifest:
+    text = git(repo, "show", f"{rev}:{path}").stdout
+    assert text.startswith("git-theta-like manifest v"), f"{rev}:{path} is not a manifest"
+    return Manifest.from_text(text)
+
+
+def test_track_installs_missing_drivers(tmp_path: Path) -> None:
+    r = tmp_path / "r"
+    r.mkdir()
+    git(r, "init", "-q")
+    out = gtl(r, "track", "*.safetensors").stdout
+    assert "was not configured here: configured" in out
+    assert git(r, "config", "--local", "filter.theta-like.process").stdout.strip() == (
+        "git-theta-like filter-process"
+    )
+    assert (r / ".git" / "hooks" / "pre-push").is_file()
+    data = version(1)
+    (r / "model.safetensors").write_bytes(data)
+    git(r, "add", ".gitattributes", "model.safetensors")
+    assert git(r, "show", ":model.safetensors").stdout.startswith("git-theta-like manifest v")
+    assert "configured" not in gtl(r, "track", "*.bin").stdout  # once is enough
+    # configured globally: track leaves the repository's config alone
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    gtl(other, "install", "--global", "--no-hooks")
+    assert "configured" not in gtl(other, "track", "*.safetensors").stdout
+    assert git(other, "config", "--local", "filter.theta-like.process", check=False).returncode == 1
