@@ -7,9 +7,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import git, gtl
+from conftest import git, gtl, run
 from fixtures import safetensors_bytes, small_model
 
+from git_theta_like.display import human_size
 from git_theta_like.manifest import Manifest
 
 RAW_ADD = ("-c", "filter.theta-like.process=", "-c", "filter.theta-like.required=false", "add")
@@ -60,3 +61,41 @@ def test_track_installs_missing_drivers(tmp_path: Path) -> None:
     gtl(other, "install", "--global", "--no-hooks")
     assert "configured" not in gtl(other, "track", "*.safetensors").stdout
     assert git(other, "config", "--local", "filter.theta-like.process", check=False).returncode == 1
+
+
+def test_staged_raw_file_and_status_sections(repo: Path) -> None:
+    a1 = version(1)
+    (repo / "a.safetensors").write_bytes(a1)
+    (repo / "gone.safetensors").write_bytes(version(4))
+    git(repo, "add", "a.safetensors", "gone.safetensors")
+    git(repo, "commit", "-qm", "a")
+    assert "no changes to tracked checkpoints" in gtl(repo, "status").stdout
+    run("touch", "a.safetensors", cwd=repo)  # touched, unchanged: not modified
+    assert "no changes to tracked checkpoints" in gtl(repo, "status").stdout
+    a2 = version(2, ("embed.weight",))
+    (repo / "a.safetensors").write_bytes(a2)
+    (repo / "new.safetensors").write_bytes(version(5))
+    git(repo, "add", "new.safetensors")
+    git(repo, "rm", "-q", "gone.safetensors")
+    (repo / "staged-raw.safetensors").write_bytes(version(6))
+    git(repo, *RAW_ADD, "staged-raw.safetensors")
+    (repo / "notes.txt").write_text("not a checkpoint\n")
+    git(repo, "add", "notes.txt")
+    out = gtl(repo, "status").stdout
+    staged, _, rest = out.partition("Checkpoints not staged for commit:")
+    unstaged, _, unconverted = rest.partition("Checkpoints not converted")
+    assert staged.startswith("On branch main\n\nCheckpoints to be committed:\n")
+    assert "\tnew.safetensors (new; Theta: " in staged and "16 tensors" in staged
+    assert "\tgone.safetensors (deleted; Theta: " in staged
+    assert "\tstaged-raw.safetensors (new; Git: " in staged
+    assert "notes.txt" not in out
+    assert "\ta.safetensors (modified; Theta: " in unstaged and f"-> File: {human_size(len(a2))}" in unstaged
+    assert "staged-raw.safetensors" in unconverted
+    assert "git add --renormalize -- staged-raw.safetensors" in unconverted
+    fsck = gtl(repo, "fsck", check=False)
+    assert fsck.returncode == 1 and "fix: git add --renormalize -- staged-raw.safetensors" in fsck.stdout
+    # the fix it names works: the staged blob becomes a manifest of the same bytes
+    git(repo, "add", "--renormalize", "--", "staged-raw.safetensors")
+    assert git(repo, "show", ":staged-raw.safetensors").stdout.startswith("git-theta-like manifest v")
+    assert "Checkpoints not converted" not in gtl(repo, "status").stdout
+    assert gtl(repo, "fsck").returncode == 0

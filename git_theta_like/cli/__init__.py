@@ -27,6 +27,7 @@ COMMANDS = {
     "add": "setup:add",
     "show": "inspect:show",
     "ls-files": "inspect:ls_files",
+    "status": "inspect:status",
     "fetch": "transfer:fetch",
     "checkout": "transfer:checkout",
     "diff": "diff:diff_cmd",
