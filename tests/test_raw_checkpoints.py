@@ -63,6 +63,76 @@ def test_track_installs_missing_drivers(tmp_path: Path) -> None:
     assert git(other, "config", "--local", "filter.theta-like.process", check=False).returncode == 1
 
 
+def test_raw_commit_is_reported_then_migrate_fixup_converts_it(repo: Path) -> None:
+    v1, v2 = version(1), version(2, ("layers.1.attn.weight",))
+    raw_commit(repo, "raw.safetensors", v1, "v1 without the filter")
+    raw_commit(repo, "raw.safetensors", v2, "v2 without the filter")
+    good = version(3, ("embed.weight",))
+    (repo / "good.safetensors").write_bytes(good)
+    git(repo, "add", "good.safetensors")
+    git(repo, "commit", "-qm", "good")
+    assert git(repo, "status", "--porcelain").stdout == " M raw.safetensors\n"  # what users see
+
+    fsck = gtl(repo, "fsck", check=False)
+    assert fsck.returncode == 1
+    assert "not-converted" in fsck.stdout and "raw.safetensors should have been a manifest" in fsck.stdout
+    assert "git theta-like migrate --fixup" in fsck.stdout and "good.safetensors" not in fsck.stdout
+    assert "used by HEAD raw.safetensors" in fsck.stdout and "used by index raw.safetensors" in fsck.stdout
+
+    ls = gtl(repo, "ls-files").stdout.splitlines()
+    raw_line = next(line for line in ls if "raw.safetensors" in line)
+    assert "not converted" in raw_line and human_size(len(v2)) in raw_line
+    good_line = next(line for line in ls if "good.safetensors" in line)
+    assert good_line.startswith("      16 ") and "not converted" not in good_line
+    assert "not converted" in gtl(repo, "ls-files", "HEAD~1").stdout
+    assert "raw.safetensors: not converted" in gtl(repo, "ls-files", "-v").stdout
+
+    status = gtl(repo, "status").stdout
+    assert "Checkpoints not converted" in status
+    assert f"raw.safetensors (Git: {git(repo, 'rev-parse', ':raw.safetensors').stdout[:7]}" in status
+    assert human_size(len(v2)) in status
+    assert "not staged" not in status  # modified only because it is not converted: listed once
+
+    gtl(repo, "migrate", "--fixup", "--yes")
+    assert (repo / "raw.safetensors").read_bytes() == v2
+    assert (repo / "good.safetensors").read_bytes() == good
+    assert git(repo, "status", "--porcelain").stdout == ""
+    m1, m2 = manifest_at(repo, "HEAD~2", "raw.safetensors"), manifest_at(repo, "HEAD~1", "raw.safetensors")
+    assert m1.size == len(v1) and m2.size == len(v2)
+    same = {t.name: t.obj.oid for t in m1.tensors}
+    # v2 is stored against v1: the unchanged tensors are the same objects
+    assert [t.name for t in m2.tensors if same[t.name] != t.obj.oid] == ["layers.1.attn.weight"]
+    assert git(repo, "log", "--format=%s").stdout.split("\n")[:3] == [
+        "good",
+        "v2 without the filter",
+        "v1 without the filter",
+    ]
+    git(repo, "checkout", "-q", "HEAD~2", "--", "raw.safetensors")
+    assert (repo / "raw.safetensors").read_bytes() == v1
+    git(repo, "checkout", "-q", "HEAD", "--", "raw.safetensors")
+    assert (repo / "raw.safetensors").read_bytes() == v2
+    fsck = gtl(repo, "fsck")
+    assert fsck.stdout.endswith("ok\n")
+    assert "not converted" not in gtl(repo, "ls-files").stdout
+    assert "no changes to tracked checkpoints" in gtl(repo, "status").stdout
+    # nothing left to fix: says so, changes nothing
+    head = git(repo, "rev-parse", "HEAD").stdout
+    assert "nothing to fix" in gtl(repo, "migrate", "--fixup", "--yes").stderr
+    assert git(repo, "rev-parse", "HEAD").stdout == head
+
+
+def test_fixup_refuses_real_changes_and_include(repo: Path) -> None:
+    raw_commit(repo, "raw.safetensors", version(1), "raw")
+    r = gtl(repo, "migrate", "--fixup", "--include", "*.bin", "--yes", check=False)
+    assert r.returncode == 1 and "takes no --include" in r.stderr
+    (repo / "raw.safetensors").write_bytes(version(2, ("embed.weight",)))  # a real edit
+    head = git(repo, "rev-parse", "HEAD").stdout
+    r = gtl(repo, "migrate", "--fixup", "--yes", check=False)
+    assert r.returncode == 1 and "uncommitted changes" in r.stderr
+    assert git(repo, "rev-parse", "HEAD").stdout == head
+    assert (repo / "raw.safetensors").read_bytes() == version(2, ("embed.weight",))
+
+
 def test_staged_raw_file_and_status_sections(repo: Path) -> None:
     a1 = version(1)
     (repo / "a.safetensors").write_bytes(a1)
