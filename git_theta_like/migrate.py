@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BufferedReader
+from pathlib import Path
 
 import click
 import pygit2
@@ -567,10 +568,21 @@ def _ensure_objects(repo: Repo, needed: dict[str, _Where], remote: str | None, s
     RemoteStore(repo, name).download([(oid, w.size) for oid, w in missing])
 
 
+def _file_matches(path: Path, ptr: LfsPointer) -> bool:
+    """Whether a working-tree file holds exactly the LFS object a pointer names."""
+    try:
+        with open(path, "rb") as f:
+            reader = _HashingReader(f)
+            reader.drain()
+    except OSError:
+        return False
+    return reader.size == ptr.size and reader.sha.hexdigest() == ptr.oid
+
+
 def _check_clean(repo: Repo, fixup: bool = False) -> None:
-    """Refuse a work tree with uncommitted changes. With --fixup, a raw checkpoint committed
-    without the filter shows as modified (cleaning it now gives a manifest): that is not a
-    change when the file still holds exactly the committed bytes."""
+    """Refuse a work tree with uncommitted changes. With --fixup, a checkpoint committed without
+    the filter shows as modified (cleaning it now gives a manifest): that is not a change when
+    the file still holds exactly the committed content (the raw blob, or a pointer's object)."""
     if repo.workdir is None:
         return
     status = _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=no")
@@ -579,10 +591,19 @@ def _check_clean(repo: Repo, fixup: bool = False) -> None:
         from git_theta_like.gitio.scan import unconverted_files
         from git_theta_like.gitio.status import worktree_raw_id
 
-        raw = {u.path: u.blob for u in unconverted_files(repo) if u.committed}
-        changed = [
-            e for e in changed if not (e[:3] == " M " and raw.get(e[3:]) == worktree_raw_id(repo, e[3:]))
-        ]
+        raw = {u.path: u for u in unconverted_files(repo) if u.committed}
+
+        def unchanged(path: str) -> bool:
+            u = raw.get(path)
+            if u is None:
+                return False
+            if u.kind == "raw":
+                return worktree_raw_id(repo, path) == u.blob
+            ptr = parse_pointer(bytes(repo.git.odb.read(pygit2.Oid(hex=u.blob))[1]))
+            assert repo.workdir is not None
+            return ptr is not None and _file_matches(repo.workdir / path, ptr)
+
+        changed = [e for e in changed if not (e[:3] == " M " and unchanged(e[3:]))]
     if changed:
         raise MigrateError(
             "the work tree has uncommitted changes; commit or stash them first (migrate resets "

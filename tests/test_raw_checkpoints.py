@@ -169,3 +169,30 @@ def test_staged_raw_file_and_status_sections(repo: Path) -> None:
     assert git(repo, "show", ":staged-raw.safetensors").stdout.startswith("git-theta-like manifest v")
     assert "Checkpoints not converted" not in gtl(repo, "status").stdout
     assert gtl(repo, "fsck").returncode == 0
+
+
+def test_fixup_converts_a_git_lfs_pointer_left_at_a_tracked_path(tmp_path: Path) -> None:
+    """`git lfs track` then `git theta-like track` without re-adding: HEAD holds a pointer at a
+    path our attributes track. --fixup converts it there and keeps the older LFS commit as it is."""
+    r = tmp_path / "r"
+    r.mkdir()
+    git(r, "init", "-q")
+    git(r, "lfs", "install", "--local")
+    git(r, "lfs", "track", "*.safetensors")
+    data = version(1)
+    (r / "m.safetensors").write_bytes(data)
+    git(r, "add", ".")
+    git(r, "commit", "-qm", "lfs")
+    gtl(r, "track", "*.safetensors")
+    git(r, "add", ".gitattributes")
+    git(r, "commit", "-qm", "switch to theta-like")
+    assert "a git-lfs pointer" in gtl(r, "status").stdout
+    assert gtl(r, "fsck", check=False).returncode == 1
+    gtl(r, "migrate", "--fixup", "--yes")
+    assert manifest_at(r, "HEAD", "m.safetensors").size == len(data)
+    assert git(r, "show", "HEAD~1:m.safetensors").stdout.startswith(
+        "version https://git-lfs.github.com/spec/v1"
+    )
+    assert (r / "m.safetensors").read_bytes() == data
+    assert git(r, "status", "--porcelain").stdout == ""
+    assert gtl(r, "fsck").returncode == 0
