@@ -93,6 +93,18 @@ class ProtocolError(ThetaLikeError):
     """Git sent something the filter protocol does not allow."""
 
 
+class RevisionError(ThetaLikeError):
+    """A name that is neither a revision nor a path, worded as git words it (`bad revision 'x'`,
+    `ambiguous argument 'x': ...`); the command line prints it as git's `fatal:` line, with
+    `hint` below it, and exits with git's status 128."""
+
+    exit_status = 128
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
 class NotARepositoryError(ThetaLikeError):
     """The current directory is not inside a Git repository."""
 

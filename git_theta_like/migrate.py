@@ -18,10 +18,12 @@ missing), verified against its SHA-256 and converted: refs are then updated in o
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 import pygit2
@@ -49,6 +51,7 @@ from git_theta_like.gitio.rawobjects import (
     tree_key,
 )
 from git_theta_like.gitio.repo import Repo
+from git_theta_like.gitio.scan import looks_like_manifest
 from git_theta_like.lfs.pointer import POINTER_MAX, LfsPointer, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.store import store_of
@@ -79,6 +82,7 @@ class MigrateResult:
     commits: int = 0  # commits visited
     rewritten: int = 0  # commits whose id changed
     converted: int = 0  # distinct LFS objects turned into manifests
+    raw_converted: int = 0  # distinct raw checkpoint blobs turned into manifests (--fixup)
     bytes_before: int = 0  # their LFS object sizes
     bytes_after: int = 0  # distinct git-theta-like objects the new manifests reference
     updated: list[tuple[str, str, str]] = field(default_factory=list)  # ref, old, new
@@ -97,11 +101,21 @@ class Migrator:
     needed; nothing written) and `rewrite` (objects converted, new trees/commits/tags written;
     refs untouched)."""
 
-    def __init__(self, repo: Repo, patterns: list[str], engine: Engine, say: Say) -> None:
+    def __init__(
+        self, repo: Repo, patterns: list[str], engine: Engine, say: Say, fixup: bool = False
+    ) -> None:
         self.repo = repo
         self.git = repo.git
         self.odb = repo.git.odb
         self.patterns = patterns
+        # --fixup: the migrated paths are those each commit's root .gitattributes gives our
+        # filter, and raw checkpoints there (added without the filter) are converted too
+        self.fixup = fixup
+        self._attr_id = b""  # the root .gitattributes blob of the commit being visited (fixup)
+        self._attr_text = ""
+        self.by_blob: dict[bytes, pygit2.Oid] = {}  # raw checkpoint blob -> manifest blob
+        self.raw_needed: dict[bytes, _Where] = {}  # raw checkpoint blobs to convert (fixup)
+        self._is_raw: dict[bytes, bool] = {}
         self.engine = engine
         self.say = say
         if (repo.config_get("extensions.objectformat") or "sha1").lower() != "sha1":
@@ -116,7 +130,7 @@ class Migrator:
         self._produced: set[pygit2.Oid] = set()  # manifest blobs made from LFS objects
         # per original commit: checkpoint path -> manifest blob in its rewritten tree
         self.files: dict[pygit2.Oid, dict[str, pygit2.Oid]] = {}
-        self._trees: dict[tuple[bytes, str], tuple[bytes, dict[str, pygit2.Oid]]] = {}
+        self._trees: dict[tuple[bytes, str, bytes], tuple[bytes, dict[str, pygit2.Oid]]] = {}
         self._parents: list[dict[str, pygit2.Oid]] = []  # files of the commit being rewritten's parents
         self._commit = ""  # the commit being rewritten (for messages)
         self._total_objects = 0
@@ -131,6 +145,8 @@ class Migrator:
         return parse_tree(self._raw(raw_id), self.id_len)
 
     def _matches(self, path: str) -> str | None:
+        if self.fixup:
+            return ".gitattributes" if effective_filter(self._attr_text, path) == DRIVER else None
         for pat in self.patterns:
             if pattern_matches(pat, path):
                 return pat
@@ -145,6 +161,28 @@ class Migrator:
                 ptr = parse_pointer(self._raw(oid))
             self.pointers[raw_id] = ptr
         return self.pointers[raw_id]
+
+    def _visit(self, tree_raw_id: bytes) -> None:
+        """Take the root `.gitattributes` of the commit about to be visited (for --fixup)."""
+        if not self.fixup:
+            return
+        entry = next((e for e in self._tree(tree_raw_id) if e[1] == ATTRIBUTES and e[0] in BLOB_MODES), None)
+        attr_id = entry[2] if entry is not None else b""
+        if attr_id != self._attr_id:
+            self._attr_id = attr_id
+            self._attr_text = self._raw(attr_id).decode("utf-8", "surrogateescape") if attr_id else ""
+
+    def _is_raw_checkpoint(self, raw_id: bytes) -> bool:
+        """A blob at a tracked path that is neither a manifest nor a pointer nor empty (fixup)."""
+        if raw_id not in self._is_raw:
+            _, size = self.odb.read_header(pygit2.Oid(raw=raw_id))
+            self._is_raw[raw_id] = (
+                size > 0
+                and self._pointer(raw_id) is None
+                and not self._is_manifest_blob(raw_id)
+                and not looks_like_manifest(self._raw(raw_id)[:4096])
+            )
+        return self._is_raw[raw_id]
 
     def commits(self, tips: list[pygit2.Oid]) -> list[pygit2.Oid]:
         """Every commit reachable from tips, parents before children."""
@@ -187,14 +225,15 @@ class Migrator:
     # -- pass 1: which LFS objects are needed
 
     def scan(self, commits: list[pygit2.Oid]) -> dict[str, _Where]:
-        """The LFS objects of every pointer at a migrated path, with where one was first seen."""
+        """The LFS objects of every pointer at a migrated path, with where one was first seen
+        (with --fixup, the raw checkpoints to convert go to `raw_needed`)."""
         found: dict[str, _Where] = {}
-        seen: set[tuple[bytes, str]] = set()
+        seen: set[tuple[bytes, str, bytes]] = set()
 
         def walk(raw_id: bytes, prefix: str, commit: str) -> None:
-            if (raw_id, prefix) in seen:
+            if (raw_id, prefix, self._attr_id) in seen:
                 return
-            seen.add((raw_id, prefix))
+            seen.add((raw_id, prefix, self._attr_id))
             for mode, name, child in self._tree(raw_id):
                 path = prefix + name.decode("utf-8", "surrogateescape")
                 if mode == TREE_MODE:
@@ -202,6 +241,9 @@ class Migrator:
                 elif mode in BLOB_MODES and self._matches(path):
                     ptr = self._pointer(child)
                     if ptr is None:
+                        if self.fixup and child not in self.raw_needed and self._is_raw_checkpoint(child):
+                            _, size = self.odb.read_header(pygit2.Oid(raw=child))
+                            self.raw_needed[child] = _Where(size, path, commit)
                         continue
                     if ptr.extensions:
                         raise MigrateError(
@@ -211,7 +253,9 @@ class Migrator:
                     found.setdefault(ptr.oid, _Where(ptr.size, path, commit))
 
         for cid in commits:
-            walk(self.git[cid].peel(pygit2.Commit).tree_id.raw, "", str(cid)[:12])
+            tree = self.git[cid].peel(pygit2.Commit).tree_id.raw
+            self._visit(tree)
+            walk(tree, "", str(cid)[:12])
         return found
 
     # -- pass 2: the rewrite
@@ -230,6 +274,7 @@ class Migrator:
         parents = self._parent_ids(cid)
         self._parents = [self.files.get(p, {}) for p in parents]
         self._commit = str(cid)[:12]
+        self._visit(commit.tree_id.raw)
         new_tree, files = self._rewrite_tree(commit.tree_id.raw, "")
         self.files[cid] = files
         fields, body = split_headers(self._raw(cid))
@@ -250,7 +295,7 @@ class Migrator:
     def _rewrite_tree(self, raw_id: bytes, prefix: str) -> tuple[bytes, dict[str, pygit2.Oid]]:
         """The rewritten tree and the manifests at migrated paths in it. A tree rewrites the same
         way wherever it appears at the same place (a pointer's manifest is cached by LFS oid)."""
-        key = (raw_id, prefix)
+        key = (raw_id, prefix, self._attr_id)
         cached = self._trees.get(key)
         if cached is not None:
             return cached
@@ -277,6 +322,11 @@ class Migrator:
                     continue
                 if self._is_manifest_blob(child):
                     files[path] = pygit2.Oid(raw=child)
+                elif self.fixup and self._is_raw_checkpoint(child):
+                    blob = self._convert_raw(child, path)
+                    files[path] = blob
+                    new_entries.append((mode, name, blob.raw))
+                    continue
             new_entries.append(entry)
         if prefix == "":
             converted = [p for p, b in files.items() if b in self._produced]
@@ -368,6 +418,22 @@ class Migrator:
         self._produced.add(blob)
         return blob
 
+    def _convert_raw(self, raw_id: bytes, path: str) -> pygit2.Oid:
+        """The manifest blob of a raw checkpoint blob (--fixup; cleaned once, as `git add` would
+        have cleaned the file)."""
+        done = self.by_blob.get(raw_id)
+        if done is not None:
+            return done
+        data = self._raw(raw_id)
+        n, total = len(self.by_lfs) + len(self.by_blob) + 1, self._total_objects or "?"
+        self.say(f"converting {n}/{total}: {path} ({human_size(len(data))}, commit {self._commit})")
+        manifest = self.engine.clean(ByteReader(io.BytesIO(data)), self._previous(path), path)
+        blob = self.odb.write(pygit2.GIT_OBJECT_BLOB, manifest)
+        self.manifests[blob] = Manifest.from_bytes(manifest)
+        self.by_blob[raw_id] = blob
+        self._produced.add(blob)
+        return blob
+
     def rewrite_tag(self, tag_id: pygit2.Oid) -> pygit2.Oid:
         """An annotated tag pointing at the rewritten commit (or tag); itself if nothing changed."""
         if tag_id in self.tag_map:
@@ -394,7 +460,7 @@ class Migrator:
     def stored_bytes(self) -> int:
         """Bytes of the distinct objects the new manifests reference."""
         sizes: dict[str, int] = {}
-        for blob in self.by_lfs.values():
+        for blob in [*self.by_lfs.values(), *self.by_blob.values()]:
             m = self.manifests[blob]
             for _, ref in m.objects():
                 sizes[ref.oid] = ref.stored
@@ -480,11 +546,43 @@ def _ensure_objects(repo: Repo, needed: dict[str, _Where], remote: str | None, s
     RemoteStore(repo, name).download([(oid, w.size) for oid, w in missing])
 
 
-def _check_clean(repo: Repo) -> None:
+def _file_matches(path: Path, ptr: LfsPointer) -> bool:
+    """Whether a working-tree file holds exactly the LFS object a pointer names."""
+    try:
+        with open(path, "rb") as f:
+            reader = HashingSource(f)
+            reader.drain()
+    except OSError:
+        return False
+    return reader.size == ptr.size and reader.sha.hexdigest() == ptr.oid
+
+
+def _check_clean(repo: Repo, fixup: bool = False) -> None:
+    """Refuse a work tree with uncommitted changes. With --fixup, a checkpoint committed without
+    the filter shows as modified (cleaning it now gives a manifest): that is not a change when
+    the file still holds exactly the committed content (the raw blob, or a pointer's object)."""
     if repo.workdir is None:
         return
-    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
-    if status.strip():
+    status = _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=no")
+    changed = [e for e in status.split("\0") if e]
+    if fixup and changed:
+        from git_theta_like.gitio.scan import unconverted_files
+        from git_theta_like.gitio.status import worktree_raw_id
+
+        raw = {u.path: u for u in unconverted_files(repo) if u.committed}
+
+        def unchanged(path: str) -> bool:
+            u = raw.get(path)
+            if u is None:
+                return False
+            if u.kind == "raw":
+                return worktree_raw_id(repo, path) == u.blob
+            ptr = parse_pointer(bytes(repo.git.odb.read(pygit2.Oid(hex=u.blob))[1]))
+            assert repo.workdir is not None
+            return ptr is not None and _file_matches(repo.workdir / path, ptr)
+
+        changed = [e for e in changed if not (e[:3] == " M " and unchanged(e[3:]))]
+    if changed:
         raise MigrateError(
             "the work tree has uncommitted changes; commit or stash them first (migrate resets "
             "the work tree to the rewritten HEAD)"
@@ -511,13 +609,20 @@ def migrate(
     remote: str | None = None,
     confirm: Callable[[str], bool] | None = None,
     say: Say = lambda msg: print(f"git-theta-like: {msg}", file=sys.stderr, flush=True),
+    fixup: bool = False,
 ) -> MigrateResult:
     """Rewrite the history of the selected refs (see the module docstring). `confirm` is asked
-    before anything is written; None means yes."""
+    before anything is written; None means yes. `fixup`: convert what each commit's root
+    `.gitattributes` already gives our filter but was committed without it (raw checkpoints,
+    git-lfs pointers), like `git lfs migrate import --fixup`; it takes no `include`."""
     from git_theta_like.filters import engine_for
 
+    if fixup and include:
+        raise MigrateError(
+            "--fixup converts the paths .gitattributes already gives filter=theta-like; it takes no --include"
+        )
     names = select_refs(repo, refs, everything)
-    _check_clean(repo)
+    _check_clean(repo, fixup)
     old_targets = {n: _target(repo, n) for n in names}
     tips = {n: _peel(repo, t) for n, t in old_targets.items()}
     for n, tip in tips.items():
@@ -525,9 +630,9 @@ def migrate(
             say(f"{n} does not point to a commit: left as it is")
     with engine_for(repo) as engine:
         patterns = list(include)
-        m = Migrator(repo, patterns, engine, say)
+        m = Migrator(repo, patterns, engine, say, fixup)
         commits = m.commits([t for t in dict.fromkeys(tips.values()) if t is not None])
-        if not patterns:
+        if not patterns and not fixup:
             for text in m.attribute_texts(commits):
                 patterns.extend(p for p in lfs_patterns(text) if looks_like_checkpoint(p))
             patterns[:] = list(dict.fromkeys(patterns))
@@ -540,18 +645,29 @@ def migrate(
                 return MigrateResult(patterns, names, commits=len(commits))
         result = MigrateResult(patterns, names, commits=len(commits))
         needed = m.scan(commits)
-        if not needed:
+        if fixup and not needed and not m.raw_needed:
+            say(
+                "no raw checkpoints or git-lfs pointers at paths .gitattributes gives "
+                "filter=theta-like: nothing to fix"
+            )
+            return result
+        if not needed and not fixup:
             say(f"no git-lfs pointers at paths matching {' '.join(patterns)}: nothing to migrate")
             return result
         _ensure_objects(repo, needed, remote, say)
+        what = (
+            f"{len(m.raw_needed)} raw checkpoint(s) and {len(needed)} LFS object(s) at paths "
+            ".gitattributes gives filter=theta-like"
+            if fixup
+            else f"{len(needed)} LFS object(s) matching {' '.join(patterns)}"
+        )
         if confirm is not None and not confirm(
             f"Rewrite the history of {', '.join(names)} ({len(commits)} commits): "
-            f"{len(needed)} LFS object(s) matching {' '.join(patterns)} become git-theta-like "
-            "checkpoints. Commit ids change; the originals are kept under "
-            f"{BACKUP_PREFIX}. Go on?"
+            f"{what} become git-theta-like checkpoints. Commit ids change; the originals are kept "
+            f"under {BACKUP_PREFIX}. Go on?"
         ):
             raise MigrateError("not confirmed: nothing was changed")
-        m.rewrite(commits, len(needed))
+        m.rewrite(commits, len(needed) + len(m.raw_needed))
 
     new_targets: dict[str, pygit2.Oid] = {}
     for n, old in old_targets.items():
@@ -594,7 +710,10 @@ def migrate(
 
     result.rewritten = sum(1 for old, new in m.commit_map.items() if old != new)
     result.converted = len(m.by_lfs)
-    result.bytes_before = sum(needed[oid].size for oid in m.by_lfs)
+    result.raw_converted = len(m.by_blob)
+    result.bytes_before = sum(needed[oid].size for oid in m.by_lfs) + sum(
+        m.raw_needed[b].size for b in m.by_blob if b in m.raw_needed
+    )
     result.bytes_after = m.stored_bytes()
     if repo.workdir is None or not new_targets:
         return result
@@ -614,13 +733,17 @@ def migrate(
 
 def summary(r: MigrateResult) -> list[str]:
     """What a migration did, for people (nothing when there was nothing to migrate)."""
-    if not r.converted and not r.updated:
+    if not r.converted and not r.raw_converted and not r.updated:
         return []
     ratio = f" ({r.bytes_after / r.bytes_before:.2f}x)" if r.bytes_before else ""
+    raw = f", {r.raw_converted} raw checkpoints converted" if r.raw_converted else ""
+    before = "LFS objects"
+    if r.raw_converted:
+        before = "LFS objects and raw Git blobs" if r.converted else "raw Git blobs"
     lines = [
-        f"patterns migrated: {' '.join(r.patterns)}",
-        f"{r.rewritten} of {r.commits} commits rewritten, {r.converted} LFS pointers converted",
-        f"checkpoint storage: {human_size(r.bytes_before)} in LFS objects -> "
+        f"patterns migrated: {' '.join(r.patterns) or 'those .gitattributes gives filter=theta-like'}",
+        f"{r.rewritten} of {r.commits} commits rewritten, {r.converted} LFS pointers converted{raw}",
+        f"checkpoint storage: {human_size(r.bytes_before)} in {before} -> "
         f"{human_size(r.bytes_after)} in git-theta-like objects{ratio}",
     ]
     for ref, old, new in r.updated:

@@ -15,7 +15,7 @@ import click
 import pygit2
 
 from git_theta_like import __version__
-from git_theta_like.errors import ThetaLikeError
+from git_theta_like.errors import RevisionError, ThetaLikeError
 
 # command name -> module:attribute (families: setup, inspect, transfer, diff, merge, migrate,
 # maintenance, plumbing)
@@ -27,6 +27,7 @@ COMMANDS = {
     "add": "setup:add",
     "show": "inspect:show",
     "ls-files": "inspect:ls_files",
+    "status": "inspect:status",
     "fetch": "transfer:fetch",
     "checkout": "transfer:checkout",
     "diff": "diff:diff_cmd",
@@ -49,7 +50,7 @@ COMMANDS = {
 
 class _Group(click.Group):
     """Loads commands lazily; turns our errors into one clear line and exit status 1 (2 for
-    usage errors)."""
+    usage errors; a bad revision is git's `fatal:` line and status 128)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -66,6 +67,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
+        except RevisionError as e:
+            click.echo(f"fatal: {e}" + (f"\n{e.hint}" if e.hint else ""), err=True)
+            sys.exit(e.exit_status)
         except (ThetaLikeError, pygit2.GitError, OSError) as e:
             click.echo(f"git-theta-like: error: {e}", err=True)
             sys.exit(1)

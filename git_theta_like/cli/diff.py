@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import click
 
 from git_theta_like.cli.common import open_repo, single_threaded_blas
-from git_theta_like.errors import ThetaLikeError
+from git_theta_like.errors import RevisionError
 
 FORMATS = click.Choice(["text", "json", "markdown"])
 
@@ -27,24 +28,58 @@ class _RevsAndPaths(click.Command):
         return super().parse_args(ctx, args)
 
 
+_DASHDASH_HINT = (
+    "Use '--' to separate paths from revisions, like this:\n'git <command> [<revision>...] -- [<file>...]'"
+)
+_PATH_HINT = "Use 'git <command> -- <path>...' to specify paths that do not exist locally."
+
+
+def _is_path(repo: Any, arg: str) -> bool:
+    """git's test for an argument without `--`: a pathspec with wildcards or magic, or a path
+    (relative to the current directory) that exists in the working tree or in the index."""
+    if arg.startswith(":") or any(c in arg for c in "*?[\\"):
+        return True
+    full = Path.cwd() / arg
+    if os.path.lexists(full):
+        return True
+    if repo.workdir is None:
+        return False
+    rel = os.path.relpath(os.path.abspath(full), repo.workdir).replace(os.sep, "/")
+    if rel.startswith("../"):
+        return False
+    from git_theta_like.gitio.scan import index_files
+
+    staged = index_files(repo)
+    return rel in staged or any(p.startswith(rel.rstrip("/") + "/") for p in staged)
+
+
 def _revs_and_paths(repo: Any, args: tuple[str, ...], max_revs: int) -> tuple[list[str], list[str]]:
-    """git's rule: before `--`, arguments are revisions; without `--`, leading arguments that
-    name revisions are revisions and the rest are paths."""
+    """git's rule: before `--`, arguments are revisions (anything else is a `bad revision`);
+    without `--`, leading arguments that name revisions are revisions and the rest must be paths
+    that exist (in the working tree or the index): a name that is neither is git's `ambiguous
+    argument` error, exit status 128."""
     from git_theta_like.semdiff.sides import is_revision
 
     after = click.get_current_context().meta.get("gtl_paths")
     if after is not None:
         for a in args:
             if not is_revision(repo, a):
-                raise ThetaLikeError(f"unknown revision {a!r}")
+                raise RevisionError(f"bad revision '{a}'")
         return list(args), list(after)
     revs: list[str] = []
     paths: list[str] = []
     for a in args:
         if not paths and len(revs) < max_revs and is_revision(repo, a):
             revs.append(a)
-        else:
+        elif _is_path(repo, a):
             paths.append(a)
+        elif not paths:
+            raise RevisionError(
+                f"ambiguous argument '{a}': unknown revision or path not in the working tree.",
+                _DASHDASH_HINT,
+            )
+        else:
+            raise RevisionError(f"{a}: no such path in the working tree.", _PATH_HINT)
     return revs, paths
 
 

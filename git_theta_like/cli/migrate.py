@@ -21,11 +21,25 @@ from git_theta_like.migrate import migrate, summary
 )
 @click.option("--everything", is_flag=True, help="Rewrite all local branches and tags.")
 @click.option("--remote", help="Where missing LFS objects are downloaded from (default: as fetch).")
+@click.option(
+    "--fixup",
+    is_flag=True,
+    help="Convert files committed without the filter at paths .gitattributes already gives "
+    "filter=theta-like (raw checkpoints, git-lfs pointers), like git lfs migrate import --fixup.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def migrate_cmd(
-    refs: tuple[str, ...], include: tuple[str, ...], everything: bool, remote: str | None, yes: bool
+    refs: tuple[str, ...],
+    include: tuple[str, ...],
+    everything: bool,
+    remote: str | None,
+    fixup: bool,
+    yes: bool,
 ) -> None:
     """Convert git-lfs-tracked checkpoints in history to git-theta-like (rewrites history).
+
+    With --fixup, convert instead what was committed without the filter at paths already
+    tracked by git-theta-like.
 
     REFS are branches or tags (default: the current branch). Originals are kept under
     refs/theta-like-migrate/original/.
@@ -38,6 +52,8 @@ def migrate_cmd(
         return click.confirm(question, default=False, err=True)
 
     repo = Repo(".")
-    result = migrate(repo, list(include), list(refs), everything, remote, None if yes else confirm)
+    result = migrate(
+        repo, list(include), list(refs), everything, remote, None if yes else confirm, fixup=fixup
+    )
     for line in summary(result):
         click.echo(f"git-theta-like: {line}")

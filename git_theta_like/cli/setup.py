@@ -91,8 +91,27 @@ def track(patterns: tuple[str, ...]) -> None:
     changed = attributes.track(path, scoped)
     for p in scoped:
         click.echo(f'Tracking "{p}"' if p in changed else f'"{p}" already tracked')
+    _install_if_missing()
     if changed:
         click.echo("Stage .gitattributes with the checkpoints: git add .gitattributes")
+
+
+def _install_if_missing() -> None:
+    """`track` before `install` would let `git add` store the raw file (the attributes name a
+    filter git does not know): configure the drivers here as `install` does, and say so."""
+    from git_theta_like.gitio import install as inst
+    from git_theta_like.gitio.attributes import DRIVER
+
+    repo = open_repo()
+    if repo.config_get(f"filter.{DRIVER}.process"):
+        return
+    inst.write_config(repo.git.config)
+    click.echo(
+        f"git-theta-like: the {DRIVER} filter was not configured here: configured {repo.common_dir} "
+        "(as git theta-like install does)"
+    )
+    for note in inst.install_hooks(repo):
+        click.echo(f"git-theta-like: {note}")
 
 
 @click.command()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pygit2
 
-from git_theta_like.errors import ManifestError, ThetaLikeError
+from git_theta_like.errors import ManifestError, RevisionError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, is_manifest
 
@@ -37,7 +37,7 @@ def tracked_files(
         index.read(False)
         entries = [(e.path, e.id) for e in index]
     else:
-        entries = list(walk_tree(commit_tree(repo, rev)))
+        entries = list(walk_tree(resolve_commit(repo, rev).tree))
     for path, oid in sorted(entries):
         blob = repo.git.get(oid)
         data = getattr(blob, "data", b"")
@@ -57,9 +57,10 @@ def tracked_files(
 
 
 def load_manifest(repo: Repo, path: str, rev: str | None = None) -> Manifest:
-    """The manifest of path, staged (rev None) or at rev; a clear error when there is none."""
-    from git_theta_like.errors import ThetaLikeError
-
+    """The manifest of path, staged (rev None) or at rev; a clear error when there is none
+    (RevisionError when rev names no commit)."""
+    if rev is not None:
+        resolve_commit(repo, rev)
     blob = repo.index_blob(path) if rev is None else repo.rev_blob(rev, path)
     where = "in the index" if rev is None else f"at {rev}"
     if blob is None:
@@ -149,11 +150,11 @@ def commit_tree(repo: Repo, rev: str) -> pygit2.Tree:
 
 
 def resolve_commit(repo: Repo, rev: str) -> pygit2.Commit:
-    """The commit rev names; ThetaLikeError `unknown revision` when it names none."""
+    """The commit rev names; RevisionError `bad revision 'rev'` (git's words) when it names none."""
     try:
         return repo.git.revparse_single(rev).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError):
-        raise ThetaLikeError(f"unknown revision {rev!r}") from None
+        raise RevisionError(f"bad revision '{rev}'") from None
 
 
 def tree_files(tree: pygit2.Tree) -> dict[str, pygit2.Oid]:
@@ -284,3 +285,99 @@ class IndexManifests:
                     with contextlib.suppress(ManifestError):
                         self._by_path[entry.path] = Manifest.from_bytes(data)
         return [m for p, m in self._by_path.items() if p != path]
+
+
+# ------------------------------------------------------------------ checkpoints not converted
+
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+
+
+@dataclass
+class UnconvertedFile:
+    """A path git-theta-like tracks (its `filter` attribute is ours) whose blob is not a
+    manifest: a raw checkpoint added without the filter (a collaborator without the tool,
+    `track` before `install`), or a git-lfs pointer left from before the switch."""
+
+    path: str
+    blob: str
+    size: int  # bytes of the blob
+    kind: str  # "raw" | "lfs-pointer"
+    committed: bool  # the blob is the committed one (at rev, or the index's at HEAD too)
+
+    @property
+    def what(self) -> str:
+        return "a git-lfs pointer" if self.kind == "lfs-pointer" else "the raw file"
+
+    @property
+    def fix(self) -> str:
+        """The command that converts it."""
+        if self.committed:
+            return (
+                "git theta-like migrate --fixup (rewrites history), or "
+                f"git add --renormalize -- {self.path} and commit"
+            )
+        return f"git add --renormalize -- {self.path}"
+
+
+def tracked_by_attributes(repo: Repo, paths: list[str], rev: str | None = None) -> set[str]:
+    """The paths whose `filter` attribute is theta-like per the `.gitattributes` files of the
+    index (rev None) or of the commit rev, as `git check-attr --cached` reads them (a commit's
+    are read through a temporary index, so the working tree plays no part)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from git_theta_like.gitio.attributes import DRIVER
+
+    if not paths:
+        return set()
+    cwd = repo.workdir or repo.git_dir
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="theta-like-attr-") as tmp:
+        if rev is not None:
+            env["GIT_INDEX_FILE"] = os.path.join(tmp, "index")
+            p = subprocess.run(
+                ["git", "read-tree", str(resolve_commit(repo, rev).id)], cwd=cwd, env=env, capture_output=True
+            )
+            if p.returncode != 0:
+                err = p.stderr.decode(errors="replace").strip()
+                raise ThetaLikeError(f"git read-tree {rev} failed: {err}")
+        p = subprocess.run(
+            ["git", "check-attr", "--cached", "-z", "--stdin", "filter"],
+            cwd=cwd,
+            env=env,
+            input=b"".join(x.encode("utf-8", "surrogateescape") + b"\0" for x in paths),
+            capture_output=True,
+        )
+    if p.returncode != 0:
+        raise ThetaLikeError(f"git check-attr failed: {p.stderr.decode(errors='replace').strip()}")
+    fields = p.stdout.decode("utf-8", "surrogateescape").split("\0")
+    # -z output: path NUL attribute NUL value NUL, for each path
+    return {fields[i] for i in range(0, len(fields) - 2, 3) if fields[i + 2] == DRIVER}
+
+
+def unconverted_files(repo: Repo, rev: str | None = None) -> list[UnconvertedFile]:
+    """Tracked paths of the index (rev None) or of rev whose blob is not a manifest, sorted by
+    path. Empty blobs are not counted (git never runs a filter on an empty file), nor manifests
+    that a text merge left conflict markers in."""
+    head: dict[str, pygit2.Oid] = {}
+    if rev is None:
+        files = index_files(repo)
+        if not repo.git.head_is_unborn:
+            head = tree_files(repo.git.head.peel(pygit2.Commit).tree)
+    else:
+        files = tree_files(resolve_commit(repo, rev).tree)
+    out = []
+    odb = repo.git.odb
+    for path in sorted(tracked_by_attributes(repo, sorted(files), rev)):
+        oid = files[path]
+        _, size = odb.read_header(oid)
+        if size == 0:
+            continue
+        data = getattr(repo.git.get(oid), "data", b"")
+        if looks_like_manifest(data):
+            continue
+        kind = "lfs-pointer" if size < 1024 and data.startswith(LFS_POINTER_PREFIX) else "raw"
+        committed = rev is not None or head.get(path) == oid
+        out.append(UnconvertedFile(path, str(oid), size, kind, committed))
+    return out

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
 from git_theta_like.gitio.repo import Repo
-from git_theta_like.gitio.scan import reachable_manifests
+from git_theta_like.gitio.scan import UnconvertedFile, reachable_manifests, unconverted_files
 from git_theta_like.lfs import sync
 from git_theta_like.store import store_of
 
 
 @dataclass
 class Problem:
-    kind: str  # missing | corrupt | missing-on-remote | bad-manifest
+    kind: str  # missing | corrupt | missing-on-remote | bad-manifest | not-converted
     oid: str
     detail: str
     affects: list[str] = field(default_factory=list)  # "commit path: tensor" examples
@@ -101,7 +101,35 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
                     "missing-on-remote", oid, "the remote does not have it", wanted.get(oid, ("", 0, []))[2]
                 )
             )
+    report.problems.extend(unconverted_problems(repo))
     return report
+
+
+def unconverted_problems(repo: Repo) -> list[Problem]:
+    """Tracked paths at HEAD or in the index whose blob is not a manifest (git-lfs's "should have
+    been pointers"): each a problem that says how to convert it."""
+    from git_theta_like.display import human_size
+
+    sources: list[tuple[str, str | None]] = [("index", None)]
+    if not repo.git.head_is_unborn:
+        sources.insert(0, ("HEAD", "HEAD"))
+    found: dict[tuple[str, str], tuple[UnconvertedFile, list[str]]] = {}
+    for where, rev in sources:
+        for f in unconverted_files(repo, rev):
+            found.setdefault((f.path, f.blob), (f, []))[1].append(where)
+    problems = []
+    for f, wheres in found.values():
+        size = f" ({human_size(f.size)}), added without the filter" if f.kind == "raw" else ""
+        problems.append(
+            Problem(
+                "not-converted",
+                f.blob,
+                f"{f.path} should have been a manifest: git-theta-like tracks it but its blob is "
+                f"{f.what}{size}; fix: {f.fix}",
+                [f"{w} {f.path}" for w in wheres],
+            )
+        )
+    return problems
 
 
 def format_report(report: FsckReport) -> str:
