@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from git_theta_like.errors import TruncatedError
+from git_theta_like.errors import FormatError, TruncatedError
 
 
 @dataclass(frozen=True)
@@ -187,3 +187,15 @@ class FormatParser(Protocol):
         `reader.consumed_since_mark()` as the bytes read but not yet yielded.
         """
         ...
+
+
+def in_file_order(regions: list[TensorInfo], data_start: int) -> list[TensorInfo]:
+    """Tensor regions sorted by offset (ties by length, else kept in the order given), none before
+    data_start and none overlapping another: overlapping regions cannot be split exactly."""
+    out = sorted(regions, key=lambda r: (r.offset, r.length))
+    end_prev = data_start
+    for r in out:
+        if r.offset < end_prev:
+            raise FormatError(f"tensor {r.name!r} overlaps the tensor before it")
+        end_prev = r.offset + r.length
+    return out

@@ -32,7 +32,15 @@ from dataclasses import dataclass
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError, TruncatedError
-from git_theta_like.formats.base import ByteReader, Event, Skeleton, Tensor, TensorInfo, rest_as_skeleton
+from git_theta_like.formats.base import (
+    ByteReader,
+    Event,
+    Skeleton,
+    Tensor,
+    TensorInfo,
+    in_file_order,
+    rest_as_skeleton,
+)
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -284,13 +292,7 @@ def _parse_header(h: _HeaderReader) -> list[TensorInfo]:
         else:
             shape = tuple(reversed(ne))
         regions.append(TensorInfo(name, ggml.dtype, shape, data_start + offset, length))
-    regions.sort(key=lambda r: (r.offset, r.length))
-    end_prev = data_start
-    for r in regions:
-        if r.offset < end_prev:
-            raise FormatError(f"tensor {r.name!r} overlaps the tensor before it")
-        end_prev = r.offset + r.length
-    return regions
+    return in_file_order(regions, data_start)
 
 
 def _nbytes(name: str, ne: tuple[int, ...], ggml: GgmlType) -> int:

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError
-from git_theta_like.formats.base import ByteReader, Event, Skeleton, Tensor, TensorInfo, rest_as_skeleton
+from git_theta_like.formats.base import (
+    ByteReader,
+    Event,
+    Skeleton,
+    Tensor,
+    TensorInfo,
+    in_file_order,
+    rest_as_skeleton,
+)
 
 MAX_HEADER = 100 * 1024 * 1024  # the limit the safetensors library itself enforces
 TRAILING_CHUNK = 16 * 1024 * 1024
@@ -82,13 +90,7 @@ def parse_header(header: bytes, data_start: int) -> list[TensorInfo]:
         else:
             dtype = dtypes.OPAQUE  # unknown element type: keep the bytes, do no arithmetic
         regions.append(TensorInfo(name, dtype, tuple(shape), data_start + begin, length))
-    regions.sort(key=lambda r: (r.offset, r.length, r.name))
-    end_prev = data_start
-    for r in regions:
-        if r.offset < end_prev:
-            raise FormatError(f"tensor {r.name!r} overlaps the tensor before it")
-        end_prev = r.offset + r.length
-    return regions
+    return in_file_order(sorted(regions, key=lambda r: r.name), data_start)
 
 
 def _is_count(v: object) -> bool:

@@ -68,28 +68,17 @@ def is_revision(repo: Any, arg: str) -> bool:
         return False
 
 
-def _rev_manifests(repo: Any, rev: str, match: Match) -> dict[str, Manifest]:
+def _tracked_manifests(repo: Any, rev: str | None, match: Match) -> dict[str, Manifest]:
+    """The manifests of tracked checkpoints at rev (None: the index) that match."""
     from git_theta_like.gitio.scan import tracked_files
 
+    where = "in the index" if rev is None else f"at {rev}"
     out = {}
     for f in tracked_files(repo, rev, other=lambda p, d: tracked_version(repo, p, d)):
         if not match(f.path):
             continue
         if f.manifest is None:
-            raise ManifestError(f"{f.path} at {rev}: {f.error}")
-        out[f.path] = f.manifest
-    return out
-
-
-def _index_manifests(repo: Any, match: Match) -> dict[str, Manifest]:
-    from git_theta_like.gitio.scan import tracked_files
-
-    out = {}
-    for f in tracked_files(repo, other=lambda p, d: tracked_version(repo, p, d)):
-        if not match(f.path):
-            continue
-        if f.manifest is None:
-            raise ManifestError(f"{f.path} in the index: {f.error}")
+            raise ManifestError(f"{f.path} {where}: {f.error}")
         out[f.path] = f.manifest
     return out
 
@@ -140,8 +129,8 @@ def _worktree_manifests(repo: Any, match: Match, staged: dict[str, Manifest]) ->
 def side_manifests(repo: Any, side: Side, match: Match) -> dict[str, Manifest]:
     if side.kind == "rev":
         assert side.rev is not None
-        return _rev_manifests(repo, side.rev, match)
-    staged = _index_manifests(repo, match)
+        return _tracked_manifests(repo, side.rev, match)
+    staged = _tracked_manifests(repo, None, match)
     return staged if side.kind == "index" else _worktree_manifests(repo, match, staged)
 
 

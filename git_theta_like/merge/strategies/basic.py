@@ -11,33 +11,32 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-class Ours(Strategy):
+class _Select(Strategy):
+    """Picks one version (`selects`) as it is: no arithmetic, any dtype."""
+
+    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
+        picked = {"ours": ours, "theirs": theirs, "base": base}[self.selects or ""]
+        if picked is None:
+            raise MergeConfigError(f"strategy {self.name} needs the tensor in the merge base")
+        return picked
+
+
+class Ours(_Select):
     name = "ours"
     summary = "keep our version of the tensor"
     selects = "ours"
 
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return ours
 
-
-class Theirs(Strategy):
+class Theirs(_Select):
     name = "theirs"
     summary = "take their version of the tensor"
     selects = "theirs"
 
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return theirs
 
-
-class Base(Strategy):
+class Base(_Select):
     name = "base"
     summary = "go back to the merge base (drop both changes)"
     selects = "base"
-
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        if base is None:
-            raise MergeConfigError("strategy base needs the tensor in the merge base")
-        return base
 
 
 class Average(Strategy):
