@@ -35,8 +35,7 @@ def tracked_files(repo: Repo, rev: str | None = None) -> list[TrackedFile]:
     else:
         entries = list(walk_tree(commit_tree(repo, rev)))
     for path, oid in sorted(entries):
-        blob = repo.git.get(oid)
-        data = getattr(blob, "data", b"")
+        data = repo.blob(oid) or b""
         if not is_manifest(data):
             continue
         try:
@@ -166,7 +165,7 @@ def manifest_blobs(
     for path, oid in files.items():
         if match is not None and not match(path):
             continue
-        data = getattr(repo.git.get(oid), "data", b"")
+        data = repo.blob(oid) or b""
         if is_manifest(data):
             out[path] = (str(oid), data)
     return out
@@ -213,8 +212,7 @@ def reachable_manifests(repo: Repo, reflogs: bool = True) -> dict[str, FoundMani
         if blob_id in checked:
             return
         checked.add(blob_id)
-        obj = g.get(blob_id)
-        data = getattr(obj, "data", b"")
+        data = repo.blob(blob_id) or b""
         if not looks_like_manifest(data):
             return
         try:
@@ -268,8 +266,7 @@ class IndexManifests:
             index = self.repo.git.index
             index.read(False)
             for entry in index:
-                blob = self.repo.git.get(entry.id)
-                data = getattr(blob, "data", b"")
+                data = self.repo.blob(entry.id) or b""
                 if is_manifest(data):
                     with contextlib.suppress(ManifestError):
                         self._by_path[entry.path] = Manifest.from_bytes(data)

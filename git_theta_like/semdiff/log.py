@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from git_theta_like.errors import ManifestError
-from git_theta_like.gitio.scan import resolve_commit, tree_files
-from git_theta_like.manifest import Manifest, is_manifest
+from git_theta_like.gitio.scan import manifest_blobs, resolve_commit, tree_files
+from git_theta_like.manifest import Manifest
 from git_theta_like.semdiff.compare import diff_file
 from git_theta_like.semdiff.model import FileDiff, LogEntry, Match, PathFilter
 from git_theta_like.semdiff.sharded import (
@@ -76,8 +76,8 @@ def _commit_files(
     idx_new = _tree_indexes(repo, new_paths, match)
     idx_old = _tree_indexes(repo, old_paths, match)
     wide = widened(match, {p: d for p, (_, d) in idx_old.items()}, {p: d for p, (_, d) in idx_new.items()})
-    new = _tree_manifests(repo, new_paths, wide)
-    old = _tree_manifests(repo, old_paths, wide)
+    new = manifest_blobs(repo, new_paths, wide)
+    old = manifest_blobs(repo, old_paths, wide)
 
     folded, notes = fold_models(
         {
@@ -130,18 +130,5 @@ def _tree_indexes(repo: Any, paths: dict[str, Any], match: Match) -> dict[str, t
     out = {}
     for path, oid in paths.items():
         if is_index(path) and match(path):
-            out[path] = (str(oid), getattr(repo.git.get(oid), "data", b""))
-    return out
-
-
-def _tree_manifests(repo: Any, paths: dict[str, Any], match: Match) -> dict[str, tuple[str, bytes]]:
-    """path -> (blob id, manifest bytes) for the manifests among a tree's files (_tree_paths)."""
-    out = {}
-    for path, oid in paths.items():
-        if not match(path):
-            continue
-        blob = repo.git.get(oid)
-        data = getattr(blob, "data", b"")
-        if is_manifest(data):
-            out[path] = (str(oid), data)
+            out[path] = (str(oid), repo.blob(oid) or b"")
     return out
