@@ -549,7 +549,21 @@ def migrate(
     say: Say = lambda msg: print(f"git-theta-like: {msg}", file=sys.stderr, flush=True),
 ) -> MigrateResult:
     """Rewrite the history of the selected refs (see the module docstring). `confirm` is asked
-    before anything is written; None means yes."""
+    before anything is written; None means yes. Holds the store's shared lock throughout: a gc
+    waits until the refs name the objects written."""
+    with store_of(repo).lock.shared():
+        return _migrate(repo, include, refs, everything, remote, confirm, say)
+
+
+def _migrate(
+    repo: Repo,
+    include: list[str],
+    refs: list[str],
+    everything: bool,
+    remote: str | None,
+    confirm: Callable[[str], bool] | None,
+    say: Say,
+) -> MigrateResult:
     from git_theta_like.filters import engine_for
 
     names = select_refs(repo, refs, everything)

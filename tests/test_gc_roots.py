@@ -1,15 +1,16 @@
 """gc and fsck roots beyond the current branch: linked worktrees (detached HEAD, index, HEAD
 reflog), every ref namespace (notes, stash and its reflog, refs/original, replace refs, tags of
-blobs, any other refs/*). Through real git."""
+blobs, any other refs/*), and gc's lock against a `git add` in flight. Through real git."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import git, gtl
-from fixtures import finetuned
+from fixtures import finetuned, safetensors_bytes, small_model
 
 from git_theta_like.manifest import Manifest
 from git_theta_like.store import LocalStore
@@ -209,3 +210,102 @@ def test_gc_and_fsck_keep_what_every_ref_namespace_reaches(repo: Path) -> None:
         git(repo, "stash", "apply", "-q", key)
         assert (repo / M).read_bytes() == expected[key], key
         git(repo, "reset", "-q", "--hard")
+
+
+# ------------------------------------------------------------------ the lock
+
+
+def test_gc_waits_for_a_git_add_in_flight_and_deletes_nothing_it_wrote(repo: Path, tmp_path: Path) -> None:
+    commit(repo, V1, "v1")
+    orphans = staged_orphan(repo, 9)
+    data = safetensors_bytes(small_model(seed=7, scale=2))  # every tensor a new object
+    (repo / M).write_bytes(data)
+    before = store(repo).all_oids()
+    go = tmp_path / "go"
+    env = {**os.environ, "GIT_THETA_LIKE_FAULT": f"write:2:pause={go}"}
+    adder = subprocess.Popen(
+        ["git", "add", M], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        while not Path(f"{go}.reached").exists():  # the clean has written two objects, and waits
+            assert adder.poll() is None, adder.communicate()
+        written = store(repo).all_oids() - before
+        assert len(written) >= 2
+
+        # a gc that may not wait refuses, and deletes nothing
+        r = gtl(repo, "gc", "--prune=now", "--wait=now", check=False)
+        assert r.returncode == 1
+        assert "another git command is writing objects; try again" in r.stderr
+        assert before | written <= store(repo).all_oids()  # (other workers may still be writing)
+
+        # a gc that waits runs once the git add is done: what the clean wrote is staged and stays
+        gc = subprocess.Popen(
+            ["git", "theta-like", "gc", "--prune=now", "--wait=10m"],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert gc.stderr is not None
+        assert "waiting for" in gc.stderr.readline()  # it is blocked on the lock now
+        go.touch()
+        out, err = adder.communicate()
+        assert adder.returncode == 0, err
+        gc_out, gc_err = gc.communicate()
+        assert gc.returncode == 0, gc_err
+    finally:
+        go.touch()
+        adder.wait()
+    have = store(repo).all_oids()
+    assert written <= have and objects_of(repo, f":{M}") <= have
+    assert orphans <= before and not orphans & have  # the gc did run, after the git add
+    assert gtl(repo, "fsck").stdout.strip().endswith("ok")
+    (repo / M).unlink()
+    git(repo, "checkout", "--", M)
+    assert (repo / M).read_bytes() == data
+
+
+def test_gc_refuses_while_a_writer_holds_the_shared_lock(repo: Path, tmp_path: Path) -> None:
+    commit(repo, V1, "v1")
+    new = tmp_path / "new.safetensors"
+    new.write_bytes(safetensors_bytes(small_model(seed=8)))
+    go = tmp_path / "go"
+    # a writer outside any git command (no index.lock): an Engine that has cleaned a file holds
+    # the store's shared lock until it is closed; nothing references what it wrote
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import io, sys, time, pathlib\n"
+            "from git_theta_like.filters.engine import Engine\n"
+            "from git_theta_like.formats import ByteReader\n"
+            "from git_theta_like.manifest import Manifest\n"
+            "from git_theta_like.store import LocalStore\n"
+            "e = Engine(LocalStore(sys.argv[1]))\n"
+            "data = pathlib.Path(sys.argv[2]).read_bytes()\n"
+            "m = Manifest.from_bytes(e.clean(ByteReader(io.BytesIO(data))))\n"
+            "print(' '.join(sorted({r.oid for _, r in m.objects()})), flush=True)\n"
+            "while not pathlib.Path(sys.argv[3]).exists(): time.sleep(0.02)\n"
+            "e.close()\n",
+            str(repo / ".git" / "lfs"),
+            str(new),
+            str(go),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        written = set(writer.stdout.readline().split())
+        assert written and written <= store(repo).all_oids()
+        r = gtl(repo, "gc", "--prune=now", "--wait=now", check=False)
+        assert r.returncode == 1 and "another git command is writing objects; try again" in r.stderr
+        assert written <= store(repo).all_oids()
+        go.touch()
+        assert writer.wait() == 0
+    finally:
+        go.touch()
+        writer.wait()
+    # once the writer is done, its unreferenced objects are garbage like any other
+    out = gtl(repo, "gc", "--prune=now").stdout
+    assert f"deleted {len(written)} " in out and not written & store(repo).all_oids()

@@ -172,10 +172,24 @@ class Engine:
         self.max_chain_depth = max_chain_depth
         self.svd_seconds = svd_seconds
         self.lora = lora
+        self._holds_lock = False
 
     def close(self) -> None:
         self.pool.shutdown()
         self.big.shutdown()
+        with self._lock:
+            if self._holds_lock:
+                self._holds_lock = False
+                self.store.lock.release_shared()
+
+    def hold_store_lock(self) -> None:
+        """Hold the store's shared lock from now until close (store/lock.py): the objects a
+        clean writes stay safe from gc until the git command that runs this Engine (the filter
+        process lives as long as it) has written the index that names them."""
+        with self._lock:
+            if not self._holds_lock:
+                self.store.lock.acquire_shared()
+                self._holds_lock = True
 
     def __enter__(self) -> Engine:
         return self
@@ -193,6 +207,7 @@ class Engine:
         others: list[Manifest] | None = None,
     ) -> bytes:
         """Store the file read from reader; returns its manifest (or a manifest, unchanged)."""
+        self.hold_store_lock()
         head = reader.peek(formats.SNIFF_BYTES)
         if is_manifest(head):
             return self._clean_manifest(reader, path)
