@@ -202,15 +202,16 @@ def commit(
         data = buf.getvalue()
     else:
         raise ThetaLikeError(f"unknown format {format!r}: use 'safetensors' or 'pytorch'")
+    g = r.git
+    # the Engine holds the store's lock until the index names the new objects (a gc waits)
     with engine_for(r) as engine:
         previous = staged_manifest(r, rel)
         manifest = engine.clean(ByteReader(io.BytesIO(data)), previous, rel, IndexManifests(r).others(rel))
-    g = r.git
-    blob_id = g.create_blob(manifest)
-    index = g.index
-    index.read(False)
-    index.add(pygit2.IndexEntry(rel, blob_id, pygit2.enums.FileMode.BLOB))
-    index.write()
+        blob_id = g.create_blob(manifest)
+        index = g.index
+        index.read(False)
+        index.add(pygit2.IndexEntry(rel, blob_id, pygit2.enums.FileMode.BLOB))
+        index.write()
     tree = index.write_tree()
     try:
         sig = g.default_signature

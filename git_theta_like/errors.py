@@ -26,6 +26,11 @@ class ObjectCorruptError(ThetaLikeError):
     """An object exists but its content does not match its hashes or cannot be decoded."""
 
 
+class StoreBusyError(ThetaLikeError):
+    """The object store's lock could not be taken in time: gc waits for the commands writing
+    objects, writers wait for a gc."""
+
+
 class ManifestError(ThetaLikeError):
     """Text that should be a manifest is malformed."""
 

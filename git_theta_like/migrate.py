@@ -139,7 +139,21 @@ class Migrator:
 
     def _raw(self, oid: pygit2.Oid | bytes) -> bytes:
         key = oid if isinstance(oid, pygit2.Oid) else pygit2.Oid(raw=oid)
-        return bytes(self.odb.read(key)[1])
+        try:
+            return bytes(self.odb.read(key)[1])
+        except KeyError:
+            data = self.repo.blob(key)  # a partial clone's blob not fetched yet
+            if data is None:
+                raise MigrateError(
+                    f"object {key} is missing from this repository; nothing was changed"
+                ) from None
+            return data
+
+    def _size(self, oid: pygit2.Oid) -> int:
+        try:
+            return int(self.odb.read_header(oid)[1])
+        except KeyError:
+            return len(self._raw(oid))
 
     def _tree(self, raw_id: bytes) -> list[TreeEntry]:
         return parse_tree(self._raw(raw_id), self.id_len)
@@ -155,7 +169,7 @@ class Migrator:
     def _pointer(self, raw_id: bytes) -> LfsPointer | None:
         if raw_id not in self.pointers:
             oid = pygit2.Oid(raw=raw_id)
-            _, size = self.odb.read_header(oid)
+            size = self._size(oid)
             ptr = None
             if size < POINTER_MAX:
                 ptr = parse_pointer(self._raw(oid))
@@ -343,7 +357,7 @@ class Migrator:
         """Whether a blob already is a manifest (a path migrated before, or tracked by us)."""
         if raw_id not in self._is_manifest:
             oid = pygit2.Oid(raw=raw_id)
-            _, size = self.odb.read_header(oid)
+            size = self._size(oid)
             self._is_manifest[raw_id] = size < (16 << 20) and is_manifest(self._raw(oid)[:64])
         return self._is_manifest[raw_id]
 
@@ -615,6 +629,20 @@ def migrate(
     before anything is written; None means yes. `fixup`: convert what each commit's root
     `.gitattributes` already gives our filter but was committed without it (raw checkpoints,
     git-lfs pointers), like `git lfs migrate import --fixup`; it takes no `include`."""
+    with store_of(repo).lock.shared():
+        return _migrate(repo, include, refs, everything, remote, confirm, say, fixup)
+
+
+def _migrate(
+    repo: Repo,
+    include: list[str],
+    refs: list[str],
+    everything: bool,
+    remote: str | None,
+    confirm: Callable[[str], bool] | None,
+    say: Say,
+    fixup: bool,
+) -> MigrateResult:
     from git_theta_like.filters import engine_for
 
     if fixup and include:

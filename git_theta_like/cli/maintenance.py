@@ -35,12 +35,23 @@ def fsck_cmd(check_remote: bool, remote_name: str | None) -> None:
     show_default=True,
     help="Keep objects younger than this (e.g. 30m, 2h, now).",
 )
-def gc_cmd(dry_run: bool, grace: str) -> None:
-    """Delete local objects that no reachable manifest (refs, reflogs, stash, index) needs."""
+@click.option(
+    "--wait",
+    default="30s",
+    show_default=True,
+    help="How long to wait for git commands that are writing objects (e.g. 10s, 5m, now).",
+)
+def gc_cmd(dry_run: bool, grace: str, wait: str) -> None:
+    """Delete local objects that no reachable manifest needs.
+
+    Roots: every ref of every namespace (branches, tags, remotes, notes, stash, replace,
+    refs/original), every reflog, and each worktree's HEAD, index and reflog. gc waits for git
+    commands that are writing objects (a `git add` in flight), then stops with an error.
+    """
     from git_theta_like.display import human_size
     from git_theta_like.maintenance.gc import gc as run_gc
 
-    report = run_gc(open_repo(), dry_run=dry_run, grace=_duration(grace))
+    report = run_gc(open_repo(), dry_run=dry_run, grace=_duration(grace), wait=_duration(wait))
     verb = "would delete" if dry_run else "deleted"
     click.echo(
         f"git-theta-like gc: kept {report.kept} object(s), {verb} {report.deleted} "

@@ -173,10 +173,24 @@ class Engine:
         self.max_chain_depth = max_chain_depth
         self.svd_seconds = svd_seconds
         self.lora = lora
+        self._holds_lock = False
 
     def close(self) -> None:
         self.pool.shutdown()
         self.big.shutdown()
+        with self._lock:
+            if self._holds_lock:
+                self._holds_lock = False
+                self.store.lock.release_shared()
+
+    def hold_store_lock(self) -> None:
+        """Hold the store's shared lock from now until close (store/lock.py): the objects a
+        clean writes stay safe from gc until the git command that runs this Engine (the filter
+        process lives as long as it) has written the index that names them."""
+        with self._lock:
+            if not self._holds_lock:
+                self.store.lock.acquire_shared()
+                self._holds_lock = True
 
     def __enter__(self) -> Engine:
         return self
@@ -202,6 +216,7 @@ class Engine:
         was tracked), a file whose content is that pointer's object gives the pointer back
         unchanged, as git-lfs's clean does, so `git status` stays clean; a changed file gives a
         manifest."""
+        self.hold_store_lock()
         if lfs_pointer is not None:
             pointer = parse_pointer(lfs_pointer)
             if pointer is not None and not pointer.extensions:

@@ -2,14 +2,16 @@
 
 Which files of a tree or of the index hold manifests (`tracked_files`, `manifest_blobs`), the
 staged manifests the filter reuses objects from (`IndexManifests`), and every manifest the
-repository still needs (`reachable_manifests`: refs, reflogs, stash, the index), which fsck
-checks and gc keeps. Reads blobs through pygit2; imports only the bottom layer."""
+repository still needs (`reachable_manifests`: every ref of every namespace, every reflog, and
+each worktree's HEAD, index and reflog), which fsck checks and gc keeps. Reads blobs through
+`Repo.blob` (so a partial clone's missing blobs are fetched); imports only the bottom layer."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pygit2
 
@@ -39,14 +41,10 @@ def tracked_files(
     else:
         entries = list(walk_tree(resolve_commit(repo, rev).tree))
     for path, oid in sorted(entries):
-        blob = repo.git.get(oid)
-        data = getattr(blob, "data", b"")
+        blob = repo.blob(oid)
+        data = blob or b""
         if not is_manifest(data):
-            if (
-                other is not None
-                and isinstance(blob, pygit2.Blob)
-                and (version := other(path, data)) is not None
-            ):
+            if other is not None and blob is not None and (version := other(path, data)) is not None:
                 out.append(TrackedFile(path, version))
             continue
         try:
@@ -87,45 +85,146 @@ class FoundManifest:
     uses: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _roots(repo: Repo, reflogs: bool = True) -> Iterator[pygit2.Oid]:
-    """Commit ids to walk from: every ref, HEAD, and (with reflogs) every reflog entry."""
+# Files in a worktree's git dir that name a commit an operation in progress still needs.
+PSEUDO_REFS = (
+    "ORIG_HEAD",
+    "MERGE_HEAD",
+    "CHERRY_PICK_HEAD",
+    "REVERT_HEAD",
+    "REBASE_HEAD",
+    "AUTO_MERGE",
+    "BISECT_HEAD",
+)
+
+
+@dataclass
+class Worktree:
+    """One worktree's own state, as git keeps it: the main worktree in the common git dir, each
+    linked one (`git worktree add`) in `<common dir>/worktrees/<id>`."""
+
+    git_dir: Path
+    path: str  # the work tree (`gitdir` file), or the git dir itself when bare / unknown
+    main: bool
+
+    @property
+    def label(self) -> str:
+        return "" if self.main else f" of worktree {self.path}"
+
+
+def worktrees(repo: Repo) -> list[Worktree]:
+    """The main worktree and every linked worktree git knows (`git worktree list`), pruned or
+    not: a worktree whose directory is gone keeps its HEAD, index and reflog until
+    `git worktree prune`, and so do we."""
+    common = repo.common_dir
+    out = [Worktree(common, str(common.parent if common.name == ".git" else common), True)]
+    linked = common / "worktrees"
+    if linked.is_dir():
+        for d in sorted(linked.iterdir()):
+            if not (d / "HEAD").is_file():
+                continue
+            where = str(d)
+            with contextlib.suppress(OSError):
+                where = str(Path((d / "gitdir").read_text().strip()).parent)
+            out.append(Worktree(d, where, False))
+    return out
+
+
+def _hex_ids(text: str) -> Iterator[str]:
+    for word in text.split():
+        if len(word) in (40, 64) and all(c in "0123456789abcdef" for c in word):
+            yield word
+
+
+def _reflog_ids(logs: Path) -> Iterator[str]:
+    """Old and new ids of every entry of every reflog under a `logs/` dir."""
+    if not logs.is_dir():
+        return
+    for f in sorted(logs.rglob("*")):
+        if not f.is_file():
+            continue
+        try:
+            lines = f.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            yield from list(_hex_ids(" ".join(line.split(" ", 2)[:2])))
+
+
+def _loose_ref_ids(refs: Path) -> Iterator[str]:
+    """Ids of the loose refs under a `refs/` dir (a linked worktree's own: bisect, worktree,
+    rewritten)."""
+    if not refs.is_dir():
+        return
+    for f in sorted(refs.rglob("*")):
+        if f.is_file():
+            with contextlib.suppress(OSError):
+                yield from list(_hex_ids(f.read_text(errors="replace")[:80]))
+
+
+def _root_ids(repo: Repo, reflogs: bool = True) -> Iterator[str]:
+    """Ids of the objects everything the repository keeps starts from: every ref of every
+    namespace (branches, tags, remotes, notes, stash, replace, refs/original, any other), with
+    (reflogs) every entry of every reflog; and of every worktree its HEAD, the commits of an
+    operation in progress, its own refs and (reflogs) its HEAD reflog. Commits, tags, trees and
+    blobs alike; the caller sorts them out."""
     g = repo.git
     for name in g.references:
+        with contextlib.suppress(pygit2.GitError, ValueError, KeyError):
+            target = g.references[name].resolve().target
+            yield str(target)
+    for wt in worktrees(repo):
+        with contextlib.suppress(OSError):
+            head = (wt.git_dir / "HEAD").read_text()
+            if not head.startswith("ref:"):
+                yield from list(_hex_ids(head[:80]))
+        for pseudo in PSEUDO_REFS:
+            with contextlib.suppress(OSError):
+                yield from list(_hex_ids((wt.git_dir / pseudo).read_text()[:80]))
+        yield from _loose_ref_ids(wt.git_dir / "refs")
+        if reflogs:
+            yield from _reflog_ids(wt.git_dir / "logs")
+
+
+def _roots(repo: Repo, reflogs: bool = True) -> tuple[list[pygit2.Oid], list[pygit2.Oid]]:
+    """(commits, other objects) the roots name: annotated tags peeled, ids that name no object
+    here dropped (a partial clone's missing blob is an "other", read through repo.blob)."""
+    g = repo.git
+    commits: dict[pygit2.Oid, None] = {}
+    others: dict[pygit2.Oid, None] = {}
+    for hexid in dict.fromkeys(_root_ids(repo, reflogs)):
+        if not hexid.strip("0"):
+            continue  # a reflog's "created" entry
         try:
-            ref = g.references[name]
-            target = ref.peel(pygit2.Commit).id
+            oid = pygit2.Oid(hex=hexid)
+            obj = g.get(oid)
+            for _ in range(64):
+                if not isinstance(obj, pygit2.Tag):
+                    break
+                oid = obj.target
+                obj = g.get(oid)
         except (pygit2.GitError, ValueError, KeyError):
             continue
-        yield target
-        if reflogs:
-            try:
-                for entry in ref.log():
-                    yield entry.oid_new
-                    if entry.oid_old != pygit2.Oid(hex="0" * 40):
-                        yield entry.oid_old
-            except (pygit2.GitError, KeyError, ValueError):
-                pass
-    with contextlib.suppress(pygit2.GitError, ValueError):
-        yield g.head.peel(pygit2.Commit).id
-    if reflogs:
-        try:
-            for entry in g.references["HEAD"].log():
-                yield entry.oid_new
-        except (pygit2.GitError, KeyError, ValueError):
-            pass
+        if isinstance(obj, pygit2.Commit):
+            commits[obj.id] = None
+        elif obj is not None:
+            others[obj.id] = None
+        elif repo.promisor:
+            others[oid] = None
+    return list(commits), list(others)
 
 
-def _commits(repo: Repo, reflogs: bool) -> Iterator[pygit2.Commit]:
+def _commits(repo: Repo, roots: list[pygit2.Oid]) -> Iterator[pygit2.Commit]:
     """Every commit reachable from the roots, once (stash commits' index and untracked parents
     are ordinary parents, so they are walked too)."""
-    g = repo.git
-    roots = list(dict.fromkeys(r for r in _roots(repo, reflogs) if isinstance(g.get(r), pygit2.Commit)))
     if not roots:
         return
-    walker = g.walk(roots[0], pygit2.enums.SortMode.NONE)
+    walker = repo.git.walk(roots[0], pygit2.enums.SortMode.NONE)
     for r in roots[1:]:
         walker.push(r)
     yield from walker
+
+
+MANIFEST_READ_LIMIT = 64 * 1024 * 1024  # larger blobs are not read to see whether they are manifests
 
 
 def walk_tree(
@@ -177,7 +276,7 @@ def manifest_blobs(
     for path, oid in files.items():
         if match is not None and not match(path):
             continue
-        data = getattr(repo.git.get(oid), "data", b"")
+        data = repo.blob(oid) or b""
         if is_manifest(data):
             out[path] = (str(oid), data)
     return out
@@ -224,8 +323,7 @@ def reachable_manifests(repo: Repo, reflogs: bool = True) -> dict[str, FoundMani
         if blob_id in checked:
             return
         checked.add(blob_id)
-        obj = g.get(blob_id)
-        data = getattr(obj, "data", b"")
+        data = repo.blob(blob_id) or b""
         if not looks_like_manifest(data):
             return
         try:
@@ -236,20 +334,32 @@ def reachable_manifests(repo: Repo, reflogs: bool = True) -> dict[str, FoundMani
         found[key] = fm
 
     seen_trees: set[pygit2.Oid] = set()
-    for commit in _commits(repo, reflogs):
+    commits, others = _roots(repo, reflogs)
+    for commit in _commits(repo, commits):
         for path, blob_id in walk_tree(commit.tree, "", seen_trees):
             consider(blob_id, str(commit.id)[:12], path)
-    index = g.index
-    index.read(False)
-    for entry in index:
-        consider(entry.id, "index", entry.path)
-    try:
-        for conflict in index.conflicts or ():
-            for side in conflict:
-                if side is not None:
-                    consider(side.id, "index (conflict)", side.path)
-    except (pygit2.GitError, ValueError):
-        pass
+    for oid in others:  # a ref (or a tag) naming a tree or a blob directly
+        obj = g.get(oid)
+        if isinstance(obj, pygit2.Tree):
+            for path, blob_id in walk_tree(obj, "", seen_trees):
+                consider(blob_id, f"tree {str(oid)[:12]}", path)
+        else:
+            consider(oid, f"blob {str(oid)[:12]}", "")
+    for wt in worktrees(repo):
+        where = f"index{wt.label}"
+        try:
+            index = pygit2.Index(str(wt.git_dir / "index"))
+        except (pygit2.GitError, OSError, ValueError):
+            continue  # no index yet (a bare repository, a fresh --no-checkout clone)
+        for entry in index:
+            consider(entry.id, where, entry.path)
+        try:
+            for conflict in index.conflicts or ():
+                for side in conflict:
+                    if side is not None:
+                        consider(side.id, f"{where} (conflict)", side.path)
+        except (pygit2.GitError, ValueError):
+            pass
     pushed = pushed_manifest_blobs(repo)
     for key, fm in found.items():
         fm.pushed = key in pushed
@@ -279,8 +389,7 @@ class IndexManifests:
             index = self.repo.git.index
             index.read(False)
             for entry in index:
-                blob = self.repo.git.get(entry.id)
-                data = getattr(blob, "data", b"")
+                data = self.repo.blob(entry.id) or b""
                 if is_manifest(data):
                     with contextlib.suppress(ManifestError):
                         self._by_path[entry.path] = Manifest.from_bytes(data)
@@ -374,7 +483,8 @@ def unconverted_files(repo: Repo, rev: str | None = None) -> list[UnconvertedFil
         _, size = odb.read_header(oid)
         if size == 0:
             continue
-        data = getattr(repo.git.get(oid), "data", b"")
+        # a blob this large is no manifest (about 200 bytes a tensor): never read a raw checkpoint
+        data = (repo.blob(oid) or b"") if size <= MANIFEST_READ_LIMIT else b""
         if looks_like_manifest(data):
             continue
         kind = "lfs-pointer" if size < 1024 and data.startswith(LFS_POINTER_PREFIX) else "raw"

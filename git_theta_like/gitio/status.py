@@ -15,7 +15,12 @@ import pygit2
 
 from git_theta_like.errors import ManifestError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
-from git_theta_like.gitio.scan import UnconvertedFile, tracked_by_attributes, unconverted_files
+from git_theta_like.gitio.scan import (
+    MANIFEST_READ_LIMIT,
+    UnconvertedFile,
+    tracked_by_attributes,
+    unconverted_files,
+)
 from git_theta_like.manifest import Manifest, is_manifest
 
 
@@ -56,15 +61,19 @@ _STATUS = {"A": "new", "M": "modified", "D": "deleted", "R": "renamed", "C": "ne
 def _blob_version(repo: Repo, oid: str) -> Version | None:
     if set(oid) == {"0"}:
         return None
-    obj = repo.git.get(oid)
-    data = obj.data if isinstance(obj, pygit2.Blob) else b""
+    try:
+        _, size = repo.git.odb.read_header(oid)
+    except (KeyError, ValueError, pygit2.GitError):
+        size = 0
+    # a blob larger than any manifest is a raw file: its size is all we need, never its bytes
+    data = (repo.blob(oid) or b"") if size <= MANIFEST_READ_LIMIT else b""
     if is_manifest(data):
         try:
             m = Manifest.from_bytes(data)
             return Version("Theta", oid, m.size, len(m.tensors))
         except ManifestError:
             pass
-    return Version("Git", oid, len(data))
+    return Version("Git", oid, size or len(data))
 
 
 def worktree_raw_id(repo: Repo, path: str) -> str | None:

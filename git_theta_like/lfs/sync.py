@@ -65,7 +65,8 @@ def _rev_list_new_blobs(repo: Repo, local_sha: str, remote: str, remote_sha: str
     for line in out.stdout.splitlines():
         oid = line.split(" ", 1)[0]
         obj = repo.git.get(oid)
-        if isinstance(obj, pygit2.Blob):
+        # a partial clone's blob not fetched yet: objects_to_push reads it through repo.blob
+        if isinstance(obj, pygit2.Blob) or (obj is None and repo.promisor):
             blobs.append(oid)
     return blobs
 
@@ -81,7 +82,7 @@ def objects_to_push(repo: Repo, remote: str, updates: Iterable[str]) -> list[tup
         if local_sha == ZERO:  # deleting a remote ref sends nothing
             continue
         for blob_id in _rev_list_new_blobs(repo, local_sha, remote, remote_sha):
-            data = getattr(repo.git[blob_id], "data", b"")
+            data = repo.blob(blob_id) or b""
             if not is_manifest(data):
                 continue
             try:

@@ -78,8 +78,22 @@ def _receive(
 ) -> bool:
     """Stream chunks into store as object oid: temp file, SHA-256 check, fsync, rename.
 
-    Returns False when the object was already there. Nothing is left behind on failure.
+    Returns False when the object was already there. Nothing is left behind on failure. Holds
+    the store's shared lock meanwhile (a gc waits).
     """
+    with store.lock.shared():
+        return _receive_locked(store, oid, size, chunks, source, progress, fault)
+
+
+def _receive_locked(
+    store: LocalStore,
+    oid: str,
+    size: int,
+    chunks: Iterable[bytes],
+    source: str,
+    progress: Progress,
+    fault: str,
+) -> bool:
     dest = store.path(oid)
     got = 0
     try:

@@ -1,26 +1,39 @@
 """`git theta-like gc`: delete local objects that nothing reachable needs.
 
-Kept: every object of every manifest reachable from a ref, a reflog entry, the stash or the
-index, and, transitively, the delta bases of those objects. Objects written in the last
-`--grace` seconds are kept too (a `git add` running right now has written objects that no index
-entry names yet). Files in the LFS store that are not ours (git-lfs's own objects) are never
-touched: `git lfs prune` is the tool for those.
+Kept: every object of every manifest reachable from any ref (every namespace: branches, tags,
+remotes, notes, stash, replace, refs/original, ...), any reflog entry, and every worktree's
+HEAD, index and reflog (gitio/scan.py's roots), and, transitively, the delta bases of those
+objects.
+
+Safe against git commands running meanwhile: gc holds the store's lock exclusively for its scan
+and its deletes (store/lock.py); every writer (a clean in flight, for the life of its git
+command; a download; any object write) holds it shared, so gc waits for them, up to `wait`
+seconds, then stops with an error and deletes nothing. gc also waits while a git command holds
+any worktree's `index.lock` (a merge driver or a one-shot clean has written objects its git
+command has not put in the index yet). Objects written in the last `--prune` seconds are kept
+too, a second line of defence. Files in the LFS store that are not ours (git-lfs's own objects)
+are never touched: `git lfs prune` is the tool for those.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from git_theta_like.codecs.container import MAGIC, TRAILER
-from git_theta_like.errors import ThetaLikeError
+from git_theta_like.errors import StoreBusyError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
-from git_theta_like.gitio.scan import reachable_manifests
+from git_theta_like.gitio.scan import reachable_manifests, worktrees
 from git_theta_like.lfs import sync
 from git_theta_like.store import store_of
+from git_theta_like.store.local import LocalStore
+from git_theta_like.store.lock import BUSY
 
 DEFAULT_GRACE = 3600.0
+DEFAULT_WAIT = 30.0  # how long gc waits for the git commands writing objects (seconds)
 
 
 @dataclass
@@ -41,8 +54,40 @@ def _is_ours(path: str) -> bool:
         return False
 
 
-def gc(repo: Repo, dry_run: bool = False, grace: float = DEFAULT_GRACE) -> GcReport:
+def index_locks(repo: Repo) -> list[Path]:
+    """The `index.lock` files of the worktrees where a git command is updating the index now."""
+    return [wt.git_dir / "index.lock" for wt in worktrees(repo) if (wt.git_dir / "index.lock").exists()]
+
+
+def gc(
+    repo: Repo, dry_run: bool = False, grace: float = DEFAULT_GRACE, wait: float = DEFAULT_WAIT
+) -> GcReport:
+    """Delete the objects no root needs (dry_run: only count them). Waits up to `wait` seconds
+    for the git commands writing objects (StoreBusyError after that; nothing deleted)."""
     store = store_of(repo)
+    if dry_run:
+        return _collect(repo, store, True, grace)
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        with store.lock.exclusive(max(0.0, deadline - time.monotonic())):
+            busy = index_locks(repo)
+            if not busy:
+                return _collect(repo, store, False, grace)
+        if not said and wait > 0:
+            said = True
+            print(
+                f"git-theta-like: waiting for the git command holding {busy[0]}", file=sys.stderr, flush=True
+            )
+        if time.monotonic() >= deadline:
+            raise StoreBusyError(
+                f"{BUSY} (a git command holds {busy[0]}; if none is running, remove that file); "
+                "nothing was deleted"
+            )
+        time.sleep(0.1)
+
+
+def _collect(repo: Repo, store: LocalStore, dry_run: bool, grace: float) -> GcReport:
     keep: dict[str, int] = {}
     for fm in reachable_manifests(repo).values():
         if fm.manifest is None:

@@ -277,7 +277,7 @@ def conflicted_models(repo: Repo, revs: tuple[str | None, str, str]) -> dict[str
                 continue
             named = shards.setdefault(path, set())
             with contextlib.suppress(ValueError, TypeError, AttributeError):
-                named.update(read_index(repo.git.get(oid).data, path).values())  # type: ignore[union-attr]
+                named.update(read_index(repo.blob(oid) or b"", path).values())
     return {p: named for p, named in sorted(shards.items()) if p in unmerged or named & unmerged}
 
 

@@ -62,8 +62,7 @@ def conflicted(repo: Repo) -> dict[str, Conflicted]:
         assert entry is not None
 
         def blob(e: pygit2.IndexEntry | None) -> bytes | None:
-            obj = repo.git.get(e.id) if e is not None else None
-            return obj.data if isinstance(obj, pygit2.Blob) else None
+            return repo.blob(e.id) if e is not None else None
 
         out[entry.path] = Conflicted(entry.path, blob(anc), blob(ours), blob(theirs), entry.mode)
     return out

@@ -52,8 +52,7 @@ def load_side(repo: Any, file: str, hexid: str, path: str) -> Manifest | _Plain 
     if is_manifest(head):
         return Manifest.from_bytes(Path(file).read_bytes())
     if _HEX.match(hexid) and set(hexid) != {"0"}:
-        blob = repo.git.get(hexid)
-        data = getattr(blob, "data", None)
+        data = repo.blob(hexid)
         if data is not None:
             if is_manifest(data):
                 return Manifest.from_bytes(data)

@@ -133,7 +133,7 @@ def _tree_indexes(repo: Any, paths: dict[str, Any], match: Match) -> dict[str, t
     out = {}
     for path, oid in paths.items():
         if is_index(path) and match(path):
-            out[path] = (str(oid), getattr(repo.git.get(oid), "data", b""))
+            out[path] = (str(oid), repo.blob(oid) or b"")
     return out
 
 
@@ -144,8 +144,9 @@ def _tree_manifests(repo: Any, paths: dict[str, Any], match: Match) -> dict[str,
     for path, oid in paths.items():
         if not match(path):
             continue
-        blob = repo.git.get(oid)
-        data = getattr(blob, "data", b"")
-        if is_manifest(data) or (isinstance(blob, pygit2.Blob) and tracked_version(repo, path, data)):
+        data = repo.blob(oid)  # through git cat-file in a partial clone
+        if data is None:
+            continue
+        if is_manifest(data) or tracked_version(repo, path, data):
             out[path] = (str(oid), data)
     return out

@@ -1,5 +1,6 @@
 """The local object store: git-lfs's layout (`.git/lfs/objects/xx/yy/<oid>`), one atomic
-writer, and the one verified, cached reader of raw tensor contents. Downloads reach it through a
+writer, the lock writers share and gc takes alone, and the one verified, cached reader of raw
+tensor contents. Downloads reach it through a
 fetch callback: the store never imports the LFS client. May import codecs, formats, gitio and
 the bottom layer."""
 
@@ -9,8 +10,9 @@ import weakref
 
 from git_theta_like.gitio.repo import CONFIG_SECTION, Repo
 from git_theta_like.store.local import LocalStore
+from git_theta_like.store.lock import StoreLock
 
-__all__ = ["LocalStore", "store_of"]
+__all__ = ["LocalStore", "StoreLock", "store_of"]
 
 _STORES: weakref.WeakKeyDictionary[Repo, LocalStore] = weakref.WeakKeyDictionary()
 

@@ -2,7 +2,8 @@
 
 An object's id is the SHA-256 of its bytes (what git-lfs and LFS servers verify). Objects are
 written to `<lfs dir>/tmp`, then renamed into place, so a reader never sees a partial object and
-a crash leaves at most a stray temp file. Every read checks the object against the raw-content
+a crash leaves at most a stray temp file. Every write holds the store's shared lock
+(store/lock.py), which gc takes exclusively. Every read checks the object against the raw-content
 hash in its header; a mismatch names the object and what it holds.
 """
 
@@ -21,6 +22,7 @@ from git_theta_like.codecs.container import MAGIC, MAX_HEADER, TRAILER, ObjectHe
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
 from git_theta_like.store.atomic import AtomicFile
+from git_theta_like.store.lock import StoreLock
 
 MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
 PLAIN_CHUNK = 1 << 20  # plain git-lfs objects are streamed in chunks of this size
@@ -42,6 +44,8 @@ class LocalStore:
         # data survives here and the link is put back when the object is next needed.
         self.keep = self.root.parent / "theta-like" / "objects"
         self.durable = durable
+        # writers share it, gc takes it alone (store/lock.py)
+        self.lock = StoreLock(self.root)
         self._lock = threading.Lock()
         self.reads = 0  # objects read (tests assert on it: what a command touched)
         self.writes = 0  # objects newly written
@@ -95,7 +99,15 @@ class LocalStore:
         return out
 
     def write(self, parts: Iterable[Buffer]) -> tuple[str, int]:
-        """Store the concatenation of parts; returns (oid, size). Atomic; idempotent."""
+        """Store the concatenation of parts; returns (oid, size). Atomic; idempotent. Holds the
+        store's shared lock meanwhile (a gc waits)."""
+        with self.lock.shared():
+            oid, size, new = self._write(parts)
+        if new:
+            faults.point("write")
+        return oid, size
+
+    def _write(self, parts: Iterable[Buffer]) -> tuple[str, int, bool]:
         h = hashlib.sha256()
         size = 0
         with AtomicFile(self.tmp, prefix="gtl-", durable=self.durable) as f:
@@ -105,13 +117,13 @@ class LocalStore:
                 size += len(part)
             oid = h.hexdigest()
             dest = self.path(oid)
-            if not dest.exists():
-                f.commit(dest)
-                self.keep_link(oid)
-                faults.point("write")
-                with self._lock:
-                    self.writes += 1
-            return oid, size
+            if dest.exists():
+                return oid, size, False
+            f.commit(dest)
+            self.keep_link(oid)
+            with self._lock:
+                self.writes += 1
+            return oid, size, True
 
     def write_encoded(self, enc: codecs.Encoded) -> tuple[str, int]:
         return self.write([*enc.parts, enc.header.trailer()])
