@@ -28,10 +28,6 @@ ITEMSIZE: dict[str, int] = {
     "BOOL": 1,
 }
 
-FLOAT_DTYPES = frozenset(
-    {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ"}
-)
-
 # Regions whose element type is unknown or opaque (quantized blocks, raw bytes) use "BYTES".
 OPAQUE = "BYTES"
 

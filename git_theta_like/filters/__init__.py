@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 
 from git_theta_like.errors import ManifestError
-from git_theta_like.filters.engine import Engine
+from git_theta_like.filters.engine import DEFAULT_MAX_CHAIN, Engine
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs.pointer import parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
@@ -63,7 +63,7 @@ def engine_for(repo: Repo) -> Engine:
     return Engine(
         store_of(repo),
         deltas=repo.config_bool("theta-like.deltas", True),
-        max_chain_depth=repo.config_int("theta-like.maxChainDepth", 8),
+        max_chain_depth=repo.config_int("theta-like.maxChainDepth", DEFAULT_MAX_CHAIN),
         svd_seconds=svd,
         lora=lora,
     )

@@ -48,8 +48,6 @@ from git_theta_like.merge.execute import parents, slot_nbytes
 from git_theta_like.merge.plan import Conflict, FisherLookup, Plan, Slot, choose_layout, plan_tensor
 from git_theta_like.store.atomic import write_atomic
 
-SIDES = ("base", "ours", "theirs")
-
 
 @dataclass
 class ModelSide:

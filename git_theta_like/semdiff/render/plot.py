@@ -23,7 +23,6 @@ from git_theta_like.semdiff.model import DiffResult, FileDiff
 SCALE = 2  # pixels per font pixel
 CELL = 14
 PAD = 10
-WHITE = (255, 255, 255)
 BLACK = (20, 20, 20)
 GREY = (205, 205, 205)
 MAGENTA = (214, 39, 160)
