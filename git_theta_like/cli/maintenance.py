@@ -41,6 +41,8 @@ def gc_cmd(dry_run: bool, grace: str) -> None:
     from git_theta_like.maintenance.gc import gc as run_gc
 
     report = run_gc(open_repo(), dry_run=dry_run, grace=_duration(grace))
+    for message in report.invalid:
+        click.echo(f"warning: {message}", err=True)
     verb = "would delete" if dry_run else "deleted"
     click.echo(
         f"git-theta-like gc: kept {report.kept} object(s), {verb} {report.deleted} "

@@ -10,8 +10,9 @@ touched: `git lfs prune` is the tool for those.
 from __future__ import annotations
 
 import os
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from git_theta_like.codecs.container import MAGIC, TRAILER
 from git_theta_like.errors import ThetaLikeError
@@ -21,6 +22,7 @@ from git_theta_like.lfs import sync
 from git_theta_like.store import store_of
 
 DEFAULT_GRACE = 3600.0
+_OID_WORD = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 
 
 @dataclass
@@ -30,6 +32,8 @@ class GcReport:
     freed: int
     skipped_foreign: int
     tmp_removed: int
+    # invalid manifests gc went past, each a message: every object id their text names was kept
+    invalid: list[str] = field(default_factory=list)
 
 
 def _is_ours(path: str) -> bool:
@@ -44,13 +48,17 @@ def _is_ours(path: str) -> bool:
 def gc(repo: Repo, dry_run: bool = False, grace: float = DEFAULT_GRACE) -> GcReport:
     store = store_of(repo)
     keep: dict[str, int] = {}
+    invalid: list[str] = []
     for fm in reachable_manifests(repo).values():
         if fm.manifest is None:
             where = ", ".join(f"{w} {p}" for w, p in fm.uses[:3])
-            raise ThetaLikeError(
-                f"gc stopped: the manifest {fm.blob} ({where}) is invalid ({fm.error}), so what it "
-                "needs is unknown; nothing was deleted. Fix or remove it, then run gc again"
+            named = named_object_ids(repo, fm.blob)
+            keep.update(dict.fromkeys(named, 0))
+            invalid.append(
+                f"manifest {fm.blob} ({where}) is invalid ({fm.error}); kept the {len(named)} "
+                "object(s) its text names"
             )
+            continue
         for _, ref in fm.manifest.objects():
             for oid, size in sync.needed(ref):
                 keep[oid] = size
@@ -82,4 +90,13 @@ def gc(repo: Repo, dry_run: bool = False, grace: float = DEFAULT_GRACE) -> GcRep
                         p.unlink()
             except FileNotFoundError:
                 pass
-    return GcReport(len(keep_set), deleted, freed, foreign, tmp_removed)
+    return GcReport(len(keep_set), deleted, freed, foreign, tmp_removed, invalid)
+
+
+def named_object_ids(repo: Repo, blob: str) -> set[str]:
+    """Every 64-hex-digit word in a blob: all an invalid manifest could need, so gc keeps them."""
+    obj = repo.git.get(blob)
+    data = getattr(obj, "data", None)
+    if not isinstance(data, bytes):
+        raise ThetaLikeError(f"gc stopped: cannot read the manifest blob {blob}; nothing was deleted")
+    return {m.decode() for m in _OID_WORD.findall(data)}
