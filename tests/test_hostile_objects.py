@@ -174,3 +174,35 @@ def test_fsck_and_gc_go_past_hostile_headers_and_manifests(repo: Path) -> None:
     left = store(repo).all_oids()
     assert stray not in left  # gc went on ...
     assert named_only in left and set(bad.values()) <= left  # ... and deleted nothing it cannot account for
+
+
+# ------------------------------------------------------------ item 11: control characters in names
+
+NAMES = ("\x1b[31mred", "forged\nline", "back\rspace", "del\x7f", "bidi\u202eevil")
+
+
+def test_control_characters_in_tensor_names_are_escaped(repo: Path) -> None:
+    def checkpoint(v: int) -> bytes:
+        return safetensors_bytes({n: ("F32", (2,), bytes([v] * 8)) for n in NAMES})
+
+    (repo / "m.safetensors").write_bytes(checkpoint(0))
+    git(repo, "add", "m.safetensors")
+    git(repo, "commit", "-qm", "one")
+    (repo / "m.safetensors").write_bytes(checkpoint(1))
+    git(repo, "commit", "-qam", "two")
+    outputs = {
+        "git diff": git(repo, "diff", "HEAD~1", "HEAD").stdout,
+        "git log -p": git(repo, "log", "-p", "--ext-diff", "-1").stdout,
+        "diff": gtl(repo, "diff", "HEAD~1", "HEAD").stdout,
+        "diff md": gtl(repo, "diff", "--format", "markdown", "HEAD~1", "HEAD").stdout,
+        "show": gtl(repo, "show", "HEAD", "m.safetensors").stdout,
+        "ls-files -v": gtl(repo, "ls-files", "-v").stdout,
+    }
+    for what, out in outputs.items():
+        for c in ("\x1b", "\r", "\x7f", "\u202e"):
+            assert c not in out, (what, c, out)
+        assert not any(line.startswith("line") for line in out.splitlines()), (what, out)
+    for what in ("diff", "show", "ls-files -v", "diff md"):
+        assert "\\x1b[31mred" in outputs[what] and "forged\\x0aline" in outputs[what], (what, outputs[what])
+    js = json.loads(gtl(repo, "diff", "--format", "json", "HEAD~1", "HEAD").stdout)
+    assert set(NAMES) <= {t["name"] for f in js["files"] for t in f["tensors"]}  # JSON stays exact

@@ -37,12 +37,12 @@ def fsck_cmd(check_remote: bool, remote_name: str | None) -> None:
 )
 def gc_cmd(dry_run: bool, grace: str) -> None:
     """Delete local objects that no reachable manifest (refs, reflogs, stash, index) needs."""
-    from git_theta_like.display import human_size
+    from git_theta_like.display import human_size, printable
     from git_theta_like.maintenance.gc import gc as run_gc
 
     report = run_gc(open_repo(), dry_run=dry_run, grace=_duration(grace))
     for message in report.invalid:
-        click.echo(f"warning: {message}", err=True)
+        click.echo(f"warning: {printable(message)}", err=True)
     verb = "would delete" if dry_run else "deleted"
     click.echo(
         f"git-theta-like gc: kept {report.kept} object(s), {verb} {report.deleted} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from git_theta_like.display import printable
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import UnconvertedFile, reachable_manifests, unconverted_files
@@ -148,4 +149,4 @@ def format_report(report: FsckReport) -> str:
         lines.append(f"{p.kind}: {p.oid}: {p.detail}")
         lines.extend(f"    used by {a}" for a in p.affects)
     lines.append("ok" if report.ok else f"{len(report.problems)} problem(s)")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # paths and names come from repositories
