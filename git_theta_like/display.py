@@ -3,6 +3,25 @@ nothing of the package."""
 
 from __future__ import annotations
 
+import re
+
+# C0 controls, DEL, C1 controls, line/paragraph separators, bidirectional overrides and isolates,
+# and lone surrogates (undecodable bytes): what can move the cursor, recolour, reorder or break
+# a line of terminal output.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: str) -> str:
+    """text with every control character escaped (`\\x1b`, `\\n`-as-`\\x0a`, `\\u202e`), as git
+    quotes paths: a tensor name or path from a repository cannot forge or colour output lines.
+    Everything else (other Unicode included) is kept; JSON output does not need this."""
+    return _UNPRINTABLE.sub(_escape, text)
+
 
 def human_size(n: float) -> str:
     """1536 -> `1.5 KiB`."""

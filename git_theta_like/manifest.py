@@ -23,7 +23,9 @@ from git_theta_like.errors import ManifestError
 
 MAGIC = "git-theta-like manifest"
 VERSION = "v1"
-HEADER_RE = re.compile(r"^git-theta-like manifest (v\d+) format=(\S+) size=(\d+)$")
+HEADER_RE = re.compile(r"^git-theta-like manifest (v[0-9]{1,9}) format=(\S+) size=(\S+)$")
+MAX_DIGITS = 19  # every number in a manifest is below 10^19 (sizes, offsets, dimensions)
+_NUMBER = re.compile(rf"[0-9]{{1,{MAX_DIGITS}}}")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ESCAPE = re.compile(r'[%"\x00-\x20\x7f]')
 
@@ -60,7 +62,7 @@ class ObjectRef:
     def depth(self) -> int:
         """Length of the delta chain behind the object (0 for a keyframe), as its line says."""
         value = dict(self.extra).get("depth", "0")
-        return int(value) if value.isdigit() else 0
+        return int(value) if _NUMBER.fullmatch(value) else 0
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,11 @@ class Manifest:
                 f"manifest version {m.group(1)} is newer than this git-theta-like understands "
                 f"({VERSION}); upgrade git-theta-like"
             )
-        fmt, size = m.group(2), int(m.group(3))
+        fmt = m.group(2)
+        try:
+            size = _count(m.group(3))
+        except ValueError as e:
+            raise ManifestError(f"manifest header is malformed ({e})") from None
         skeleton: tuple[int, ObjectRef] | None = None
         tensors: list[TensorEntry] = []
         for n, line in enumerate(lines[1:], start=2):
@@ -182,9 +188,19 @@ class Manifest:
         return manifest
 
 
+def parse_count(text: str) -> int | None:
+    """A non-negative decimal integer of at most MAX_DIGITS ASCII digits, or None."""
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
+def is_object_id(text: str) -> bool:
+    """64 lowercase hex digits (a SHA-256: raw hashes and object ids)."""
+    return _HEX64.fullmatch(text) is not None
+
+
 def _count(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"{text[:30]!r} is not a non-negative integer")
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(f"{text[:30]!r} is not a non-negative integer of at most {MAX_DIGITS} digits")
     return int(text)
 
 

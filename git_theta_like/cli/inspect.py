@@ -31,7 +31,7 @@ def ls_files(rev: str | None, verbose: bool) -> None:
     A tracked path whose blob is not a manifest (added without the filter) is listed as
     "not converted".
     """
-    from git_theta_like.display import human_size
+    from git_theta_like.display import human_size, printable
     from git_theta_like.gitio.scan import tracked_files, unconverted_files
     from git_theta_like.semdiff.listing import describe
 
@@ -46,23 +46,28 @@ def ls_files(rev: str | None, verbose: bool) -> None:
         lines.append(
             (
                 u.path,
-                f"{u.path}: {note}"
-                if verbose
-                else f"{'?':>8} {human_size(u.size):>11} {'-':>11}  {'-':<12} {u.path}  ({note})",
+                printable(
+                    f"{u.path}: {note}"
+                    if verbose
+                    else f"{'?':>8} {human_size(u.size):>11} {'-':>11}  {'-':<12} {u.path}  ({note})"
+                ),
             )
         )
     for f in files:
         m = f.manifest
         if verbose:
-            lines.append((f.path, describe(m, f.path) if m else f"{f.path}: {f.error}"))
+            lines.append((f.path, describe(m, f.path) if m else printable(f"{f.path}: {f.error}")))
         elif m is None:
-            lines.append((f.path, f"{'?':>8} {'?':>11} {'?':>11}  {'invalid':<12} {f.path}  ({f.error})"))
+            row = f"{'?':>8} {'?':>11} {'?':>11}  {'invalid':<12} {f.path}  ({f.error})"
+            lines.append((f.path, printable(row)))
         else:
             lines.append(
                 (
                     f.path,
-                    f"{len(m.tensors):>8} {human_size(m.size):>11} {human_size(m.stored_size):>11}  "
-                    f"{m.format:<12} {f.path}",
+                    printable(
+                        f"{len(m.tensors):>8} {human_size(m.size):>11} {human_size(m.stored_size):>11}  "
+                        f"{m.format:<12} {f.path}"
+                    ),
                 )
             )
     if not verbose:
@@ -78,12 +83,14 @@ def ls_files(rev: str | None, verbose: bool) -> None:
         size = sum(m.size for m in present)
         stored = sum(m.stored_size for m in present)
         click.echo(
-            f"{model.index_path}: one model in {len(model.shards)} shards, {model.tensor_count} tensors, "
-            f"{human_size(size)}, stored {human_size(stored)}"
-            + (
-                ""
-                if len(present) == len(model.shards)
-                else f" ({len(model.shards) - len(present)} shard(s) untracked)"
+            printable(
+                f"{model.index_path}: one model in {len(model.shards)} shards, {model.tensor_count} tensors, "
+                f"{human_size(size)}, stored {human_size(stored)}"
+                + (
+                    ""
+                    if len(present) == len(model.shards)
+                    else f" ({len(model.shards) - len(present)} shard(s) untracked)"
+                )
             )
         )
 
@@ -97,6 +104,8 @@ def status() -> None:
 
     st = checkpoint_status(open_repo())
 
+    from git_theta_like.display import printable
+
     def side(v: Version) -> str:
         from git_theta_like.display import human_size
 
@@ -105,7 +114,7 @@ def status() -> None:
 
     def line(c: Change) -> str:
         sides = " -> ".join(side(v) for v in (c.old, c.new) if v is not None)
-        return f"\t{c.path} ({c.status}; {sides})"
+        return "\t" + printable(f"{c.path} ({c.status}; {sides})")
 
     click.echo(st.branch)
     if st.clean:
@@ -124,4 +133,7 @@ def status() -> None:
 
         click.echo("\nCheckpoints not converted (their blob in Git is not a manifest):\n")
         for u in st.unconverted:
-            click.echo(f"\t{u.path} (Git: {u.blob[:7]}, {u.what}, {human_size(u.size)}; fix: {u.fix})")
+            click.echo(
+                "\t"
+                + printable(f"{u.path} (Git: {u.blob[:7]}, {u.what}, {human_size(u.size)}; fix: {u.fix})")
+            )

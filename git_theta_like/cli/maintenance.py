@@ -48,10 +48,12 @@ def gc_cmd(dry_run: bool, grace: str, wait: str) -> None:
     refs/original), every reflog, and each worktree's HEAD, index and reflog. gc waits for git
     commands that are writing objects (a `git add` in flight), then stops with an error.
     """
-    from git_theta_like.display import human_size
+    from git_theta_like.display import human_size, printable
     from git_theta_like.maintenance.gc import gc as run_gc
 
     report = run_gc(open_repo(), dry_run=dry_run, grace=_duration(grace), wait=_duration(wait))
+    for message in report.invalid:
+        click.echo(f"warning: {printable(message)}", err=True)
     verb = "would delete" if dry_run else "deleted"
     click.echo(
         f"git-theta-like gc: kept {report.kept} object(s), {verb} {report.deleted} "

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from git_theta_like.codecs.chooser import DeltaOptions, encode, encode_delta
 from git_theta_like.codecs.container import Encoded, ObjectHeader, split_object
-from git_theta_like.codecs.registry import decode, is_delta, iter_decode
+from git_theta_like.codecs.registry import check_payload, decode, is_delta, iter_decode
 
 __all__ = [
     "DeltaOptions",
     "Encoded",
+    "check_payload",
     "ObjectHeader",
     "decode",
     "encode",

@@ -45,6 +45,8 @@ def unpack_section(payload: memoryview, pos: int, limit: int) -> tuple[bytearray
     end = pos + blen
     if size > limit:
         raise ValueError(f"delta section of {size} bytes exceeds its bound of {limit}")
+    if size > planes.max_raw(blen):
+        raise ValueError(f"a {blen}-byte delta section cannot hold {size} bytes")
     if end > len(payload) or w < 1:
         raise ValueError("delta payload ends inside a section")
     out = bytearray(size)

@@ -10,6 +10,7 @@ its LFS object id (SHA-256 of all of its bytes) is computed on the way.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,22 +54,60 @@ class ObjectHeader:
 
     @classmethod
     def from_bytes(cls, data: bytes, oid: str = "?") -> ObjectHeader:
+        """Parse a header, checking the type and range of every field: whatever the bytes are,
+        the result is a well-formed header or an ObjectCorruptError (never another exception)."""
         try:
             doc = json.loads(data)
-            if doc.get("v") != VERSION:
-                raise ObjectCorruptError(f"object {oid}: unsupported object version {doc.get('v')}")
-            shape = tuple(int(d) for d in doc["shape"])
-            size, raw = int(doc["size"]), str(doc["raw"])
-            codec, dtype = str(doc["codec"]), str(doc["dtype"])
-            params = doc.get("params", {})
-            base = doc.get("base")
-        except ObjectCorruptError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ObjectCorruptError(f"object {oid}: malformed header ({e})") from None
-        if len(raw) != 64 or size < 0 or not isinstance(params, dict):
-            raise ObjectCorruptError(f"object {oid}: malformed header")
-        return cls(codec, dtype, shape, size, raw, params, base)
+        except (ValueError, RecursionError) as e:  # ValueError covers UnicodeDecodeError
+            raise ObjectCorruptError(f"object {oid}: malformed header ({str(e)[:100]})") from None
+        if not isinstance(doc, dict):
+            raise ObjectCorruptError(f"object {oid}: malformed header (not a JSON object)")
+        if doc.get("v") != VERSION or isinstance(doc.get("v"), bool):
+            raise ObjectCorruptError(f"object {oid}: unsupported object version {_show(doc.get('v'))}")
+
+        def bad(what: str) -> ObjectCorruptError:
+            return ObjectCorruptError(f"object {oid}: malformed header ({what})")
+
+        codec, dtype, raw = doc.get("codec"), doc.get("dtype"), doc.get("raw")
+        if not isinstance(codec, str) or not 0 < len(codec) <= 64:
+            raise bad(f"codec {_show(codec)}")
+        if not isinstance(dtype, str) or not 0 < len(dtype) <= 64:
+            raise bad(f"dtype {_show(dtype)}")
+        if not isinstance(raw, str) or not _HEX64.fullmatch(raw):
+            raise bad(f"raw hash {_show(raw)} is not 64 lowercase hex digits")
+        size = doc.get("size")
+        if not _is_count(size):
+            raise bad(f"size {_show(size)} is not an integer in [0, 2^63)")
+        shape = doc.get("shape")
+        if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_count(d) for d in shape):
+            raise bad(f"shape {_show(shape)} is not a list of at most {MAX_DIMS} sizes")
+        params = doc.get("params", {})
+        if not isinstance(params, dict) or len(params) > MAX_PARAMS:
+            raise bad(f"params {_show(params)} is not an object of at most {MAX_PARAMS} integers")
+        for k, v in params.items():
+            if not isinstance(v, int) or isinstance(v, bool) or abs(v) >= LIMIT:
+                raise bad(f"params {_show(k)}: {_show(v)} is not an integer")
+        base = doc.get("base")
+        if base is not None and (not isinstance(base, str) or not _HEX64.fullmatch(base)):
+            raise bad(f"base {_show(base)} is not an object id (64 lowercase hex digits)")
+        assert isinstance(size, int)
+        return cls(codec, dtype, tuple(shape), size, raw, params, base)
+
+
+LIMIT = 1 << 63  # every size and count in a header is below this
+MAX_DIMS = 64  # dimensions of a shape
+MAX_PARAMS = 64  # codec parameters
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < LIMIT
+
+
+def _show(v: object) -> str:
+    """A short, printable rendering of a header value for a message."""
+    text = ascii(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def split_object(data: bytes | memoryview, oid: str = "?") -> tuple[ObjectHeader, memoryview]:

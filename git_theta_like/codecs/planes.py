@@ -22,6 +22,11 @@ from git_theta_like.codecs.container import ObjectHeader
 
 LEVEL = 1  # measured: level 1 compresses exponent planes as well as level 3, 1.4x faster
 CHUNK = 8 * 1024 * 1024
+MAX_CHUNK = 64 * 1024 * 1024  # the largest chunk a reader accepts (what it allocates at once)
+# zstd cannot produce more than 128 KiB per 4 payload bytes (an RLE block): no object we or any
+# zstd encoder wrote holds more raw bytes than MAX_RATIO times its payload. A header that claims
+# more is a lie, caught before anything is allocated.
+MAX_RATIO = 32 * 1024
 PROBE = 64 * 1024  # a plane whose first PROBE bytes do not compress is stored as is
 PROBE_RATIO = 0.97
 PLANE = struct.Struct("<BI")
@@ -133,16 +138,21 @@ def encode(raw: memoryview, itemsize: int, map_fn: MapFn = map) -> tuple[dict[st
 
 def _params(header: ObjectHeader) -> tuple[int, int]:
     chunk, width = int(header.params["chunk"]), int(header.params["width"])
-    if width < 1 or chunk < width or chunk % width:
-        raise ValueError(f"bad planes parameters chunk={chunk} width={width}")
+    if width < 1 or chunk < width or chunk % width or chunk > MAX_CHUNK:
+        raise ValueError(f"bad planes parameters chunk={chunk} width={width} (chunks of at most {MAX_CHUNK})")
     return chunk, width
+
+
+def max_raw(payload_len: int) -> int:
+    """The most raw bytes a planes payload of payload_len bytes can decode to."""
+    return payload_len * MAX_RATIO
 
 
 def decode(header: ObjectHeader, payload: memoryview, base: object = None) -> bytearray:
     chunk, width = _params(header)
     # every chunk holds at least `width` plane headers: a size the payload cannot hold is a lie
     chunks = -(-header.size // chunk)
-    if chunks * width * PLANE.size > len(payload):
+    if chunks * width * PLANE.size > len(payload) or header.size > max_raw(len(payload)):
         raise ValueError(f"a {len(payload)}-byte payload cannot hold {header.size} raw bytes")
     out = bytearray(header.size)  # every byte is written below
     omv = memoryview(out)

@@ -11,6 +11,11 @@ NAME = "raw"
 IS_DELTA = False
 
 
+def max_raw(payload_len: int) -> int:
+    """The most raw bytes a raw payload of payload_len bytes can decode to."""
+    return payload_len
+
+
 def decode(header: ObjectHeader, payload: memoryview, base: object = None) -> memoryview:
     if len(payload) != header.size:
         raise ValueError(f"raw payload has {len(payload)} bytes, expected {header.size}")

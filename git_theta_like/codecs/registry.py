@@ -25,6 +25,21 @@ def is_delta(codec: str) -> bool:
     return codec in DELTA_CODECS
 
 
+def check_payload(header: ObjectHeader, payload_len: int, oid: str = "?") -> None:
+    """Refuse a keyframe header that claims more raw bytes than its payload can hold (a size
+    lie costs nothing: it is caught before anything is allocated). Deltas are bounded by their
+    base instead."""
+    codec = CODECS.get(header.codec)
+    if codec is None:
+        raise ObjectCorruptError(f"object {oid}: unknown codec {header.codec!r}")
+    bound = getattr(codec, "max_raw", None)
+    if bound is not None and header.size > bound(payload_len):
+        raise ObjectCorruptError(
+            f"object {oid}: its header claims {header.size} raw bytes, more than its "
+            f"{payload_len}-byte {header.codec} payload can hold"
+        )
+
+
 def decode(
     header: ObjectHeader,
     payload: memoryview,
@@ -38,6 +53,7 @@ def decode(
     codec = CODECS.get(header.codec)
     if codec is None:
         raise ObjectCorruptError(f"object {oid}: unknown codec {header.codec!r}")
+    check_payload(header, len(payload), oid)
     try:
         if not codec.IS_DELTA:
             return codec.decode(header, payload)  # type: ignore[no-any-return]

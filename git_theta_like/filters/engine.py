@@ -28,7 +28,13 @@ from typing import Any
 from git_theta_like import codecs, dtypes, formats
 from git_theta_like.codecs import planes
 from git_theta_like.dtypes import Buffer
-from git_theta_like.errors import FormatError, ManifestError, ObjectMissingError, ThetaLikeError
+from git_theta_like.errors import (
+    FormatError,
+    ManifestError,
+    ObjectCorruptError,
+    ObjectMissingError,
+    ThetaLikeError,
+)
 from git_theta_like.formats import ByteReader, HashingSource, Skeleton, Tensor, TensorInfo
 from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, LfsPointer, parse_pointer
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifest
@@ -347,6 +353,9 @@ class Engine:
                     base = self.store.read_raw(parent.obj.oid, what, parent.obj.raw, 0, parent.length)
                 except ObjectMissingError:
                     base = None  # part of its chain was never fetched: store a keyframe
+                except ObjectCorruptError as e:  # a corrupt or lying parent: never build on it
+                    self.warn(f"{e}; stored as a keyframe")
+                    base = None
             if base is not None:
                 enc = codecs.encode_delta(
                     data,
@@ -399,7 +408,7 @@ class Engine:
             else:
                 assert p.future is not None and p.info is not None
                 ref = p.future.result()
-                yield self.store.read_raw(ref.oid, f"tensor {p.info.name!r}", ref.raw)
+                yield self.store.read_raw(ref.oid, f"tensor {p.info.name!r}", ref.raw, 0, p.info.length)
         yield leftover
 
     def _store_whole(
@@ -472,7 +481,9 @@ class Engine:
         manifest.validate()
         skel_ref = manifest.skeleton
         if manifest.skeleton_length > BIG_REGION and not manifest.tensors:
-            for chunk in self.store.iter_raw(skel_ref.oid, "the file", skel_ref.raw):
+            for chunk in self.store.iter_raw(
+                skel_ref.oid, "the file", skel_ref.raw, manifest.skeleton_length
+            ):
                 write(chunk)
             return
         skeleton = memoryview(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from git_theta_like.manifest import parse_count
+
 LFS_VERSION = b"version https://git-lfs.github.com/spec/v1"
 
 
@@ -39,7 +41,7 @@ def parse_pointer(data: bytes) -> LfsPointer | None:
             return None
         fields[key] = value
     oid = _OID.fullmatch(fields.get("oid", ""))
-    size = fields.get("size", "")
-    if oid is None or not size.isdigit():
+    size = parse_count(fields.get("size", ""))
+    if oid is None or size is None:
         return None
-    return LfsPointer(oid.group(1), int(size), any(k.startswith("ext-") for k in fields))
+    return LfsPointer(oid.group(1), size, any(k.startswith("ext-") for k in fields))

@@ -17,7 +17,7 @@ import pygit2
 
 from git_theta_like.errors import ManifestError, ObjectCorruptError, ObjectMissingError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
-from git_theta_like.manifest import Manifest, ObjectRef, is_manifest
+from git_theta_like.manifest import Manifest, ObjectRef, is_manifest, is_object_id, parse_count
 from git_theta_like.store import store_of
 
 ZERO = "0" * 40
@@ -27,8 +27,9 @@ def needed(ref: ObjectRef) -> list[tuple[str, int]]:
     """The object and, for a delta, its base as the manifest line names it."""
     out = [(ref.oid, ref.stored)]
     extra = dict(ref.extra)
-    if "base" in extra and extra.get("base-size", "").isdigit():
-        out.append((extra["base"], int(extra["base-size"])))
+    base, base_size = extra.get("base", ""), parse_count(extra.get("base-size", ""))
+    if is_object_id(base) and base_size is not None:  # anything else: the header names the base
+        out.append((base, base_size))
     return out
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
+from git_theta_like.display import printable
+from git_theta_like.errors import ObjectCorruptError, ObjectMissingError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import UnconvertedFile, reachable_manifests, unconverted_files
 from git_theta_like.lfs import sync
+from git_theta_like.manifest import Manifest
 from git_theta_like.store import store_of
 
 
@@ -49,8 +51,9 @@ def _file_hash(path: str) -> str:
 def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> FsckReport:
     report = FsckReport()
     found = reachable_manifests(repo)
-    # object id -> (raw hash expected, a few "where" strings)
+    # object id -> (raw hash expected, stored size, a few "where" strings)
     wanted: dict[str, tuple[str, int, list[str]]] = {}
+    lengths: dict[str, int] = {}  # object id -> the raw length its first manifest line gives
     local_only: set[str] = set()  # needed by manifests no remote-tracking ref reaches
     for fm in found.values():
         if fm.manifest is None:
@@ -58,8 +61,9 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
             report.problems.append(Problem("bad-manifest", fm.blob, fm.error or "invalid", [uses]))
             continue
         report.manifests += 1
-        for what, ref in fm.manifest.objects():
+        for (what, ref), length in zip(fm.manifest.objects(), _lengths(fm.manifest), strict=True):
             use = f"{fm.uses[0][0]} {fm.uses[0][1]}: {what}"
+            lengths.setdefault(ref.oid, length)
             entry = wanted.setdefault(ref.oid, (ref.raw, ref.stored, []))
             if len(entry[2]) < 3:
                 entry[2].append(use)
@@ -81,14 +85,14 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
             if oid not in verified:
                 if _file_hash(str(store.path(oid))) != oid:
                     raise ObjectCorruptError(f"object {oid}: its bytes do not hash to its id")
-                store.read_raw(oid, "object", raw)
+                store.read_raw(oid, "object", raw, 0, lengths[oid])
                 verified.add(oid)
         except ObjectMissingError as e:  # a delta base is missing
             if oid in local_only:
                 report.problems.append(Problem("missing", oid, str(e), where))
             else:
                 report.not_local += 1  # its chain is on the remote, fetched on demand
-        except ObjectCorruptError as e:
+        except ThetaLikeError as e:  # corrupt, or a header or payload no parser accepts
             report.problems.append(Problem("corrupt", oid, str(e), where))
     if check_remote:
         from git_theta_like.lfs.transfer import RemoteStore
@@ -103,6 +107,11 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
             )
     report.problems.extend(unconverted_problems(repo))
     return report
+
+
+def _lengths(manifest: Manifest) -> list[int]:
+    """The raw length of each object of manifest.objects(), in the same order."""
+    return [manifest.skeleton_length] + [t.length for t in manifest.tensors]
 
 
 def unconverted_problems(repo: Repo) -> list[Problem]:
@@ -140,4 +149,4 @@ def format_report(report: FsckReport) -> str:
         lines.append(f"{p.kind}: {p.oid}: {p.detail}")
         lines.extend(f"    used by {a}" for a in p.affects)
     lines.append("ok" if report.ok else f"{len(report.problems)} problem(s)")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # paths and names come from repositories

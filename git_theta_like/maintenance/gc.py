@@ -18,9 +18,10 @@ are never touched: `git lfs prune` is the tool for those.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from git_theta_like.codecs.container import MAGIC, TRAILER
@@ -34,6 +35,7 @@ from git_theta_like.store.lock import BUSY
 
 DEFAULT_GRACE = 3600.0
 DEFAULT_WAIT = 30.0  # how long gc waits for the git commands writing objects (seconds)
+_OID_WORD = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 
 
 @dataclass
@@ -43,6 +45,8 @@ class GcReport:
     freed: int
     skipped_foreign: int
     tmp_removed: int
+    # invalid manifests gc went past, each a message: every object id their text names was kept
+    invalid: list[str] = field(default_factory=list)
 
 
 def _is_ours(path: str) -> bool:
@@ -89,13 +93,17 @@ def gc(
 
 def _collect(repo: Repo, store: LocalStore, dry_run: bool, grace: float) -> GcReport:
     keep: dict[str, int] = {}
+    invalid: list[str] = []
     for fm in reachable_manifests(repo).values():
         if fm.manifest is None:
             where = ", ".join(f"{w} {p}" for w, p in fm.uses[:3])
-            raise ThetaLikeError(
-                f"gc stopped: the manifest {fm.blob} ({where}) is invalid ({fm.error}), so what it "
-                "needs is unknown; nothing was deleted. Fix or remove it, then run gc again"
+            named = named_object_ids(repo, fm.blob)
+            keep.update(dict.fromkeys(named, 0))
+            invalid.append(
+                f"manifest {fm.blob} ({where}) is invalid ({fm.error}); kept the {len(named)} "
+                "object(s) its text names"
             )
+            continue
         for _, ref in fm.manifest.objects():
             for oid, size in sync.needed(ref):
                 keep[oid] = size
@@ -127,4 +135,13 @@ def _collect(repo: Repo, store: LocalStore, dry_run: bool, grace: float) -> GcRe
                         p.unlink()
             except FileNotFoundError:
                 pass
-    return GcReport(len(keep_set), deleted, freed, foreign, tmp_removed)
+    return GcReport(len(keep_set), deleted, freed, foreign, tmp_removed, invalid)
+
+
+def named_object_ids(repo: Repo, blob: str) -> set[str]:
+    """Every 64-hex-digit word in a blob: all an invalid manifest could need, so gc keeps them."""
+    obj = repo.git.get(blob)
+    data = getattr(obj, "data", None)
+    if not isinstance(data, bytes):
+        raise ThetaLikeError(f"gc stopped: cannot read the manifest blob {blob}; nothing was deleted")
+    return {m.decode() for m in _OID_WORD.findall(data)}

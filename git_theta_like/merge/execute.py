@@ -207,7 +207,7 @@ class _Producer:
         self.pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="gtl-merge-read")
 
     def _read(self, e: TensorEntry) -> Buffer:
-        return self.store.read_raw(e.obj.oid, f"tensor {e.name!r}", e.obj.raw)
+        return self.store.read_raw(e.obj.oid, f"tensor {e.name!r}", e.obj.raw, 0, e.length)
 
     def _inputs(self, slot: Slot) -> tuple[list[TensorEntry | None], int]:
         if slot.job is None:
@@ -260,7 +260,9 @@ def slot_nbytes(s: Slot) -> int:
 def _pieces(plan: Plan, store: LocalStore, produced: Iterable[tuple[Slot, Buffer]]) -> Iterator[Buffer]:
     if plan.synthesize:
         skels = {
-            k: safetensors.read_metadata(store.read_raw(m.skeleton.oid, f"{k} skeleton", m.skeleton.raw))
+            k: safetensors.read_metadata(
+                store.read_raw(m.skeleton.oid, f"{k} skeleton", m.skeleton.raw, 0, m.skeleton_length)
+            )
             for k, m in (("base", plan.base), ("ours", plan.ours), ("theirs", plan.theirs))
             if m is not None
         }
@@ -274,7 +276,9 @@ def _pieces(plan: Plan, store: LocalStore, produced: Iterable[tuple[Slot, Buffer
     layout = plan.layout
     assert layout is not None
     skel_ref = layout.skeleton
-    skel: bytearray | memoryview = store.read_raw(skel_ref.oid, "skeleton", skel_ref.raw)
+    skel: bytearray | memoryview = store.read_raw(
+        skel_ref.oid, "skeleton", skel_ref.raw, 0, layout.skeleton_length
+    )
     patcher = None
     if plan.format == "pytorch":
         skel = bytearray(skel)

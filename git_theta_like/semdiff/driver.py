@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from git_theta_like import dtypes
+from git_theta_like.display import printable
 from git_theta_like.errors import ThetaLikeError
 from git_theta_like.manifest import MAGIC, Manifest, escape_name, is_manifest
 from git_theta_like.semdiff.whole import tracked_by_filter, tracked_version
@@ -99,7 +100,7 @@ def driver_output(repo: Any, args: list[str]) -> str:
             threshold = float(value)
         except ValueError:
             raise ThetaLikeError(f"theta-like.diffThreshold: {value!r} is not a number") from None
-    head = f"diff --git a/{path} b/{new_path}\n"
+    head = printable(f"diff --git a/{path} b/{new_path}") + "\n"
     try:
         fd = diff_file(store_of(repo), new_path, old, new, threshold=threshold, fetch=remote_fetcher(repo))
     except ThetaLikeError as e:  # objects unavailable: still say which tensors changed
@@ -120,7 +121,8 @@ def _listing(
         f"# header/metadata sha256:{skeleton[0][:16]} ({skeleton[1]} bytes)",
     ]
     for name, dtype, shape, raw in tensors:
-        lines.append(f"{escape_name(name)} {dtype} [{','.join(map(str, shape))}] sha256:{raw[:16]}")
+        shown = printable(escape_name(name))  # C1 and bidi controls are not percent-escaped
+        lines.append(f"{shown} {printable(dtype)} [{','.join(map(str, shape))}] sha256:{raw[:16]}")
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,7 @@ bytes, delta depth) and the merge recipe a merged tensor records."""
 
 from __future__ import annotations
 
-from git_theta_like.display import human_size
+from git_theta_like.display import human_size, printable
 from git_theta_like.manifest import Manifest
 
 
@@ -31,7 +31,7 @@ def describe(m: Manifest, path: str) -> str:
     if merged:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(merged.items()))
         lines.insert(1, f"  merge recipe: {sum(merged.values())} tensors merged ({counts})")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # names and paths come from repositories
 
 
 def merge_recipe(extra: tuple[tuple[str, str], ...]) -> str | None:

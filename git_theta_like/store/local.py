@@ -211,10 +211,18 @@ class LocalStore:
             )
         return raw, header
 
-    def iter_raw(self, oid: str, what: str = "object", expect_raw: str | None = None) -> Iterator[bytes]:
+    def iter_raw(
+        self,
+        oid: str,
+        what: str = "object",
+        expect_raw: str | None = None,
+        expect_size: int | None = None,
+    ) -> Iterator[bytes]:
         """The raw content of a (large) object, decoded chunk by chunk and verified at the end.
 
-        The last chunk is only yielded once the whole content has matched its hash.
+        Sizes are checked before anything is decoded (the header against `expect_size`, the
+        manifest's length, and against what its payload can hold); the last chunk is only
+        yielded once the whole content has matched its hash.
         """
         p = self.path(oid)
         try:
@@ -226,6 +234,11 @@ class LocalStore:
                 self.reads += 1
             try:
                 header, payload_left = _file_header(f, oid)
+                if expect_size is not None and header.size != expect_size:
+                    raise ObjectCorruptError(
+                        f"object {oid} holds {header.size} bytes, the manifest expects {expect_size}"
+                    )
+                codecs.check_payload(header, payload_left, oid)
                 if expect_raw is not None and header.raw != expect_raw:
                     raise ObjectCorruptError(f"object {oid} does not hold the content the manifest expects")
                 f.seek(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from git_theta_like.display import human_count, human_size
+from git_theta_like.display import human_count, human_size, printable
 from git_theta_like.semdiff.model import DiffResult, LogEntry
 from git_theta_like.semdiff.render.text import (
     GROUP_TITLES,
@@ -29,11 +29,11 @@ MARKDOWN_MAX_ROWS = 200  # a GitHub comment holds 65536 characters; JSON has eve
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return printable(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _code(text: str) -> str:
-    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+    return "`" + printable(text).replace("`", "'").replace("|", "\\|") + "`"
 
 
 def render_markdown(r: DiffResult, stat: bool = False) -> str:

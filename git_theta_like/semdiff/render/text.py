@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from git_theta_like.display import human_count, human_size
+from git_theta_like.display import human_count, human_size, printable
 from git_theta_like.semdiff.model import (
     DiffResult,
     FileDiff,
@@ -74,8 +74,8 @@ def type_col(e: TensorDiff) -> str:
 
 def name_col(e: TensorDiff) -> str:
     """The name (`old -> new` when renamed), and where a tensor of a sharded model moved to."""
-    name = f"{e.old_name} -> {e.name}" if e.old_name else e.name
-    return f"{name}  (moved {shard_move(e)})" if e.shard_moved else name
+    name = printable(f"{e.old_name} -> {e.name}" if e.old_name else e.name)
+    return f"{name}  (moved {printable(shard_move(e))})" if e.shard_moved else name
 
 
 def shard_move(e: TensorDiff) -> str:
@@ -173,7 +173,7 @@ def _table(entries: list[TensorDiff], indent: str = "    ") -> list[str]:
 
 def render_file_text(f: FileDiff, stat: bool = False) -> list[str]:
     if stat:
-        return [f" {f.path} | {file_total(f)}"]
+        return [printable(f" {f.path} | {file_total(f)}")]
     lines = [f"{f.path}: {file_headline(f)}"]
     if f.note:
         lines.append(f"  ({f.note})")
@@ -217,7 +217,7 @@ def render_file_text(f: FileDiff, stat: bool = False) -> list[str]:
         elif not structural:
             lines.append("  header/metadata changed")
     lines.append(f"  total: {file_total(f)}")
-    return lines
+    return [printable(line) for line in lines]  # names, paths and notes come from repositories
 
 
 def grand_total(r: DiffResult) -> str:
@@ -245,7 +245,7 @@ def grand_total(r: DiffResult) -> str:
 def render_text(r: DiffResult, stat: bool = False, header: bool = True) -> str:
     lines: list[str] = []
     if header and not stat:
-        lines.append(f"git-theta-like diff {r.old_label} -> {r.new_label}")
+        lines.append(printable(f"git-theta-like diff {r.old_label} -> {r.new_label}"))
     for f in r.files:
         lines += render_file_text(f, stat)
     if stat:
@@ -300,7 +300,7 @@ def render_log_text(entries: list[LogEntry]) -> str:
     for e in entries:
         date = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.date))
         merge = " (merge, vs first parent)" if len(e.parents) > 1 else ""
-        lines.append(f"{e.commit[:12]} {date} {e.author}: {e.subject}{merge}")
+        lines.append(printable(f"{e.commit[:12]} {date} {e.author}: {e.subject}{merge}"))
         for f in e.files:
-            lines.append("    " + log_file_line(f))
+            lines.append(printable("    " + log_file_line(f)))
     return "\n".join(lines) + ("\n" if lines else "")
