@@ -11,7 +11,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ProtocolError, ThetaLikeError
@@ -24,7 +24,6 @@ from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import IndexManifests
 from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
-
 
 SPOOL_MEMORY = 8 << 20  # content passed through is held in memory up to this, then in a temp file
 
@@ -139,11 +138,13 @@ def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, chann
     _send(path, channel, lambda write: engine.smudge(manifest, write))
 
 
-def _spool(src: ByteReader, tmpdir: Path) -> IO[bytes]:
+def _spool(src: ByteReader, tmpdir: Path) -> tempfile.SpooledTemporaryFile[bytes]:
     """The rest of src, read to its end: in memory up to SPOOL_MEMORY, beyond that in an
     unnamed temporary file in tmpdir (the LFS tmp dir), which vanishes when closed or on a crash."""
     tmpdir.mkdir(parents=True, exist_ok=True)
-    held = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, dir=tmpdir, prefix="gtl-spool-")
+    held: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(
+        max_size=SPOOL_MEMORY, mode="w+b", dir=str(tmpdir), prefix="gtl-spool-"
+    )
     src.journaling = False  # nothing to recover: the bytes go out as they came in
     try:
         while chunk := src.read_upto(1 << 20):
@@ -152,7 +153,7 @@ def _spool(src: ByteReader, tmpdir: Path) -> IO[bytes]:
     except BaseException:
         held.close()
         raise
-    return held  # type: ignore[return-value]
+    return held
 
 
 def _write_all(chunks: Iterable[bytes], write: Callable[[Buffer], object]) -> None:
