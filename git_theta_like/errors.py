@@ -3,11 +3,28 @@ for the user to read. Bottom layer: imports nothing of the package."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/@\s:'\"]*):[^/\s'\"]*@")
+_AUTH_VALUE = re.compile(
+    r"(?i)\b((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:(basic|bearer|token)\s+)?[^'\"\s,}]+"
+)
+REDACTED = "<redacted>"
+
+
+def redact(text: str) -> str:
+    """text with credentials hidden: the password of every `scheme://user:password@` URL and the
+    value of every Authorization header (as git does in its messages)."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+    return _AUTH_VALUE.sub(lambda m: m.group(1) + (f"{m.group(2)} " if m.group(2) else "") + REDACTED, text)
 
 
 class ThetaLikeError(Exception):
-    """Base class: an error with a message meant for the user."""
+    """Base class: an error with a message meant for the user (credentials in it redacted)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class FormatError(ThetaLikeError):
@@ -45,6 +62,10 @@ class RemoteError(ThetaLikeError):
 
 class RemoteUnreachableError(RemoteError):
     """The server could not be reached (connection refused, DNS, timeout, repeated 5xx)."""
+
+
+class RemoteStallError(RemoteUnreachableError):
+    """The server sent or accepted nothing for `lfs.activitytimeout` seconds (not retried)."""
 
 
 class RemoteAuthError(RemoteError):

@@ -207,6 +207,9 @@ class GiftlessServer:
 # Our own server, with fault injection
 
 
+ENDLESS_CAP = 256 << 20  # an "endless" body stops here, so a client that never stops cannot fill a disk
+
+
 class FaultyLFSServer:
     """A spec-following Git LFS server (batch + basic transfers) with switches for failures.
 
@@ -220,6 +223,19 @@ class FaultyLFSServer:
       origin, served without auth; `public_auth_headers` records the Authorization it got);
     - `all_missing_404`: a download batch whose objects are all missing answers 404 as a whole
       (what giftless does) instead of per-object errors.
+
+    Hostile modes (a server that lies or stalls; they stay on until switched off):
+
+    - `hang`: every request is read and never answered (the connection stays open until stop);
+    - `drip_downloads`: downloads send their headers, then one byte every that many seconds;
+    - `endless_downloads`: downloads send a body without end (no Content-Length), up to
+      `ENDLESS_CAP` bytes; `endless_sent` counts what went out;
+    - `download_href`: the href every download action gives (e.g. `file:///etc/hostname`);
+    - `download_action_headers`: headers every download action asks the client to send;
+    - `huge_batch`: batch responses are JSON padded with whitespace to that many bytes, sent
+      without a Content-Length;
+    - `redirect_downloads_to`: downloads answer 307 to `<that base>/public/<oid>`, e.g. another
+      FaultyLFSServer, whose `public_headers` records every header its public downloads got.
 
     `auth=(user, password)` demands HTTP Basic on every request. Upload actions carry an
     `X-Upload-Token` header that the PUT must send back, to check clients use action headers.
@@ -239,6 +255,16 @@ class FaultyLFSServer:
         self.all_missing_404 = False
         self.redirect_downloads = False
         self.public_auth_headers: list[str | None] = []
+        self.public_headers: list[dict[str, str]] = []
+        self.hang = False
+        self.drip_downloads = 0.0
+        self.endless_downloads = False
+        self.endless_sent = 0
+        self.download_href: str | None = None
+        self.download_action_headers: dict[str, str] = {}
+        self.huge_batch = 0
+        self.redirect_downloads_to: str | None = None
+        self.released = threading.Event()
         self.log: list[tuple[str, str]] = []
         self.token = secrets.token_hex(8)
         self.lock = threading.Lock()
@@ -300,6 +326,7 @@ class FaultyLFSServer:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
@@ -363,6 +390,11 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
             """Log, inject faults, check auth; False when the request has been answered."""
             with server.lock:
                 server.log.append((self.command, self.path))
+            if server.hang:
+                self._body()
+                server.released.wait(120)
+                self.close_connection = True
+                return False
             fault = server.take_fault()
             if fault is not None and fault[0] == "drop":
                 self.close_connection = True
@@ -398,6 +430,13 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
             if public:
                 with server.lock:
                     server.public_auth_headers.append(self.headers.get("Authorization"))
+                    server.public_headers.append(dict(self.headers.items()))
+            elif server.redirect_downloads_to:
+                self.send_response(307)
+                self.send_header("Location", f"{server.redirect_downloads_to}/public/{m.group(1)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             elif server.redirect_downloads:
                 self.send_response(307)
                 self.send_header("Location", f"{server.scheme}://localhost:{server.port}/public/{m.group(1)}")
@@ -409,10 +448,20 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
                 self._error(404, "object not found")
                 return
             data = p.read_bytes()
+            if server.endless_downloads:
+                self._endless()
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            if server.drip_downloads:
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    if server.released.wait(server.drip_downloads):
+                        return
+                return
             if server.take_truncate():
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
@@ -420,6 +469,21 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             self.wfile.write(data)
+
+        def _endless(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            block = b"\0" * (1 << 20)
+            try:
+                while server.endless_sent < ENDLESS_CAP and not server.released.is_set():
+                    self.wfile.write(block)
+                    with server.lock:
+                        server.endless_sent += len(block)
+            except OSError:
+                pass  # the client hung up, as it should
 
         def do_PUT(self) -> None:
             if not self._gate():
@@ -489,12 +553,32 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
                         "verify": {"href": f"{base}/verify"},
                     }
                 elif op == "download" and have:
-                    entry["actions"] = {"download": {"href": f"{base}/objects/{oid}"}}
+                    action: dict[str, Any] = {"href": server.download_href or f"{base}/objects/{oid}"}
+                    if server.download_action_headers:
+                        action["header"] = dict(server.download_action_headers)
+                    entry["actions"] = {"download": action}
                 elif op == "download":
                     entry["error"] = {"code": 404, "message": "Object does not exist"}
                 out.append(entry)
             if op == "download" and server.all_missing_404 and out and all("error" in e for e in out):
                 self._error(404, "Cannot find any of the requested objects")
+                return
+            if server.huge_batch:
+                body = json.dumps({"transfer": "basic", "objects": out}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", LFS_JSON)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                pad, left = b" " * (1 << 20), server.huge_batch - len(body)
+                try:
+                    self.wfile.write(body[:-1])
+                    while left > 0 and not server.released.is_set():
+                        self.wfile.write(pad[:left])
+                        left -= len(pad)
+                    self.wfile.write(body[-1:])
+                except OSError:
+                    pass
                 return
             self._json(200, {"transfer": "basic", "objects": out, "hash_algo": "sha256"})
 

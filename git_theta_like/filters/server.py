@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import BinaryIO
 
 from git_theta_like.dtypes import Buffer
@@ -22,6 +24,8 @@ from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import IndexManifests
 from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
+
+SPOOL_MEMORY = 8 << 20  # content passed through is held in memory up to this, then in a temp file
 
 
 def _err(msg: str) -> None:
@@ -107,11 +111,14 @@ def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, chann
     ours = is_manifest(head) or (pointer is not None and not pointer.extensions)
     if not ours or sync.skip_smudge(repo) or smudge_is_for_diff():
         # Not ours (committed before the file was tracked, say), or git preparing a temporary
-        # file for a diff command (see gitio/process.py): pass it through untouched.
-        channel.begin_success()
-        while chunk := src.read_upto(1 << 20):
-            channel.content(chunk)
-        channel.end_success()
+        # file for a diff command (see gitio/process.py): pass it through untouched. Git sends
+        # the whole request before it reads the answer, so read it all first (answering while
+        # git still writes blocks both once the pipes fill up).
+        with _spool(src, engine.store.tmp) as held:
+            channel.begin_success()
+            while chunk := held.read(1 << 20):
+                channel.content(chunk)
+            channel.end_success()
         return
     if pointer is not None:
         # a version from when the path was plain git-lfs: its file, from the same store git-lfs
@@ -129,6 +136,24 @@ def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, chann
     manifest = Manifest.from_bytes(data)
     sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
     _send(path, channel, lambda write: engine.smudge(manifest, write))
+
+
+def _spool(src: ByteReader, tmpdir: Path) -> tempfile.SpooledTemporaryFile[bytes]:
+    """The rest of src, read to its end: in memory up to SPOOL_MEMORY, beyond that in an
+    unnamed temporary file in tmpdir (the LFS tmp dir), which vanishes when closed or on a crash."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    held: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(
+        max_size=SPOOL_MEMORY, mode="w+b", dir=str(tmpdir), prefix="gtl-spool-"
+    )
+    src.journaling = False  # nothing to recover: the bytes go out as they came in
+    try:
+        while chunk := src.read_upto(1 << 20):
+            held.write(chunk)
+        held.seek(0)
+    except BaseException:
+        held.close()
+        raise
+    return held
 
 
 def _write_all(chunks: Iterable[bytes], write: Callable[[Buffer], object]) -> None:

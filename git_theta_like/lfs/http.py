@@ -28,6 +28,7 @@ from git_theta_like.errors import (
     RemoteAuthError,
     RemoteDiskFullError,
     RemoteError,
+    RemoteStallError,
     RemoteUnreachableError,
     RetryableError,
 )
@@ -43,6 +44,40 @@ USER_AGENT = f"git-theta-like/{__version__}"
 
 
 RETRY_AFTER_CAP = 30.0
+ACTIVITY_TIMEOUT = 30.0  # git-lfs's default for lfs.activitytimeout
+SCHEMES = ("http", "https")  # the only schemes a request or a redirect may use
+# headers that say nothing about who is asking: kept when a redirect leaves the origin
+_NEUTRAL_HEADERS = {"user-agent", "accept", "content-type", "content-length"}
+
+
+def activity_timeout(repo: Repo) -> float | None:
+    """Seconds without any byte sent or received (or a connection made) after which a transfer
+    is abandoned: GIT_THETA_LIKE_ACTIVITY_TIMEOUT, else `lfs.activitytimeout` (git-lfs's key and
+    default, 30); as in git-lfs, a value below 1 means no timeout."""
+    raw = os.environ.get("GIT_THETA_LIKE_ACTIVITY_TIMEOUT") or repo.config_get("lfs.activitytimeout")
+    try:
+        value = float(raw) if raw else ACTIVITY_TIMEOUT
+    except ValueError:
+        raise RemoteError(f"lfs.activitytimeout must be a number of seconds, not {raw!r}") from None
+    return value if value >= 1 else None
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of url, without any credentials."""
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{u.scheme}://{host}" + (f":{u.port}" if u.port else "")
+
+
+def check_scheme(url: str, what: str) -> None:
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        raise RemoteError(
+            f"refusing {what}: {url} is not an http or https URL (scheme {scheme or 'none'!r}); "
+            "an LFS server may only send clients to http(s) addresses"
+        )
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -62,7 +97,13 @@ class _Creds:
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, but never carries an Authorization header to another host."""
+    """Follows redirects to http(s) URLs only. To another origin it carries no header that was
+    meant for the first one (Authorization, `http.<url>.extraHeader`, an action's headers): only
+    neutral ones, plus the `http.extraHeader` values configured for the new URL."""
+
+    def __init__(self, headers_for: Callable[[str], dict[str, str]]) -> None:
+        super().__init__()
+        self.headers_for = headers_for
 
     def redirect_request(
         self,
@@ -73,21 +114,24 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         headers: Any,
         newurl: str,
     ) -> urllib.request.Request | None:
+        check_scheme(newurl, f"a redirect from {origin(req.full_url)}")
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and _origin(newurl) != _origin(req.full_url):
-            for k in [k for k in new.headers if k.lower() == "authorization"]:
+        if new is not None and origin(newurl) != origin(req.full_url):
+            for k in [k for k in new.headers if k.lower() not in _NEUTRAL_HEADERS]:
                 del new.headers[k]
+            for k, v in self.headers_for(newurl).items():
+                new.add_header(k, v)
         return new
 
 
 class Http:
     """Requests with retries, credentials from git, `http.extraHeader` and TLS settings."""
 
-    def __init__(self, repo: Repo, *, retries: int, backoff: float, timeout: float) -> None:
+    def __init__(self, repo: Repo, *, retries: int, backoff: float, timeout: float | None = None) -> None:
         self.repo = repo
         self.retries = max(1, retries)
         self.backoff = backoff
-        self.timeout = timeout
+        self.timeout = timeout if timeout is not None else activity_timeout(repo)
         self._creds: dict[tuple[str, str], _Creds] = {}
         self._creds_lock = threading.Lock()
         self._entries: list[tuple[str, str]] | None = None
@@ -102,7 +146,7 @@ class Http:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         https = urllib.request.HTTPSHandler(context=ctx)
-        redirect = _RedirectHandler()
+        redirect = _RedirectHandler(self.extra_headers)
         self._opener = urllib.request.build_opener(https, redirect)  # honours http(s)_proxy, no_proxy
         self._direct = urllib.request.build_opener(https, redirect, urllib.request.ProxyHandler({}))
 
@@ -216,6 +260,36 @@ class Http:
 
     # -- requests
 
+    def stalled(self, url: str, what: str) -> RemoteStallError:
+        return RemoteStallError(
+            f"LFS server at {origin(url)} stalled: nothing sent or received for {self.timeout or 0:g}s "
+            f"during {what}; gave up (lfs.activitytimeout = {self.timeout or 0:g}; raise it for a slow link)"
+        )
+
+    def read_body(
+        self, resp: http.client.HTTPResponse, url: str, what: str, limit: int, setting: str
+    ) -> bytes:
+        """The whole (small) body of resp, at most limit bytes: more is an error naming setting."""
+        declared = resp.getheader("Content-Length")
+        too_big = RemoteError(
+            f"LFS server at {origin(url)} sent a response over {limit} bytes ({what}); refused "
+            f"(limit: {setting})"
+        )
+        try:
+            with resp:
+                if declared and declared.isdigit() and int(declared) > limit:
+                    raise too_big
+                raw = resp.read(limit + 1)
+        except TimeoutError:
+            raise self.stalled(url, what) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise RetryableError(
+                RemoteUnreachableError(f"cannot reach LFS server at {url}: {describe(e)}")
+            ) from None
+        if len(raw) > limit:
+            raise too_big
+        return raw
+
     def open(
         self,
         method: str,
@@ -232,6 +306,7 @@ class Http:
         A retryable failure (connection error, 5xx, 429) raises RetryableError; others RemoteError.
         `body` is called for each send, so a streamed body can be sent again.
         """
+        check_scheme(url, what)
         creds = self._creds_for(url) if use_creds else None
         for attempt in range(2):
             h = {"User-Agent": USER_AGENT, **self.extra_headers(url), **headers}
@@ -264,6 +339,8 @@ class Http:
                 raise HttpStatusError(status, message, url) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
                 reason = e.reason if isinstance(e, urllib.error.URLError) else e
+                if isinstance(reason, TimeoutError):
+                    raise self.stalled(url, what) from None
                 if isinstance(reason, ssl.SSLCertVerificationError):
                     raise RemoteUnreachableError(
                         f"cannot reach LFS server at {url}: TLS certificate not trusted: {reason}"

@@ -43,6 +43,7 @@ from git_theta_like.store.local import LocalStore
 BATCH_SIZE = 100
 CONCURRENCY = 8
 CHUNK = 1 << 20
+BATCH_RESPONSE_LIMIT = 64 << 20  # theta-like.maxBatchResponse
 
 T = TypeVar("T")
 
@@ -100,6 +101,12 @@ def _receive_locked(
         with AtomicFile(store.tmp, prefix="gtl-recv-", durable=store.durable) as f:
             h = hashlib.sha256()
             for chunk in chunks:
+                if got + len(chunk) > size:
+                    raise RemoteCorruptError(
+                        f"object {oid} from {source} is corrupt: more than its {size} bytes were sent; "
+                        "nothing was stored",
+                        [oid],
+                    )
                 h.update(chunk)
                 f.write(chunk)
                 got += len(chunk)
@@ -141,9 +148,21 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _response_chunks(resp: http.client.HTTPResponse) -> Iterator[bytes]:
+def _response_chunks(
+    resp: http.client.HTTPResponse, limit: int, on_stall: Callable[[], ThetaLikeError]
+) -> Iterator[bytes]:
+    """The body of resp in chunks, never reading more than limit bytes (one more than an object's
+    size, so a longer body is seen and refused, not stored); a read that times out is a stall."""
+    left = limit
     with resp:
-        while chunk := resp.read(CHUNK):
+        while left > 0:
+            try:
+                chunk = resp.read(min(CHUNK, left))
+            except TimeoutError:
+                raise on_stall() from None
+            if not chunk:
+                return
+            left -= len(chunk)
             yield chunk
 
 
@@ -242,7 +261,7 @@ class RemoteStore:
         concurrency: int | None = None,
         retries: int = 3,
         backoff: float = 0.25,
-        timeout: float = 60.0,
+        timeout: float | None = None,
     ) -> None:
         self.repo = repo
         self.remote = remote
@@ -250,6 +269,7 @@ class RemoteStore:
         self.batch_size = max(1, batch_size)
         self.concurrency = concurrency or max(1, repo.config_int("lfs.concurrenttransfers", CONCURRENCY))
         self.http = Http(repo, retries=retries, backoff=backoff, timeout=timeout)
+        self.batch_limit = max(1, repo.config_int("theta-like.maxBatchResponse", BATCH_RESPONSE_LIMIT))
         self._endpoints: dict[str, Endpoint] = {}
         self._lock = threading.Lock()
 
@@ -413,13 +433,9 @@ class RemoteStore:
             resp = self.http.open(
                 "POST", url, headers, lambda: payload, what=f"batch {operation}", note=ep.note
             )
-            try:
-                with resp:
-                    raw = resp.read()
-            except (OSError, http.client.HTTPException) as e:
-                raise RetryableError(
-                    RemoteUnreachableError(f"cannot reach LFS server at {url}: {describe(e)}")
-                ) from None
+            raw = self.http.read_body(
+                resp, url, f"batch {operation}", self.batch_limit, "theta-like.maxBatchResponse"
+            )
             try:
                 doc = json.loads(raw)
             except ValueError:
@@ -497,8 +513,9 @@ class RemoteStore:
                     resp = self.http.open(
                         "PUT", href, headers, body, use_creds=use_creds, what=f"upload of {oid}", note=ep.note
                     )
-                    with resp:
-                        resp.read()
+                    self.http.read_body(
+                        resp, href, f"upload of {oid}", self.batch_limit, "theta-like.maxBatchResponse"
+                    )
                 except HttpStatusError as e:
                     raise RemoteError(
                         f"upload of object {oid} to {href} failed: {e.status} {e.message}", [oid]
@@ -521,8 +538,9 @@ class RemoteStore:
                             what=f"verify of {oid}",
                             note=ep.note,
                         )
-                        with resp:
-                            resp.read()
+                        self.http.read_body(
+                            resp, vhref, f"verify of {oid}", self.batch_limit, "theta-like.maxBatchResponse"
+                        )
                     except HttpStatusError as e:
                         raise RemoteError(
                             f"LFS server at {vhref} could not verify uploaded object {oid}: "
@@ -554,8 +572,19 @@ class RemoteStore:
                     raise RemoteError(
                         f"download of object {oid} from {href} failed: {e.status} {e.message}", [oid]
                     ) from None
+                declared = resp.getheader("Content-Length")
+                if declared and declared.isdigit() and int(declared) != size:
+                    resp.close()
+                    raise RemoteCorruptError(
+                        f"object {oid} from {ep.url} is corrupt: the server sends {declared} bytes, "
+                        f"the object has {size}; nothing was stored",
+                        [oid],
+                    )
+                chunks = _response_chunks(
+                    resp, size + 1, lambda: self.http.stalled(href, f"download of {oid}")
+                )
                 with resp:
-                    return _receive(store_of(self.repo), oid, size, _response_chunks(resp), ep.url, progress)
+                    return _receive(store_of(self.repo), oid, size, chunks, ep.url, progress)
 
             new = self.http.retrying(get)
             progress.object_done()
