@@ -48,6 +48,11 @@ class StoreBusyError(ThetaLikeError):
     objects, writers wait for a gc."""
 
 
+class SharedStorageError(ThetaLikeError):
+    """gc was asked to collect an object store that other repositories use too (`lfs.storage`
+    naming one directory) without `--shared-storage`, or their roots cannot be read."""
+
+
 class ManifestError(ThetaLikeError):
     """Text that should be a manifest is malformed."""
 

@@ -41,7 +41,12 @@ def fsck_cmd(check_remote: bool, remote_name: str | None) -> None:
     show_default=True,
     help="How long to wait for git commands that are writing objects (e.g. 10s, 5m, now).",
 )
-def gc_cmd(dry_run: bool, grace: str, wait: str) -> None:
+@click.option(
+    "--shared-storage",
+    is_flag=True,
+    help="The store (lfs.storage) is shared with other repositories: keep what each needs.",
+)
+def gc_cmd(dry_run: bool, grace: str, wait: str, shared_storage: bool) -> None:
     """Delete local objects that no reachable manifest needs.
 
     Roots: every ref of every namespace (branches, tags, remotes, notes, stash, replace,
@@ -51,7 +56,9 @@ def gc_cmd(dry_run: bool, grace: str, wait: str) -> None:
     from git_theta_like.display import human_size, printable
     from git_theta_like.maintenance.gc import gc as run_gc
 
-    report = run_gc(open_repo(), dry_run=dry_run, grace=_duration(grace), wait=_duration(wait))
+    repo = open_repo()
+    grace_s, wait_s = _duration(grace), _duration(wait)
+    report = run_gc(repo, dry_run=dry_run, grace=grace_s, wait=wait_s, shared_storage=shared_storage)
     for message in report.invalid:
         click.echo(f"warning: {printable(message)}", err=True)
     verb = "would delete" if dry_run else "deleted"

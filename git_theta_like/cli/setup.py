@@ -29,6 +29,9 @@ def install(global_: bool, no_hooks: bool) -> None:
         repo = open_repo()
         inst.write_config(repo.git.config)
         click.echo(f"git-theta-like: configured {repo.common_dir}.")
+    from git_theta_like.store import register_repo
+
+    register_repo(repo)  # gc can then tell a store shared with other repositories (lfs.storage)
     if not no_hooks:
         for note in inst.install_hooks(repo):
             click.echo(f"git-theta-like: {note}")

@@ -17,7 +17,7 @@ from git_theta_like.filters.engine import DEFAULT_MAX_CHAIN, Engine
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs.pointer import parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
-from git_theta_like.store import store_of
+from git_theta_like.store import register_repo
 
 __all__ = [
     "Engine",
@@ -61,7 +61,7 @@ def engine_for(repo: Repo) -> Engine:
     except ValueError:
         svd = 30.0
     return Engine(
-        store_of(repo),
+        register_repo(repo),
         deltas=repo.config_bool("theta-like.deltas", True),
         max_chain_depth=repo.config_int("theta-like.maxChainDepth", DEFAULT_MAX_CHAIN),
         svd_seconds=svd,

@@ -306,7 +306,7 @@ class Engine:
         # a big region (map_fn spreads work over the pool): hash it on the pool too
         raw = _sha256(data) if map_fn is map else self.pool.submit(_sha256, data).result()
         ref = known.get(raw)
-        if ref is not None and self.store.has(ref.oid):
+        if ref is not None and self._reusable(ref, raw, len(data)):
             return ref
         # The same content being stored right now by another worker (tied or zero tensors):
         # wait for it rather than encode it twice. That worker is running, so this cannot block.
@@ -337,6 +337,27 @@ class Engine:
         finally:
             with self._lock:
                 del self._storing[raw]
+
+    def _reusable(self, ref: ObjectRef, raw: str, size: int) -> bool:
+        """Whether a known (raw hash -> object) pair may be reused for content of that raw hash
+        and size: the object is here and its own header (its trailer, a cheap read) names that
+        hash and size. A pair from a hand-made or lying manifest fails this and the content is
+        encoded anew. A reused object is freshened (store.touch), so that a concurrent gc's
+        grace period protects it as it protects a new one."""
+        if ref.raw != raw:
+            return False
+        try:
+            header = self.store.read_header(ref.oid)
+        except ThetaLikeError:  # missing, corrupt, or not an object id
+            return False
+        if header.raw != raw or header.size != size:
+            return False
+        try:  # the manifest's stored size too: pushes and fetches trust it
+            if self.store.path(ref.oid).stat().st_size != ref.stored:
+                return False
+        except OSError:
+            return False
+        return self.store.touch(ref.oid)
 
     def _encode(
         self, info: TensorInfo, data: bytearray, raw: str, ctx: _CleanContext, map_fn: planes.MapFn
@@ -468,7 +489,7 @@ class Engine:
         oid, stored = self.store.write(with_trailer())
         raw = raw_hash.hexdigest()
         previous = known.get(raw)
-        if previous is not None and self.store.has(previous.oid):
+        if previous is not None and self._reusable(previous, raw, size):
             ref = previous  # the previous manifest's entry: `git status` stays clean
         else:
             ref = ObjectRef(raw, oid, stored, planes.NAME)

@@ -360,10 +360,30 @@ def reachable_manifests(repo: Repo, reflogs: bool = True) -> dict[str, FoundMani
                         consider(side.id, f"{where} (conflict)", side.path)
         except (pygit2.GitError, ValueError):
             pass
+    for key in [k for k, fm in found.items() if fm.manifest is None]:
+        if not _any_use_tracked(repo, found[key].uses):
+            del found[key]  # prose that starts with the magic, at a path the filter never sees
     pushed = pushed_manifest_blobs(repo)
     for key, fm in found.items():
         fm.pushed = key in pushed
     return found
+
+
+def _any_use_tracked(repo: Repo, uses: list[tuple[str, str]]) -> bool:
+    """Whether a blob that looks like a manifest but does not parse is one: some use of it (of
+    the few recorded) is at a path the filter attribute tracks, per that commit's (or the
+    index's) `.gitattributes`. A blob a ref names directly, or a use that cannot be checked,
+    counts as tracked: gc keeps what it names rather than guess."""
+    for where, path in uses:
+        if not path or where.startswith(("tree ", "blob ")):
+            return True
+        rev = None if where.startswith("index") else where
+        try:
+            if tracked_by_attributes(repo, [path], rev):
+                return True
+        except ThetaLikeError:
+            return True
+    return False
 
 
 class IndexManifests:
@@ -388,11 +408,16 @@ class IndexManifests:
             self._by_path = {}
             index = self.repo.git.index
             index.read(False)
+            found: dict[str, Manifest] = {}
             for entry in index:
                 data = self.repo.blob(entry.id) or b""
                 if is_manifest(data):
                     with contextlib.suppress(ManifestError):
-                        self._by_path[entry.path] = Manifest.from_bytes(data)
+                        found[entry.path] = Manifest.from_bytes(data)
+            # only blobs at paths the filter attribute tracks are manifests: a text file that
+            # merely looks like one (committed at an untracked path) offers nothing to reuse
+            tracked = tracked_by_attributes(self.repo, sorted(found)) if found else set()
+            self._by_path = {p: m for p, m in found.items() if p in tracked}
         return [m for p, m in self._by_path.items() if p != path]
 
 

@@ -51,9 +51,12 @@ def _file_hash(path: str) -> str:
 def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> FsckReport:
     report = FsckReport()
     found = reachable_manifests(repo)
-    # object id -> (raw hash expected, stored size, a few "where" strings)
+    # object id -> (raw hash expected first, stored size, a few "where" strings)
     wanted: dict[str, tuple[str, int, list[str]]] = {}
-    lengths: dict[str, int] = {}  # object id -> the raw length its first manifest line gives
+    # object id -> every (raw hash, raw length) a manifest line claims for it, each with a few
+    # "where" strings: each claim is checked, not only the first (a hand-made manifest naming an
+    # object that another manifest uses correctly is still caught)
+    claims: dict[str, dict[tuple[str, int], list[str]]] = {}
     local_only: set[str] = set()  # needed by manifests no remote-tracking ref reaches
     for fm in found.values():
         if fm.manifest is None:
@@ -63,16 +66,17 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
         report.manifests += 1
         for (what, ref), length in zip(fm.manifest.objects(), _lengths(fm.manifest), strict=True):
             use = f"{fm.uses[0][0]} {fm.uses[0][1]}: {what}"
-            lengths.setdefault(ref.oid, length)
             entry = wanted.setdefault(ref.oid, (ref.raw, ref.stored, []))
             if len(entry[2]) < 3:
                 entry[2].append(use)
+            claim = claims.setdefault(ref.oid, {}).setdefault((ref.raw, length), [])
+            if len(claim) < 3:
+                claim.append(use)
             if not fm.pushed:
                 local_only.add(ref.oid)
     report.objects = len(wanted)
     store = store_of(repo)
-    verified: set[str] = set()
-    for oid, (raw, _size, where) in sorted(wanted.items()):
+    for oid, (_raw, _size, where) in sorted(wanted.items()):
         if not store.has(oid):
             # Objects of pushed history may live only on the remote (a clone fetches on demand;
             # --remote checks them there). Unpushed work must be complete locally.
@@ -82,11 +86,25 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
                 report.not_local += 1
             continue
         try:
-            if oid not in verified:
-                if _file_hash(str(store.path(oid))) != oid:
-                    raise ObjectCorruptError(f"object {oid}: its bytes do not hash to its id")
-                store.read_raw(oid, "object", raw, 0, lengths[oid])
-                verified.add(oid)
+            if _file_hash(str(store.path(oid))) != oid:
+                raise ObjectCorruptError(f"object {oid}: its bytes do not hash to its id")
+            header = store.read_header(oid)
+            matched = None
+            for (raw, length), users in sorted(claims[oid].items()):
+                if (header.raw, header.size) == (raw, length):
+                    matched = (raw, length)
+                    continue
+                report.problems.append(
+                    Problem(
+                        "corrupt",
+                        oid,
+                        f"object {oid} holds {header.size} bytes of content {header.raw[:12]}…, "
+                        f"the manifest expects {length} bytes of content {raw[:12]}…",
+                        users,
+                    )
+                )
+            if matched is not None:  # decoded once, bounded by a manifest's length
+                store.read_raw(oid, "object", matched[0], 0, matched[1])
         except ObjectMissingError as e:  # a delta base is missing
             if oid in local_only:
                 report.problems.append(Problem("missing", oid, str(e), where))

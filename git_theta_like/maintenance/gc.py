@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from git_theta_like.codecs.container import MAGIC, TRAILER
-from git_theta_like.errors import StoreBusyError, ThetaLikeError
+from git_theta_like.display import printable
+from git_theta_like.errors import SharedStorageError, StoreBusyError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import reachable_manifests, worktrees
 from git_theta_like.lfs import sync
 from git_theta_like.store import store_of
-from git_theta_like.store.local import LocalStore
+from git_theta_like.store.local import USERS_FILE, LocalStore
 from git_theta_like.store.lock import BUSY
 
 DEFAULT_GRACE = 3600.0
@@ -63,21 +64,67 @@ def index_locks(repo: Repo) -> list[Path]:
     return [wt.git_dir / "index.lock" for wt in worktrees(repo) if (wt.git_dir / "index.lock").exists()]
 
 
+def sharing_repos(repo: Repo, store: LocalStore, shared_storage: bool) -> list[Repo]:
+    """The repositories whose roots gc must keep: this one and every other recorded in the
+    store's `theta-like-repos` file (store/local.py register_user) that still uses this store.
+    Others found without `shared_storage`: SharedStorageError, as when one cannot be opened."""
+    store.register_user(repo.common_dir)
+    me = repo.common_dir.resolve()
+    root = store.root.resolve()
+    others: list[Repo] = []
+    for recorded in store.users_recorded():
+        path = Path(recorded)
+        if path == me or not path.is_dir():
+            continue  # this one, or a repository deleted since
+        try:
+            other = Repo(path)
+            uses_it = other.lfs_dir.resolve() == root
+        except ThetaLikeError:
+            uses_it = True  # cannot tell: treat it as a user
+            other = None
+        if not uses_it:
+            continue  # it moved to another store since
+        if not shared_storage:
+            names = ", ".join(printable(u) for u in store.users_recorded() if Path(u) != me)
+            raise SharedStorageError(
+                f"the object store {printable(str(store.root))} is shared with other repositories "
+                f"({names}; lfs.storage): gc here would delete their objects. Run "
+                "git theta-like gc --shared-storage to keep what every one of them needs; "
+                "nothing was deleted"
+            )
+        if other is None:
+            raise SharedStorageError(
+                f"the object store {printable(str(store.root))} is shared with {printable(recorded)}, "
+                "which cannot be opened as a repository: its roots are unknown, so gc deletes "
+                f"nothing (remove its line from {printable(str(store.root / USERS_FILE))} if it "
+                "no longer uses this store)"
+            )
+        others.append(other)
+    return [repo, *others]
+
+
 def gc(
-    repo: Repo, dry_run: bool = False, grace: float = DEFAULT_GRACE, wait: float = DEFAULT_WAIT
+    repo: Repo,
+    dry_run: bool = False,
+    grace: float = DEFAULT_GRACE,
+    wait: float = DEFAULT_WAIT,
+    shared_storage: bool = False,
 ) -> GcReport:
     """Delete the objects no root needs (dry_run: only count them). Waits up to `wait` seconds
-    for the git commands writing objects (StoreBusyError after that; nothing deleted)."""
+    for the git commands writing objects (StoreBusyError after that; nothing deleted). A store
+    other repositories use too (lfs.storage) needs `shared_storage`: then the roots of every
+    one of them are kept (SharedStorageError without it)."""
     store = store_of(repo)
+    repos = sharing_repos(repo, store, shared_storage)
     if dry_run:
-        return _collect(repo, store, True, grace)
+        return _collect(repos, store, True, grace)
     deadline = time.monotonic() + wait
     said = False
     while True:
         with store.lock.exclusive(max(0.0, deadline - time.monotonic())):
-            busy = index_locks(repo)
+            busy = [lock for r in repos for lock in index_locks(r)]
             if not busy:
-                return _collect(repo, store, False, grace)
+                return _collect(repos, store, False, grace)
         if not said and wait > 0:
             said = True
             print(
@@ -91,13 +138,15 @@ def gc(
         time.sleep(0.1)
 
 
-def _collect(repo: Repo, store: LocalStore, dry_run: bool, grace: float) -> GcReport:
+def _collect(repos: list[Repo], store: LocalStore, dry_run: bool, grace: float) -> GcReport:
     keep: dict[str, int] = {}
     invalid: list[str] = []
-    for fm in reachable_manifests(repo).values():
+    found = [(r, fm) for r in repos for fm in reachable_manifests(r).values()]
+    repo = repos[0]
+    for owner, fm in found:
         if fm.manifest is None:
             where = ", ".join(f"{w} {p}" for w, p in fm.uses[:3])
-            named = named_object_ids(repo, fm.blob)
+            named = named_object_ids(owner, fm.blob)
             keep.update(dict.fromkeys(named, 0))
             invalid.append(
                 f"manifest {fm.blob} ({where}) is invalid ({fm.error}); kept the {len(named)} "
@@ -121,10 +170,11 @@ def _collect(repo: Repo, store: LocalStore, dry_run: bool, grace: float) -> GcRe
             continue
         if now - st.st_mtime < grace:
             continue
+        # re-check: a write or a clean that found this object since the scan freshened it
+        if not dry_run and not store.delete_if_older(oid, time.time() - grace):
+            continue
         deleted += 1
         freed += st.st_size
-        if not dry_run:
-            store.delete(oid)
     tmp_removed = 0
     if store.tmp.is_dir():
         for p in store.tmp.iterdir():

@@ -12,7 +12,7 @@ from git_theta_like.gitio.repo import CONFIG_SECTION, Repo
 from git_theta_like.store.local import LocalStore
 from git_theta_like.store.lock import StoreLock
 
-__all__ = ["LocalStore", "StoreLock", "store_of"]
+__all__ = ["LocalStore", "StoreLock", "register_repo", "store_of"]
 
 _STORES: weakref.WeakKeyDictionary[Repo, LocalStore] = weakref.WeakKeyDictionary()
 
@@ -23,4 +23,12 @@ def store_of(repo: Repo) -> LocalStore:
     if store is None:
         durable = repo.config_bool(f"{CONFIG_SECTION}.fsync", default=True)
         store = _STORES[repo] = LocalStore(repo.lfs_dir, durable=durable)
+    return store
+
+
+def register_repo(repo: Repo) -> LocalStore:
+    """The repository's store, with the repository recorded as one of its users (install and the
+    filter do this, so that gc can tell a store shared through `lfs.storage`)."""
+    store = store_of(repo)
+    store.register_user(repo.common_dir)
     return store

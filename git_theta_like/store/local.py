@@ -26,6 +26,7 @@ from git_theta_like.store.lock import StoreLock
 
 MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
 PLAIN_CHUNK = 1 << 20  # plain git-lfs objects are streamed in chunks of this size
+USERS_FILE = "theta-like-repos"  # the repositories that use a store, one git dir a line
 
 
 def _is_oid(oid: str) -> bool:
@@ -49,6 +50,26 @@ class LocalStore:
         self._lock = threading.Lock()
         self.reads = 0  # objects read (tests assert on it: what a command touched)
         self.writes = 0  # objects newly written
+
+    def register_user(self, git_dir: Path) -> None:
+        """Record that the repository whose common git dir this is uses this store, in
+        `<lfs dir>/theta-like-repos` (one absolute path a line): gc finds there the other
+        repositories that share it (`lfs.storage`). Best effort; appends only what is new."""
+        me = str(git_dir.resolve())
+        if me in self.users_recorded():
+            return
+        with contextlib.suppress(OSError):
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / USERS_FILE, "a", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(me + "\n")  # one short append: atomic enough under O_APPEND
+
+    def users_recorded(self) -> list[str]:
+        """The git dirs recorded as using this store (register_user), in order, once each."""
+        try:
+            text = (self.root / USERS_FILE).read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            return []
+        return list(dict.fromkeys(line for line in text.splitlines() if line.strip()))
 
     def path(self, oid: str) -> Path:
         """Where the object lives in git-lfs's layout (restored from the keep link if needed)."""
@@ -77,6 +98,31 @@ class LocalStore:
 
     def has(self, oid: str) -> bool:
         return self.path(oid).is_file()
+
+    def touch(self, oid: str) -> bool:
+        """Freshen an object found already present (a write of content it holds, a reuse by
+        clean): its mtime becomes now, so gc's grace period (`--prune`) keeps it while the
+        command that needs it has not made it reachable yet. False when it is gone."""
+        try:
+            os.utime(self.path(oid))
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # not ours to change (read-only store): present all the same
+
+    def delete_if_older(self, oid: str, cutoff: float) -> int:
+        """Remove an object (both links) unless either was modified at or after cutoff (an epoch
+        time): gc's re-check just before it deletes, so an object a writer or a clean freshened
+        since gc scanned is kept. Returns the bytes freed (0: kept or gone)."""
+        links = (self.objects / oid[0:2] / oid[2:4] / oid, self.keep_path(oid))
+        for p in links:
+            try:
+                if p.stat().st_mtime >= cutoff:
+                    return 0
+            except FileNotFoundError:
+                pass
+        return self.delete(oid)
 
     def delete(self, oid: str) -> int:
         """Remove an object (both links); returns the bytes freed."""
@@ -117,7 +163,7 @@ class LocalStore:
                 size += len(part)
             oid = h.hexdigest()
             dest = self.path(oid)
-            if dest.exists():
+            if dest.exists() and self.touch(oid):
                 return oid, size, False
             f.commit(dest)
             self.keep_link(oid)
