@@ -245,7 +245,7 @@ class Engine:
         pieces: list[_Piece] = []
         budget = _Budget(self.inflight_bytes)
         try:
-            for event in parser.split(reader):
+            for event in formats.split(parser, reader):
                 reader.mark()
                 if isinstance(event, Skeleton):
                     pieces.append(_Piece(skeleton=event.data))
