@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError
-from git_theta_like.formats import ByteReader, Event, Skeleton, Tensor, detect
+from git_theta_like.formats import ByteReader, Event, Skeleton, Tensor, base, detect
 from git_theta_like.formats import gguf as gg
 from git_theta_like.formats.gguf import GgufFormat
 
@@ -357,7 +357,7 @@ def test_large_vocabulary_is_read_once_in_large_windows() -> None:
 def test_small_window_and_allocation_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Strings and arrays longer than the peek window, regions above the exact-allocation limit."""
     monkeypatch.setattr(gg, "WINDOW", 64)
-    monkeypatch.setattr(gg, "EXACT_ALLOC_LIMIT", 40)
+    monkeypatch.setattr(base, "EXACT_ALLOC", 40)
     monkeypatch.setattr(gg, "CHUNK", 7)
     data = write_gguf(small_model(), every_value_type, alignment=64)
     check_split(data)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from git_theta_like.errors import FormatError, UnsafePickleError
-from git_theta_like.formats import ByteReader, Event, Skeleton, Tensor, detect
+from git_theta_like.formats import ByteReader, Event, Skeleton, Tensor, base, detect
 from git_theta_like.formats import pytorch as pt
 from git_theta_like.formats.pytorch import PyTorchZipFormat
 from git_theta_like.formats.pytorch.pickle_reader import prescan, read_torch_pickle
@@ -405,7 +405,7 @@ def test_scanning_across_small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     signature; big-storage code paths forced with small limits."""
     monkeypatch.setattr(pt, "SCAN_WINDOW", 16)
     monkeypatch.setattr(pt, "CRC_CHECK_LIMIT", 8)
-    monkeypatch.setattr(pt, "EXACT_ALLOC_LIMIT", 100)
+    monkeypatch.setattr(base, "EXACT_ALLOC", 100)
     obj = {"meta": b"PK\x07\x08" * 40, "w": torch.randn(50), "tiny": torch.ones(1)}
     check_split(save(obj, pickle_protocol=4))
 

@@ -47,8 +47,12 @@ def fetch(
 @click.argument("paths", nargs=-1)
 def checkout(paths: tuple[str, ...]) -> None:
     """Materialise checkpoints whose working-tree file is still a manifest (after a clone with
-    GIT_THETA_LIKE_SKIP_SMUDGE=1 or without git-theta-like installed), downloading what is needed."""
+    GIT_THETA_LIKE_SKIP_SMUDGE=1 or without git-theta-like installed) or was left truncated (a
+    checkout that ran out of disk space), downloading what is needed."""
     from git_theta_like.filters.checkout import materialize
 
-    for path in materialize(open_repo(), list(paths)):
+    def warn(msg: str) -> None:
+        click.echo(f"git-theta-like: {msg}", err=True)
+
+    for path in materialize(open_repo(), list(paths), warn):
         click.echo(f"git-theta-like: checked out {path}")

@@ -1,28 +1,40 @@
-"""`git theta-like checkout`: turn manifests left in the working tree into checkpoint files."""
+"""`git theta-like checkout`: turn manifests left in the working tree, and checkpoints a full disk
+left truncated, into checkpoint files."""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+from git_theta_like import display
+from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ThetaLikeError
+from git_theta_like.filters.engine import Engine
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs import sync
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.store.atomic import AtomicFile
 
 
-def materialize(repo: Repo, paths: list[str]) -> list[str]:
-    """Smudge each staged manifest whose working-tree copy is a manifest; returns the paths done.
+def materialize(repo: Repo, paths: list[str], warn: Callable[[str], None] | None = None) -> list[str]:
+    """Write the checkpoint of each staged manifest whose working-tree file is a manifest (a
+    skip-smudge checkout) or a truncated copy of that checkpoint (a checkout interrupted by a
+    full disk: shorter than the manifest's size and equal to the start of its checkpoint);
+    returns the paths written.
 
-    With no paths, every tracked checkpoint in that state. Files are written to a temp file and
-    renamed into place, so an interrupted checkout leaves the manifest, never half a file.
+    With no paths, every tracked checkpoint in one of those states. A file of another size that
+    is not such a prefix is the user's change: it is left alone, and named through warn with the
+    commands that resolve it (an error when the path was asked for by name). Files are written
+    to a temp file and renamed into place, so an interrupted checkout leaves the file as it was;
+    a write that fails (no space left) raises.
     """
     from git_theta_like.filters import engine_for
     from git_theta_like.gitio.scan import tracked_files
 
     if repo.workdir is None:
         raise ThetaLikeError("checkout needs a work tree")
+    say = warn or (lambda msg: None)
     wanted = set(paths)
     done = []
     files = [f for f in tracked_files(repo) if not wanted or f.path in wanted]
@@ -34,11 +46,25 @@ def materialize(repo: Repo, paths: list[str]) -> list[str]:
             target = repo.workdir / f.path
             if f.manifest is None:
                 raise ThetaLikeError(f"{f.path}: {f.error}")
-            if target.exists() and not _is_manifest_file(target):
-                continue  # already a checkpoint (or modified by the user): leave it
+            m: Manifest = f.manifest
+            size = target.stat().st_size if target.exists() else None
+            if size is not None and not _is_manifest_file(target):
+                if size == m.size:
+                    continue  # already the checkpoint (or a same-size edit: git status tells)
+                if size < m.size and _repair(repo, engine, m, f.path, target, size):
+                    done.append(f.path)
+                    continue
+                msg = (
+                    f"{display.printable(f.path)} is {size} bytes but its staged version is {m.size}: "
+                    "a change of yours, left as it is (`git add` stages it, "
+                    f"`git checkout -- {display.printable(f.path)}` discards it)"
+                )
+                if f.path in wanted:
+                    raise ThetaLikeError(msg)
+                say(msg)
+                continue
             if target.exists() and target.read_bytes() != repo.index_blob(f.path):
                 continue  # a manifest the user edited or staged differently: leave it
-            m: Manifest = f.manifest
             sync.ensure_local(repo, sync.manifest_objects(m), what=f.path)
             target.parent.mkdir(parents=True, exist_ok=True)
             with AtomicFile(target.parent, prefix=f".{target.name}.gtl-") as out:
@@ -51,6 +77,32 @@ def materialize(repo: Repo, paths: list[str]) -> list[str]:
         # per tensor) and the index entry takes the checkpoint's stat data.
         subprocess.run(["git", "add", "--", *done], cwd=repo.workdir, capture_output=True, check=True)
     return done
+
+
+def _repair(repo: Repo, engine: Engine, m: Manifest, path: str, target: Path, size: int) -> bool:
+    """Rewrite target (size bytes, fewer than the manifest's) with its checkpoint when target is
+    the checkpoint's first size bytes (what a full disk leaves); False, writing nothing, when not."""
+    sync.ensure_local(repo, sync.manifest_objects(m), what=path)
+    with open(target, "rb") as have, AtomicFile(target.parent, prefix=f".{target.name}.gtl-") as out:
+        same = True
+        left = size
+
+        def write(chunk: Buffer) -> None:
+            nonlocal same, left
+            view = memoryview(chunk)
+            if same and left:
+                n = min(left, len(view))
+                same = have.read(n) == view[:n]
+                left -= n
+            if same:
+                out.write(view)
+
+        engine.smudge(m, write)
+        if not same:
+            out.discard()
+            return False
+        out.commit(target)
+    return True
 
 
 def _is_manifest_file(p: Path) -> bool:

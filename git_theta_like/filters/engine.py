@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from git_theta_like import codecs, dtypes, formats
+from git_theta_like import codecs, display, dtypes, formats
 from git_theta_like.codecs import planes
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import (
@@ -34,6 +34,7 @@ from git_theta_like.errors import (
     ObjectCorruptError,
     ObjectMissingError,
     ThetaLikeError,
+    TruncatedError,
 )
 from git_theta_like.formats import ByteReader, HashingSource, Skeleton, Tensor, TensorInfo
 from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, LfsPointer, parse_pointer
@@ -245,7 +246,7 @@ class Engine:
         pieces: list[_Piece] = []
         budget = _Budget(self.inflight_bytes)
         try:
-            for event in parser.split(reader):
+            for event in formats.split(parser, reader):
                 reader.mark()
                 if isinstance(event, Skeleton):
                     pieces.append(_Piece(skeleton=event.data))
@@ -254,8 +255,23 @@ class Engine:
         except FormatError as e:
             self.warn(f"{path or 'file'}: not split as {parser.name} ({e}); stored whole")
             leftover = reader.consumed_since_mark()
-            return self._store_whole(self._replay(pieces, leftover), reader, known).to_bytes()
+            kept = self._store_whole(self._replay(pieces, leftover), reader, known)
+            shorter = previous is not None and (isinstance(e, TruncatedError) or kept.size < previous.size)
+            if previous is not None and previous.format != WHOLE and shorter:
+                self._warn_truncated(path, kept.size, previous.size)
+            return kept.to_bytes()
         return self._finish(parser.name, pieces, known).to_bytes()
+
+    def _warn_truncated(self, path: str, size: int, staged: int) -> None:
+        """The staged version of path parsed as a checkpoint, this content ends inside it: most
+        likely a checkout that ran out of disk space. Said loudly; the bytes are stored anyway."""
+        name = display.printable(path) or "file"
+        self.warn(
+            f"{name} LOOKS TRUNCATED: it is {size} bytes and ends inside a tensor, its staged "
+            f"version is a {staged}-byte checkpoint (a checkout that ran out of disk space?). "
+            f"It was stored as it is; to get the checkpoint back run `git theta-like checkout "
+            f"{name}` (after `git restore --staged {name}` if this was `git add`)"
+        )
 
     def _clean_over_pointer(
         self,

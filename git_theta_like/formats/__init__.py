@@ -6,7 +6,9 @@ file still splits); a file no parser recognises is stored whole as one object.
 
 from __future__ import annotations
 
-from git_theta_like.errors import TruncatedError
+from collections.abc import Iterator
+
+from git_theta_like.errors import FormatError, TruncatedError
 from git_theta_like.formats.base import (
     ByteReader,
     Event,
@@ -36,6 +38,18 @@ def detect(head: bytes) -> FormatParser | None:
     return None
 
 
+def split(parser: FormatParser, reader: ByteReader) -> Iterator[Event]:
+    """parser.split(reader), with a hostile file's exhaustion of the interpreter (a header
+    nested too deeply for json: RecursionError; a claim this machine cannot hold: MemoryError)
+    raised as FormatError like any other file the parser refuses, so it is stored whole."""
+    try:
+        yield from parser.split(reader)
+    except RecursionError:
+        raise FormatError(f"{parser.name} structure nests too deeply") from None
+    except MemoryError:
+        raise FormatError(f"{parser.name} file claims more memory than this machine has") from None
+
+
 __all__ = [
     "ByteReader",
     "Event",
@@ -48,4 +62,5 @@ __all__ = [
     "TensorInfo",
     "TruncatedError",
     "detect",
+    "split",
 ]

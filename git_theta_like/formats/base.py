@@ -71,6 +71,9 @@ class HashingSource:
             pass
 
 
+EXACT_ALLOC = 64 * 1024 * 1024  # read_exact allocates at most this ahead of the bytes it has read
+
+
 class ByteReader:
     """Sequential reader over a `Source` with exact reads, a small peek buffer and a position."""
 
@@ -140,11 +143,30 @@ class ByteReader:
         return self.readinto_exact(buffer)
 
     def read_exact(self, n: int, what: str = "data") -> bytearray:
-        """Exactly n bytes, or FormatError naming `what` if the input ends first."""
-        buf = bytearray(n)
-        got = self.readinto_exact(memoryview(buf))
-        if got != n:
-            raise TruncatedError(what, n, got)
+        """Exactly n bytes, or TruncatedError naming `what` if the input ends first.
+
+        The buffer grows as the bytes arrive (EXACT_ALLOC at a time), so a length claimed by a
+        header costs memory only for the bytes that exist: a 100-byte file claiming a 100 GB
+        tensor allocates kilobytes, not 100 GB, and ends in TruncatedError."""
+        if n <= EXACT_ALLOC:
+            buf = bytearray(n)
+            got = self.readinto_exact(memoryview(buf))
+            if got != n:
+                raise TruncatedError(what, n, got)
+            return buf
+        buf = bytearray()
+        chunk = bytearray(EXACT_ALLOC)
+        view = memoryview(chunk)
+        while len(buf) < n:
+            got = self._read_into(view[: min(EXACT_ALLOC, n - len(buf))])
+            if not got:
+                break
+            buf += view[:got]  # realloc in place (mremap) for big buffers: no second copy
+        del view
+        if buf and self.journaling:
+            self._journal.append(memoryview(buf))
+        if len(buf) != n:
+            raise TruncatedError(what, n, len(buf))
         return buf
 
     def read_upto(self, n: int) -> bytes:

@@ -57,7 +57,6 @@ MAX_DIM = (1 << 63) - 1  # ggml reads dimensions as int64
 
 WINDOW = 1 << 20  # header bytes peeked at a time
 CHUNK = 16 * 1024 * 1024  # gaps and trailing bytes are read (and yielded) in pieces this big
-EXACT_ALLOC_LIMIT = 64 * 1024 * 1024  # see _read_region
 
 # Metadata value types.
 T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32, T_FLOAT32, T_BOOL = range(8)
@@ -150,7 +149,7 @@ class GgufFormat:
         pos = header.size
         for info in regions:
             yield from _skeleton(reader, info.offset - pos, f"the bytes before tensor {info.name!r}")
-            yield Tensor(info, _read_region(reader, info.length, f"tensor {info.name!r}"))
+            yield Tensor(info, reader.read_exact(info.length, f"tensor {info.name!r}"))
             pos = info.offset + info.length
         yield from rest_as_skeleton(reader, CHUNK)
 
@@ -368,21 +367,3 @@ def _skeleton(reader: ByteReader, n: int, what: str) -> Iterator[Skeleton]:
         part = reader.read_exact(min(n, CHUNK), what)
         n -= len(part)
         yield Skeleton(part)
-
-
-def _read_region(reader: ByteReader, n: int, what: str) -> bytearray:
-    """n bytes of tensor data. A large region is allocated only once its first
-    EXACT_ALLOC_LIMIT bytes have arrived, so a small file claiming a huge tensor cannot make us
-    allocate (and zero) memory it does not have."""
-    if n <= EXACT_ALLOC_LIMIT:
-        return reader.read_exact(n, what)
-    first = reader.read_exact(EXACT_ALLOC_LIMIT, what)
-    try:
-        buf = bytearray(n)
-    except MemoryError:
-        raise FormatError(f"{what} is {n} bytes, more than this machine can hold") from None
-    buf[:EXACT_ALLOC_LIMIT] = first
-    got = reader.readinto_exact(memoryview(buf)[EXACT_ALLOC_LIMIT:])
-    if got != n - EXACT_ALLOC_LIMIT:
-        raise TruncatedError(what, n, EXACT_ALLOC_LIMIT + got)
-    return buf

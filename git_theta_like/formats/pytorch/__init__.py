@@ -57,7 +57,6 @@ STORED, DEFLATED = 0, 8
 MAX_SMALL_RECORD = 64 * 1024 * 1024  # a non-storage record is held in memory whole
 MAX_TAIL = 64 * 1024 * 1024  # central directory and end records
 CRC_CHECK_LIMIT = 1024 * 1024  # storages up to this size get their CRC-32 checked
-EXACT_ALLOC_LIMIT = 256 * 1024 * 1024  # see _Splitter.read_region
 MAX_STORAGE = 1 << 48
 SCAN_WINDOW = 64 * 1024
 SKELETON_FLUSH = 4 * 1024 * 1024
@@ -173,23 +172,6 @@ class _Splitter:
             data, self.pending = self.pending, bytearray()
             yield Skeleton(data)
 
-    def read_region(self, n: int, what: str) -> bytearray:
-        """n bytes of tensor data. A large region is allocated only once its first
-        EXACT_ALLOC_LIMIT bytes have arrived, so a small file claiming a huge storage cannot
-        make us allocate (and zero) memory it does not have."""
-        if n <= EXACT_ALLOC_LIMIT:
-            return self.reader.read_exact(n, what)
-        first = self.reader.read_exact(EXACT_ALLOC_LIMIT, what)
-        try:
-            buf = bytearray(n)
-        except MemoryError:
-            raise FormatError(f"{what} is {n} bytes, more than this machine can hold") from None
-        buf[:EXACT_ALLOC_LIMIT] = first
-        got = self.reader.readinto_exact(memoryview(buf)[EXACT_ALLOC_LIMIT:])
-        if got != n - EXACT_ALLOC_LIMIT:
-            raise TruncatedError(what, n, EXACT_ALLOC_LIMIT + got)
-        return buf
-
     # ------------------------------------------------------------------ the file
 
     def events(self) -> Iterator[Event]:
@@ -247,7 +229,7 @@ class _Splitter:
                 )
             yield from self.flush()
             data_offset = self.pos()
-            data = self.read_region(n, f"storage record {name!r}")
+            data = self.reader.read_exact(n, f"storage record {name!r}")
             desc_len = 0
             if has_descriptor:
                 desc_len, crc = self.peek_descriptor(n, n, zip64 is not None, name)

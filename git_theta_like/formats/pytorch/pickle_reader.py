@@ -10,8 +10,16 @@ whatever the pickle names, so a checkpoint can run arbitrary code. This reader n
   numpy or builtins functions are never returned. Any other global raises `UnsafePickleError`.
 - `persistent_load` turns torch's storage ids into `StorageRef` records.
 - Before unpickling, a structural pre-scan walks the opcodes without building anything: it bounds
-  the size, the memo indices and the nesting of hashable containers (CPython hashes nested tuples
+  the size, the number of opcodes (each builds at most one object, so this bounds memory), the
+  memo indices and the nesting of hashable containers (CPython hashes nested tuples
   recursively in C, so a deeply nested dict key would crash the interpreter).
+- Nothing the pickle builds is hashed: dicts and sets become lists of their items (`PairDict`,
+  `InertValue`), so keys crafted to collide (60k ints equal modulo 2^61 - 1) cost linear time,
+  not quadratic. The reader is pickle's Python unpickler with those opcodes replaced.
+- A tensor rebuilt from the very same argument objects as one before it (a memoized storage,
+  offset, size and stride: the cheapest way to reference one storage millions of times) is that
+  same `TensorRef`, so a reference costs a pointer, not a record; at most MAX_TENSORS distinct
+  tensors are built.
 
 `read_torch_pickle` returns every storage, every tensor reference and the key path of each tensor.
 """
@@ -29,6 +37,10 @@ from git_theta_like import dtypes
 from git_theta_like.errors import FormatError, UnsafePickleError
 
 MAX_PICKLE_BYTES = 256 * 1024 * 1024
+# Each opcode builds at most one object (~100 bytes at most besides the bytes of its own
+# argument): this bounds the unpickler's memory. torch writes ~40 opcodes per tensor.
+MAX_PICKLE_OPS = 1 << 22
+MAX_TENSORS = 1 << 20
 MAX_NESTING = 1000  # hashable-container nesting in the pickle, and key-path depth
 MAX_DIMS = 1024
 
@@ -126,7 +138,7 @@ class StorageRef:
         return self.numel * dtypes.ITEMSIZE[self.dtype]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class TensorRef:
     """A tensor: a view (offset, shape, stride, all in elements) of a storage."""
 
@@ -203,8 +215,25 @@ class Stub(_Inert):
         return f"<{self.qualname}>"
 
 
-class PickledDict(dict[Any, Any]):
-    """Stands in for collections.OrderedDict; keeps any pickled attribute state (`_metadata`)."""
+class PairDict:
+    """A pickled dict (or collections.OrderedDict): its (key, value) pairs in pickle order, keys
+    never hashed (a duplicated key is kept twice). Keeps any pickled attribute state
+    (`_metadata` of a state dict)."""
+
+    __slots__ = ("pairs", "pickled_state")
+
+    def __init__(self, pairs: list[tuple[object, object]] | None = None) -> None:
+        self.pairs: list[tuple[object, object]] = pairs if pairs is not None else []
+        self.pickled_state: object = None
+
+    def __setitem__(self, key: object, value: object) -> None:
+        self.pairs.append((key, value))
+
+    def items(self) -> list[tuple[object, object]]:
+        return self.pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
     def __setstate__(self, state: object) -> None:
         self.pickled_state = state
@@ -237,12 +266,10 @@ def _count(v: object, what: str) -> int:
 def _int_tuple(v: object, what: str, *, signed: bool) -> tuple[int, ...]:
     if not isinstance(v, tuple | list) or len(v) > MAX_DIMS:
         raise FormatError(f"pickle gives tensor {what} {type(v).__name__}, expected a tuple")
-    out: list[int] = []
     for x in v:
         if not isinstance(x, int) or isinstance(x, bool) or (x < 0 and not signed):
             raise FormatError(f"pickle gives tensor {what} containing {_short(x)}")
-        out.append(x)
-    return tuple(out)
+    return v if isinstance(v, tuple) else tuple(v)  # a memoized tuple stays one object
 
 
 def _dtype_of(token: object) -> str:
@@ -256,10 +283,20 @@ class _Builder:
 
     def __init__(self) -> None:
         self.tensors: list[TensorRef] = []
+        # (ids of the argument objects) -> (the tensor, those objects, kept alive so that no id
+        # is reused): a repeated reference returns the tensor already built
+        self._same: dict[tuple[int, ...], tuple[TensorRef, tuple[object, ...]]] = {}
 
     def tensor(
         self, storage: object, offset: object, size: object, stride: object, dtype: str | None
     ) -> TensorRef:
+        args = (storage, offset, size, stride, dtype)
+        key = tuple(map(id, args))
+        seen = self._same.get(key)
+        if seen is not None:
+            return seen[0]
+        if len(self.tensors) >= MAX_TENSORS:
+            raise FormatError(f"pickle builds more than {MAX_TENSORS} tensors")
         if not isinstance(storage, StorageRef):
             raise FormatError(f"pickle rebuilds a tensor from {type(storage).__name__}, expected a storage")
         shape = _int_tuple(size, "size", signed=False)
@@ -270,6 +307,7 @@ class _Builder:
             dtype = storage.dtype if storage.dtype is not None else dtypes.OPAQUE
         ref = TensorRef(storage, dtype, _count(offset, "storage offset"), shape, strides)
         self.tensors.append(ref)
+        self._same[key] = (ref, args)
         return ref
 
     def rebuild_tensor(
@@ -318,10 +356,10 @@ _TENSOR_REBUILDERS = frozenset(
 )
 
 
-def _ordered_dict(items: object = ()) -> PickledDict:
-    d = PickledDict()
-    if isinstance(items, dict):
-        items = list(items.items())
+def _ordered_dict(items: object = ()) -> PairDict:
+    d = PairDict()
+    if isinstance(items, PairDict):
+        items = items.pairs
     if not isinstance(items, list | tuple):
         raise FormatError("pickle builds an OrderedDict from something that is not a list")
     for pair in items:
@@ -457,7 +495,63 @@ def _global_table(builder: _Builder) -> dict[tuple[str, str], Stub | Token]:
     return table
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+# Opcode handlers of _RestrictedUnpickler (u: the unpickler; pickle._Unpickler's stack is untyped).
+
+
+def _load_empty_dict(u: Any) -> None:
+    u.append(PairDict())
+
+
+def _load_dict(u: Any) -> None:
+    items = u.pop_mark()
+    u.append(PairDict([(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]))
+
+
+def _set_items(target: object, items: list[Any]) -> None:
+    if not isinstance(target, PairDict):
+        raise FormatError(f"pickle sets items on a {type(target).__name__}")
+    target.pairs.extend((items[i], items[i + 1]) for i in range(0, len(items) - 1, 2))
+
+
+def _load_setitem(u: Any) -> None:
+    value = u.stack.pop()
+    key = u.stack.pop()
+    _set_items(u.stack[-1], [key, value])
+
+
+def _load_setitems(u: Any) -> None:
+    items = u.pop_mark()
+    _set_items(u.stack[-1], items)
+
+
+def _load_empty_set(u: Any) -> None:
+    u.append(InertValue("set", (), state=[]))  # ADDITEMS extend the list in `state`
+
+
+def _load_additems(u: Any) -> None:
+    items = u.pop_mark()
+    target = u.stack[-1]
+    if not (isinstance(target, InertValue) and isinstance(target.state, list)):
+        raise FormatError(f"pickle adds set items to a {type(target).__name__}")
+    target.state.extend(items)
+
+
+def _load_frozenset(u: Any) -> None:
+    u.append(InertValue("frozenset", tuple(u.pop_mark())))
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """pickle's Python unpickler with dicts and sets built as lists (never hashed)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.EMPTY_DICT[0]] = _load_empty_dict
+    dispatch[pickle.DICT[0]] = _load_dict
+    dispatch[pickle.SETITEM[0]] = _load_setitem
+    dispatch[pickle.SETITEMS[0]] = _load_setitems
+    dispatch[pickle.EMPTY_SET[0]] = _load_empty_set
+    dispatch[pickle.ADDITEMS[0]] = _load_additems
+    dispatch[pickle.FROZENSET[0]] = _load_frozenset
+
     def __init__(self, data: bytes | bytearray) -> None:
         super().__init__(io.BytesIO(data), encoding="utf-8")
         self.builder = _Builder()
@@ -562,6 +656,7 @@ def prescan(data: bytes | bytearray) -> None:
     if n > MAX_PICKLE_BYTES:
         raise FormatError(f"pickle is {n} bytes, more than the {MAX_PICKLE_BYTES} allowed")
     pos = 0
+    ops = 0
     stack: list[int] = []  # per item: nesting depth of hashable containers
     marks: list[int] = []  # stack lengths at each MARK
     memo: dict[int, int] = {}
@@ -571,6 +666,9 @@ def prescan(data: bytes | bytearray) -> None:
         op = _OPS[data[pos]]
         if op is None:
             raise FormatError(f"pickle has an unknown opcode 0x{data[pos]:02x} at byte {pos}")
+        ops += 1
+        if ops > MAX_PICKLE_OPS:
+            raise FormatError(f"pickle has more than {MAX_PICKLE_OPS} opcodes")
         arg_start = pos + 1
         if op.arg is None:
             pos = arg_start
@@ -719,32 +817,41 @@ def walk_tensors(root: object) -> Iterator[tuple[str, TensorRef]]:
     """
     seen_tensors: set[int] = set()
     seen_containers: set[int] = set()
-    stack: list[tuple[object, tuple[str, ...]]] = [(root, ())]
-    while stack:
-        obj, path = stack.pop()
-        if isinstance(obj, TensorRef):
-            if id(obj) not in seen_tensors:
-                seen_tensors.add(id(obj))
-                yield (".".join(path) if path else "tensor"), obj
-            continue
+    if isinstance(root, TensorRef):
+        yield "tensor", root
+        return
+    # One frame per open container: its items as an iterator (a container of millions of
+    # references costs nothing more than itself) and its key path.
+    frames: list[tuple[Iterator[tuple[object, object]], tuple[str, ...]]] = []
+
+    def enter(obj: object, path: tuple[str, ...]) -> None:
         items: Iterable[tuple[object, object]]
-        if isinstance(obj, dict):
-            items = obj.items()
+        if isinstance(obj, PairDict):
+            items = obj.pairs
         elif isinstance(obj, list | tuple):
             items = enumerate(obj)
         else:
-            continue
+            return
         if id(obj) in seen_containers:
-            continue
+            return
         seen_containers.add(id(obj))
         if len(path) >= MAX_NESTING:
             raise FormatError(f"checkpoint nests containers more than {MAX_NESTING} deep")
-        children = [
-            (value, (*path, _segment(key)))
-            for key, value in items
-            if isinstance(value, TensorRef | dict | list | tuple)
-        ]
-        stack.extend(reversed(children))
+        frames.append((iter(items), path))
+
+    enter(root, ())
+    while frames:
+        items, path = frames[-1]
+        for key, value in items:
+            if isinstance(value, TensorRef):
+                if id(value) not in seen_tensors:
+                    seen_tensors.add(id(value))
+                    yield ".".join((*path, _segment(key))), value
+            elif isinstance(value, PairDict | list | tuple):
+                enter(value, (*path, _segment(key)))
+                break  # depth first: the new frame is on top
+        else:
+            frames.pop()
 
 
 def _segment(key: object) -> str:
