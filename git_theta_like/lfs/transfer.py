@@ -302,14 +302,7 @@ class RemoteStore:
                 for oid, size in need:
                     run.submit(self._file_copy_task(store_of(self.repo), dest, oid, size, ep.url, progress))
             else:
-                for batch in _chunks(list(wanted.items()), self.batch_size):
-                    if run.stop.is_set():
-                        break
-                    try:
-                        objects = self._batch(ep, "upload", batch)
-                    except ThetaLikeError as e:
-                        run.fail(e)
-                        break
+                for batch, objects in self._batches(ep, "upload", wanted, run):
                     uploads: list[tuple[str, int, dict[str, Any]]] = []
                     for oid, size in batch:
                         obj = objects.get(oid)
@@ -326,6 +319,21 @@ class RemoteStore:
         finally:
             run.pool.shutdown(wait=True, cancel_futures=True)
             progress.finish()
+
+    def _batches(
+        self, ep: Endpoint, operation: str, wanted: dict[str, int], run: _Run
+    ) -> Iterator[tuple[list[tuple[str, int]], dict[str, dict[str, Any]]]]:
+        """The batch API's answer for `wanted`, batch_size objects at a time, until the run
+        stops (a batch request that fails stops it)."""
+        for batch in _chunks(list(wanted.items()), self.batch_size):
+            if run.stop.is_set():
+                return
+            try:
+                objects = self._batch(ep, operation, batch)
+            except ThetaLikeError as e:
+                run.fail(e)
+                return
+            yield batch, objects
 
     def download(self, oids: Iterable[tuple[str, int]], progress: Progress | None = None) -> int:
         """Download those of `oids` not already in store_of(repo); returns how many were fetched."""
@@ -349,14 +357,7 @@ class RemoteStore:
                 for oid, size in have:
                     run.submit(self._file_copy_task(src, store, oid, size, ep.url, progress))
             else:
-                for batch in _chunks(list(wanted.items()), self.batch_size):
-                    if run.stop.is_set():
-                        break
-                    try:
-                        objects = self._batch(ep, "download", batch)
-                    except ThetaLikeError as e:
-                        run.fail(e)
-                        break
+                for batch, objects in self._batches(ep, "download", wanted, run):
                     ready = []
                     for oid, size in batch:
                         obj = objects.get(oid)
