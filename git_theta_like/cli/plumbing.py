@@ -26,17 +26,13 @@ def filter_process() -> None:
 def clean(path: str) -> None:
     """Clean one file: checkpoint on stdin, manifest on stdout."""
     single_threaded_blas()
-    from git_theta_like.filters import engine_for, staged_lfs_pointer, staged_manifest
+    from git_theta_like.filters import engine_for, staged_previous
     from git_theta_like.formats import ByteReader
 
     repo = open_repo()
+    previous, pointer = staged_previous(repo, path) if path else (None, None)
     with engine_for(repo) as engine:
-        out = engine.clean(
-            ByteReader(sys.stdin.buffer),
-            staged_manifest(repo, path),
-            path,
-            lfs_pointer=staged_lfs_pointer(repo, path) if path else None,
-        )
+        out = engine.clean(ByteReader(sys.stdin.buffer), previous, path, lfs_pointer=pointer)
     sys.stdout.buffer.write(out)
 
 

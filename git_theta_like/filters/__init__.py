@@ -3,7 +3,7 @@ checkout of checkpoints left as manifests in the working tree.
 
 Public for the rooms above: `engine_for(repo)` (an Engine configured from git config and the
 environment), `staged_manifest(repo, path)` (the natural delta parent of what is cleaned) and
-`staged_lfs_pointer(repo, path)` (a staged git-lfs pointer that clean keeps for unchanged content).
+`staged_previous(repo, path)` (that, or a staged git-lfs pointer clean keeps for unchanged content).
 May import lfs, store, formats, codecs, gitio and the bottom layer."""
 
 from __future__ import annotations
@@ -24,29 +24,29 @@ __all__ = [
     "engine_for",
     "recent_manifests",
     "remember_manifest",
-    "staged_lfs_pointer",
+    "staged_previous",
     "staged_manifest",
 ]
 
 
+def staged_previous(repo: Repo, path: str) -> tuple[Manifest | None, bytes | None]:
+    """What clean builds on, from the staged blob of path (read once): its manifest (the natural
+    delta parent), or the blob itself when it is a git-lfs pointer (the path was plain git-lfs
+    before it was tracked; clean keeps it for unchanged content)."""
+    blob = repo.index_blob(path)
+    if blob is None:
+        return None, None
+    if is_manifest(blob):
+        try:
+            return Manifest.from_bytes(blob), None
+        except ManifestError:
+            return None, None
+    return None, (blob if parse_pointer(blob) is not None else None)
+
+
 def staged_manifest(repo: Repo, path: str) -> Manifest | None:
     """The staged manifest of path, the natural parent of what is being cleaned."""
-    blob = repo.index_blob(path)
-    if blob is None or not is_manifest(blob):
-        return None
-    try:
-        return Manifest.from_bytes(blob)
-    except ManifestError:
-        return None
-
-
-def staged_lfs_pointer(repo: Repo, path: str) -> bytes | None:
-    """The staged blob of path when it is a git-lfs pointer (the path was plain git-lfs before it
-    was tracked), else None."""
-    blob = repo.index_blob(path)
-    if blob is None or parse_pointer(blob) is None:
-        return None
-    return blob
+    return staged_previous(repo, path)[0]
 
 
 def engine_for(repo: Repo) -> Engine:

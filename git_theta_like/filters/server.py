@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ProtocolError, ThetaLikeError
-from git_theta_like.filters import engine_for, recent_manifests, staged_lfs_pointer, staged_manifest
+from git_theta_like.filters import engine_for, recent_manifests, staged_previous
 from git_theta_like.filters.engine import Engine
 from git_theta_like.formats import ByteReader
 from git_theta_like.gitio.filter_protocol import FilterChannel
@@ -86,13 +86,9 @@ def _clean(
     staged: IndexManifests,
 ) -> None:
     try:
-        manifest = engine.clean(
-            ByteReader(content),
-            staged_manifest(repo, path),
-            path,
-            recent_manifests(repo, path) + staged.others(path),
-            lfs_pointer=staged_lfs_pointer(repo, path),
-        )
+        previous, pointer = staged_previous(repo, path)
+        others = recent_manifests(repo, path) + staged.others(path)
+        manifest = engine.clean(ByteReader(content), previous, path, others, lfs_pointer=pointer)
     finally:
         content.drain()
     channel.success(manifest)

@@ -100,13 +100,12 @@ def clean_file(repo: Any, path: Path, rel: str) -> Manifest:
     """The manifest of a checkpoint in the working tree: cleaned as `git add` would (objects are
     stored, as git-lfs does for `git diff`); its staged version is the delta parent. An empty file,
     or one whose staged git-lfs pointer clean keeps, is a file stored whole (semdiff/whole.py)."""
-    from git_theta_like.filters import engine_for, staged_lfs_pointer, staged_manifest
+    from git_theta_like.filters import engine_for, staged_previous
     from git_theta_like.formats import ByteReader
 
+    previous, pointer = staged_previous(repo, rel)
     with engine_for(repo) as engine, open(path, "rb") as f:
-        data = engine.clean(
-            ByteReader(f), staged_manifest(repo, rel), rel, lfs_pointer=staged_lfs_pointer(repo, rel)
-        )
+        data = engine.clean(ByteReader(f), previous, rel, lfs_pointer=pointer)
     version = whole_version(data)
     return version if version is not None else Manifest.from_bytes(data)
 
