@@ -228,6 +228,8 @@ class FaultyLFSServer:
 
     - `hang`: every request is read and never answered (the connection stays open until stop);
     - `drip_downloads`: downloads send their headers, then one byte every that many seconds;
+    - `drip_batches`: batch responses likewise, one byte every that many seconds;
+    - `slow_uploads`: upload bodies are read 16 KiB every that many seconds;
     - `endless_downloads`: downloads send a body without end (no Content-Length), up to
       `ENDLESS_CAP` bytes; `endless_sent` counts what went out;
     - `download_href`: the href every download action gives (e.g. `file:///etc/hostname`);
@@ -258,6 +260,8 @@ class FaultyLFSServer:
         self.public_headers: list[dict[str, str]] = []
         self.hang = False
         self.drip_downloads = 0.0
+        self.drip_batches = 0.0
+        self.slow_uploads = 0.0
         self.endless_downloads = False
         self.endless_sent = 0
         self.download_href: str | None = None
@@ -376,7 +380,17 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
+            if server.drip_batches and doc.get("objects") is not None:
+                self._drip(body, server.drip_batches)
+                return
             self.wfile.write(body)
+
+        def _drip(self, data: bytes, every: float) -> None:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if server.released.wait(every):
+                    return
 
         def _error(self, status: int, message: str) -> None:
             headers = {"LFS-Authenticate": 'Basic realm="test"'} if status == 401 else None
@@ -385,6 +399,16 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
         def _body(self) -> bytes:
             n = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(n) if n else b""
+
+        def _slow_body(self, every: float) -> bytes:
+            left, parts = int(self.headers.get("Content-Length") or 0), []
+            while left > 0 and not server.released.wait(every):
+                part = self.rfile.read(min(16 << 10, left))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            return b"".join(parts)
 
         def _gate(self) -> bool:
             """Log, inject faults, check auth; False when the request has been answered."""
@@ -456,11 +480,7 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if server.drip_downloads:
-                for i in range(len(data)):
-                    self.wfile.write(data[i : i + 1])
-                    self.wfile.flush()
-                    if server.released.wait(server.drip_downloads):
-                        return
+                self._drip(data, server.drip_downloads)
                 return
             if server.take_truncate():
                 self.wfile.write(data[: len(data) // 2])
@@ -498,7 +518,7 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
                 self._error(403, "upload action header missing")
                 return
             oid = m.group(1)
-            data = self._body()
+            data = self._slow_body(server.slow_uploads) if server.slow_uploads else self._body()
             if hashlib.sha256(data).hexdigest() != oid:
                 self._error(422, f"content does not hash to {oid}")
                 return

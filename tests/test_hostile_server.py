@@ -67,6 +67,54 @@ def test_a_dripping_download_is_abandoned(faulty: FaultyLFSServer, tmp_path: Pat
     _nothing_stored(b, objs)
 
 
+@pytest.mark.parametrize("where", ["download", "batch"])
+def test_a_trickle_under_the_low_speed_limit_is_abandoned(
+    faulty: FaultyLFSServer, tmp_path: Path, where: str
+) -> None:
+    """A byte every 50 ms is never silent for the activity timeout (30 s here, the default), so
+    only the low-speed limit (git's http.lowSpeedLimit / http.lowSpeedTime) stops it."""
+    objs = _pushed(faulty, tmp_path)
+    setattr(faulty, f"drip_{where}es" if where == "batch" else "drip_downloads", 0.05)
+    b = _clone(faulty, tmp_path, **{"lfs.activitytimeout": "30", "http.lowSpeedTime": "1"})
+    t0 = time.monotonic()
+    with pytest.raises(RemoteStallError) as e:
+        RemoteStore(b).download(objs)
+    assert time.monotonic() - t0 < 10  # far under the 30 s activity timeout
+    msg = str(e.value)
+    assert "under 1000 bytes/s for 1s" in msg and "http.lowSpeedLimit" in msg and faulty.base in msg
+    _nothing_stored(b, objs)
+
+
+def test_a_slow_link_within_the_limit_completes(faulty: FaultyLFSServer, tmp_path: Path) -> None:
+    objs = _pushed(faulty, tmp_path, size=1000)
+    faulty.drip_downloads = 0.0002  # a byte every 0.2-1 ms: 1-5 KB/s
+    b = _clone(faulty, tmp_path, **{"http.lowSpeedLimit": "100", "http.lowSpeedTime": "0.3"})
+    assert RemoteStore(b).download(objs) == 1
+
+
+def test_an_upload_the_server_takes_in_too_slowly_is_abandoned(
+    faulty: FaultyLFSServer, tmp_path: Path
+) -> None:
+    """The send side: the server reads 16 KiB every 50 ms (320 KB/s), under a 4 MB/s limit; the
+    socket buffers fill, the pieces of the body go out slower, and the upload is given up."""
+    faulty.slow_uploads = 0.05
+    a = make_repo(tmp_path / "a", faulty.git_url)
+    git(tmp_path / "a", "config", "http.lowSpeedLimit", str(4 << 20))
+    git(tmp_path / "a", "config", "http.lowSpeedTime", "1")
+    objs = add_objects(a, 1, size=24 << 20)
+    t0 = time.monotonic()
+    with pytest.raises(RemoteStallError, match=r"under 4194304 bytes/s for 1s during upload of"):
+        RemoteStore(a).upload(objs)
+    assert time.monotonic() - t0 < NO_HANG
+
+
+def test_low_speed_settings_are_checked(tmp_path: Path) -> None:
+    a = make_repo(tmp_path / "a", "http://127.0.0.1:1/x.git")
+    git(tmp_path / "a", "config", "http.lowSpeedLimit", "fast")
+    with pytest.raises(RemoteError, match="lowSpeedLimit must be a number of bytes per second, not 'fast'"):
+        RemoteStore(a)
+
+
 def test_a_server_that_never_answers_is_abandoned(
     faulty: FaultyLFSServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
@@ -45,6 +45,7 @@ USER_AGENT = f"git-theta-like/{__version__}"
 
 RETRY_AFTER_CAP = 30.0
 ACTIVITY_TIMEOUT = 30.0  # git-lfs's default for lfs.activitytimeout
+READ_CHUNK = 1 << 20  # the most one read of a response body takes
 SCHEMES = ("http", "https")  # the only schemes a request or a redirect may use
 # headers that say nothing about who is asking: kept when a redirect leaves the origin
 _NEUTRAL_HEADERS = {"user-agent", "accept", "content-type", "content-length"}
@@ -60,6 +61,63 @@ def activity_timeout(repo: Repo) -> float | None:
     except ValueError:
         raise RemoteError(f"lfs.activitytimeout must be a number of seconds, not {raw!r}") from None
     return value if value >= 1 else None
+
+
+LOW_SPEED_LIMIT = 1000  # bytes per second; see low_speed()
+
+
+@dataclass(frozen=True)
+class LowSpeed:
+    """The slowest a transfer may run: below `limit` bytes per second for `window` seconds, it is
+    abandoned as stalled (limit 0: never). This catches what the activity timeout cannot: a
+    server that drips a byte just often enough never to be silent for the whole timeout."""
+
+    limit: int
+    window: float
+
+    def meter(self) -> Pace:
+        return Pace(self)
+
+
+def low_speed(repo: Repo, activity: float | None) -> LowSpeed:
+    """git's `http.lowSpeedLimit` / `http.lowSpeedTime` (and GIT_HTTP_LOW_SPEED_LIMIT / _TIME),
+    with defaults where git has none: 1000 bytes per second over the activity timeout (30 s), so
+    a hostile or broken server cannot hold a command forever. A limit of 0 switches it off."""
+    raw_limit = os.environ.get("GIT_HTTP_LOW_SPEED_LIMIT") or repo.config_get("http.lowSpeedLimit")
+    raw_time = os.environ.get("GIT_HTTP_LOW_SPEED_TIME") or repo.config_get("http.lowSpeedTime")
+    try:
+        limit = int(raw_limit) if raw_limit else LOW_SPEED_LIMIT
+    except ValueError:
+        raise RemoteError(
+            f"http.lowSpeedLimit must be a number of bytes per second, not {raw_limit!r}"
+        ) from None
+    try:
+        window = float(raw_time) if raw_time else (activity or ACTIVITY_TIMEOUT)
+    except ValueError:
+        raise RemoteError(f"http.lowSpeedTime must be a number of seconds, not {raw_time!r}") from None
+    return LowSpeed(max(0, limit), max(window, 0.1))
+
+
+class Pace:
+    """Bytes moved in the current window of one transfer; `slow()` after each chunk says when
+    the transfer has run below the limit for a whole window."""
+
+    def __init__(self, rule: LowSpeed) -> None:
+        self.rule = rule
+        self.start = time.monotonic()
+        self.count = 0
+
+    def slow(self, n: int) -> bool:
+        if self.rule.limit <= 0:
+            return False
+        self.count += n
+        elapsed = time.monotonic() - self.start
+        if elapsed < self.rule.window:
+            return False
+        if self.count < self.rule.limit * elapsed:
+            return True
+        self.start, self.count = time.monotonic(), 0
+        return False
 
 
 def origin(url: str) -> str:
@@ -132,6 +190,7 @@ class Http:
         self.retries = max(1, retries)
         self.backoff = backoff
         self.timeout = timeout if timeout is not None else activity_timeout(repo)
+        self.low_speed = low_speed(repo, self.timeout)
         self._creds: dict[tuple[str, str], _Creds] = {}
         self._creds_lock = threading.Lock()
         self._entries: list[tuple[str, str]] | None = None
@@ -266,6 +325,40 @@ class Http:
             f"during {what}; gave up (lfs.activitytimeout = {self.timeout or 0:g}; raise it for a slow link)"
         )
 
+    def too_slow(self, url: str, what: str) -> RemoteStallError:
+        rule = self.low_speed
+        return RemoteStallError(
+            f"LFS server at {origin(url)} stalled: under {rule.limit} bytes/s for {rule.window:g}s "
+            f"during {what}; gave up (http.lowSpeedLimit = {rule.limit}, http.lowSpeedTime = "
+            f"{rule.window:g}; lower the limit for a slow link, 0 switches it off)"
+        )
+
+    def chunks(self, resp: http.client.HTTPResponse, url: str, what: str, limit: int) -> Iterator[bytes]:
+        """The body of resp as it arrives, never more than limit bytes; a read that times out
+        (lfs.activitytimeout) or a body that trickles in under the low-speed limit is a stall."""
+        left = limit
+        pace = self.low_speed.meter()
+        while left > 0:
+            try:
+                chunk = resp.read1(min(READ_CHUNK, left))
+            except TimeoutError:
+                raise self.stalled(url, what) from None
+            if not chunk:
+                return
+            left -= len(chunk)
+            if pace.slow(len(chunk)):
+                raise self.too_slow(url, what)
+            yield chunk
+
+    def paced(self, chunks: Iterable[bytes], url: str, what: str) -> Iterator[bytes]:
+        """chunks of a request body, abandoned as a stall when the server takes them in under the
+        low-speed limit (each is sent before the next is asked for)."""
+        pace = self.low_speed.meter()
+        for chunk in chunks:
+            yield chunk
+            if pace.slow(len(chunk)):
+                raise self.too_slow(url, what)
+
     def read_body(
         self, resp: http.client.HTTPResponse, url: str, what: str, limit: int, setting: str
     ) -> bytes:
@@ -279,9 +372,7 @@ class Http:
             with resp:
                 if declared and declared.isdigit() and int(declared) > limit:
                     raise too_big
-                raw = resp.read(limit + 1)
-        except TimeoutError:
-            raise self.stalled(url, what) from None
+                raw = b"".join(self.chunks(resp, url, what, limit + 1))
         except (OSError, http.client.HTTPException) as e:
             raise RetryableError(
                 RemoteUnreachableError(f"cannot reach LFS server at {url}: {describe(e)}")

@@ -43,25 +43,12 @@ from git_theta_like.store.local import LocalStore
 BATCH_SIZE = 100
 CONCURRENCY = 8
 CHUNK = 1 << 20
+# a request body goes out in pieces this small: Python gives one send of a piece the whole
+# activity timeout, so a 64 KiB piece keeps uploads alive down to ~2 KB/s at the default 30 s
+SEND_CHUNK = 64 << 10
 BATCH_RESPONSE_LIMIT = 64 << 20  # theta-like.maxBatchResponse
 
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-
-
-# --------------------------------------------------------------------------------------------
-# Progress
-
-
-# --------------------------------------------------------------------------------------------
-# Endpoint discovery
-
-
-# --------------------------------------------------------------------------------------------
-# HTTP
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,27 +129,9 @@ def _receive_locked(
         raise
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
+def _file_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            yield chunk
-
-
-def _response_chunks(
-    resp: http.client.HTTPResponse, limit: int, on_stall: Callable[[], ThetaLikeError]
-) -> Iterator[bytes]:
-    """The body of resp in chunks, never reading more than limit bytes (one more than an object's
-    size, so a longer body is seen and refused, not stored); a read that times out is a stall."""
-    left = limit
-    with resp:
-        while left > 0:
-            try:
-                chunk = resp.read(min(CHUNK, left))
-            except TimeoutError:
-                raise on_stall() from None
-            if not chunk:
-                return
-            left -= len(chunk)
+        while chunk := f.read(size):
             yield chunk
 
 
@@ -504,7 +473,8 @@ class RemoteStore:
                 nonlocal sent
                 progress.advance(-sent)
                 sent = 0
-                for chunk in _file_chunks(path):
+                what = f"upload of {oid}"
+                for chunk in self.http.paced(_file_chunks(path, SEND_CHUNK), href, what):
                     sent += len(chunk)
                     progress.advance(len(chunk))
                     yield chunk
@@ -581,9 +551,7 @@ class RemoteStore:
                         f"the object has {size}; nothing was stored",
                         [oid],
                     )
-                chunks = _response_chunks(
-                    resp, size + 1, lambda: self.http.stalled(href, f"download of {oid}")
-                )
+                chunks = self.http.chunks(resp, href, f"download of {oid}", size + 1)
                 with resp:
                     return _receive(store_of(self.repo), oid, size, chunks, ep.url, progress)
 
