@@ -35,3 +35,57 @@ def test_clean_and_smudge_through_the_filter_process_never_import_torch(repo: Pa
     mods = _imported(log)
     assert "git_theta_like.filters.engine" in mods  # the log is the filter's
     assert not {m for m in mods if m == "torch" or m.startswith("torch.")}
+
+
+def _imports_of(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[set[str], str]:
+    """The modules `git-theta-like ARGS` imports, and the value of OPENBLAS_NUM_THREADS when
+    numpy was first imported ("" when it never was)."""
+    import os
+    import subprocess
+
+    probe = (
+        "import importlib.abc, os, sys\n"
+        "class Watch(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'numpy' and 'GTL_NUMPY_SEEN' not in os.environ:\n"
+        "            os.environ['GTL_NUMPY_SEEN'] = os.environ.get('OPENBLAS_NUM_THREADS', 'unset')\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "import atexit\n"
+        "seen = lambda: sys.stderr.write('\\nSEEN=' + os.environ.get('GTL_NUMPY_SEEN', '') + '\\n')\n"
+        "atexit.register(seen)\n"
+        f"sys.argv = ['git-theta-like', *{list(args)!r}]\n"
+        "from git_theta_like.cli import main\n"
+        "main()\n"
+    )
+    full_env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    full_env.update(env or {})
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", probe],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = p.stderr.splitlines()
+    mods = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    seen = p.stderr.rsplit("SEEN=", 1)[1].strip() if "SEEN=" in p.stderr else ""
+    return mods, seen
+
+
+def test_setup_and_listing_commands_do_not_load_numpy(repo: Path) -> None:
+    """install, track and ls-files only write config and read manifests: no numpy, no codecs."""
+    for args in (["install"], ["track", "*.bin"], ["ls-files"]):
+        mods, seen = _imports_of(repo, *args)
+        assert "git_theta_like.cli" in mods, args
+        assert "numpy" not in mods and seen == "", args
+
+
+def test_the_filter_process_loads_numpy_with_one_blas_thread(repo: Path) -> None:
+    """We spread tensors over the cores ourselves; OpenBLAS's own threads would only contend and
+    burn CPU at start-up, so the filter sets one BLAS thread before numpy loads (a user's own
+    OPENBLAS_NUM_THREADS is kept)."""
+    _, seen = _imports_of(repo, "filter-process")
+    assert seen == "1"
+    _, seen = _imports_of(repo, "filter-process", env={"OPENBLAS_NUM_THREADS": "2"})
+    assert seen == "2"

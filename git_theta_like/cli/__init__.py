@@ -15,6 +15,7 @@ import click
 import pygit2
 
 from git_theta_like import __version__
+from git_theta_like.cli.common import single_threaded_blas
 from git_theta_like.errors import RevisionError, ThetaLikeError
 
 # command name -> module:attribute (families: setup, inspect, transfer, diff, merge, migrate,
@@ -47,6 +48,11 @@ COMMANDS = {
     "merge-driver": "plumbing:merge_driver_cmd",
 }
 
+# Commands that spread tensor work over the cores themselves: BLAS threads on top of theirs only
+# contend (and OpenBLAS's idle threads cost CPU at start-up). Set before their module, and so
+# numpy, is imported. The merge commands keep torch's threads.
+SINGLE_THREADED_BLAS = {"filter-process", "clean", "smudge", "diff", "log", "diff-driver", "diff-textconv"}
+
 
 class _Group(click.Group):
     """Loads commands lazily; turns our errors into one clear line and exit status 1 (2 for
@@ -60,6 +66,8 @@ class _Group(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
+        if cmd_name in SINGLE_THREADED_BLAS:
+            single_threaded_blas()
         cmd = getattr(importlib.import_module(f"git_theta_like.cli.{module}"), attr)
         assert isinstance(cmd, click.Command)
         return cmd

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from git_theta_like.cli.common import open_repo, single_threaded_blas
+from git_theta_like.cli.common import open_repo
 from git_theta_like.errors import RevisionError
 
 FORMATS = click.Choice(["text", "json", "markdown"])
@@ -125,7 +125,6 @@ def diff_cmd(
     ||delta||/||old||, max |delta|, cosine similarity and the kind of update (sparse k%, rank r,
     dense); tensors added, removed, renamed, reshaped. Unchanged tensors cost nothing.
     """
-    single_threaded_blas()
     from git_theta_like.semdiff.render import RENDERERS
     from git_theta_like.semdiff.sides import diff_sides, remote_fetcher, resolve_sides
 
@@ -169,7 +168,6 @@ def log_cmd(args: tuple[str, ...], max_count: int | None, fmt: str, fast: bool) 
     git theta-like log [REV | A..B] [-- PATH...]
     Each commit is compared with its first parent.
     """
-    single_threaded_blas()
     from git_theta_like.semdiff.log import iter_log
     from git_theta_like.semdiff.render import LOG_RENDERERS
     from git_theta_like.semdiff.sides import remote_fetcher

@@ -8,14 +8,13 @@ import sys
 
 import click
 
-from git_theta_like.cli.common import open_repo, single_threaded_blas
+from git_theta_like.cli.common import open_repo
 from git_theta_like.store import store_of
 
 
 @click.command("filter-process", hidden=True)
 def filter_process() -> None:
     """Git's long-running filter (filter.theta-like.process); not for interactive use."""
-    single_threaded_blas()
     from git_theta_like.filters.server import serve
 
     sys.exit(serve())
@@ -25,7 +24,6 @@ def filter_process() -> None:
 @click.argument("path", required=False, default="")
 def clean(path: str) -> None:
     """Clean one file: checkpoint on stdin, manifest on stdout."""
-    single_threaded_blas()
     from git_theta_like.filters import engine_for, staged_previous
     from git_theta_like.formats import ByteReader
 
@@ -101,7 +99,6 @@ def merge_driver_cmd(base: str, ours: str, theirs: str, path: str) -> None:
 def diff_driver_cmd(args: tuple[str, ...]) -> None:
     """git's diff driver (diff.theta-like.command): path old-file old-hex old-mode new-file
     new-hex new-mode."""
-    single_threaded_blas()
     from git_theta_like.semdiff.driver import driver_output
 
     sys.stdout.write(driver_output(open_repo(), list(args)))
@@ -112,7 +109,6 @@ def diff_driver_cmd(args: tuple[str, ...]) -> None:
 @click.argument("file")
 def diff_textconv_cmd(file: str) -> None:
     """git's textconv (diff.theta-like.textconv): a checkpoint as one line per tensor."""
-    single_threaded_blas()
     from git_theta_like.semdiff.driver import textconv_output
 
     sys.stdout.buffer.write(textconv_output(open_repo(), file))

@@ -11,15 +11,33 @@ exact raw bytes.
 
 from __future__ import annotations
 
-from git_theta_like.codecs.chooser import DeltaOptions, encode, encode_delta
-from git_theta_like.codecs.container import Encoded, ObjectHeader, split_object
-from git_theta_like.codecs.registry import check_payload, decode, is_delta, iter_decode
+import importlib
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from git_theta_like.codecs.chooser import DeltaOptions, encode, encode_delta
+    from git_theta_like.codecs.container import Encoded, ObjectHeader, split_object
+    from git_theta_like.codecs.registry import check_payload, decode, is_delta, iter_decode
+
+# name -> the module that defines it. Loaded on first use (PEP 562), so that what only reads
+# object headers (the store's writer, install, pre-push, ls-files) never imports numpy.
+_EXPORTS = {
+    "DeltaOptions": "chooser",
+    "encode": "chooser",
+    "encode_delta": "chooser",
+    "Encoded": "container",
+    "ObjectHeader": "container",
+    "split_object": "container",
+    "check_payload": "registry",
+    "decode": "registry",
+    "is_delta": "registry",
+    "iter_decode": "registry",
+}
 __all__ = [
     "DeltaOptions",
     "Encoded",
-    "check_payload",
     "ObjectHeader",
+    "check_payload",
     "decode",
     "encode",
     "encode_delta",
@@ -27,3 +45,10 @@ __all__ = [
     "iter_decode",
     "split_object",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
