@@ -144,6 +144,31 @@ def references_pickle(n: int) -> bytes:
     return head + b"](" + b"h\x00h\x01R" * n + b"e."
 
 
+@pytest.mark.parametrize("mib", [31, 120])
+def test_pickle_holding_large_python_objects(repo: Path, mib: int) -> None:
+    """A checkpoint whose data.pkl holds big Python objects besides its tensor (a vocabulary, a
+    training log): up to MAX_PICKLE_BYTES (32 MiB) it is split, past it stored whole; either
+    way `git add` stays within 300 MB (no tensor to speak of). A 250 MiB one used to take 1.3 GB
+    and two minutes: the reader's peek buffer was reallocated for every 64 KiB git sent."""
+    torch = pytest.importorskip("torch")
+    path = repo / "m.pt"
+    blobs = [bytes([i]) * MIB for i in range(mib)]
+    torch.save({"w": torch.arange(4.0), "blobs": blobs}, path)
+    data = path.read_bytes()
+    rss, err = add_measured(repo, "m.pt")
+    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
+    m = Manifest.from_bytes(git(repo, "show", ":m.pt").stdout.encode())
+    if mib < 32:
+        assert m.format == "pytorch" and "warning" not in err
+    else:
+        assert m.format == "opaque"
+        assert "stored whole" in err and "is over the 33554432 bytes allowed" in err
+    git(repo, "commit", "-qm", "m")
+    path.unlink()
+    git(repo, "checkout", "--", "m.pt")
+    assert path.read_bytes() == data
+
+
 def test_pickle_dict_of_colliding_keys_is_never_hashed() -> None:
     """60k colliding int keys (23-52 s in a real dict: quadratic): the reader keeps them as a
     list of pairs, never hashing one; its work is linear in the opcodes (counted by the

@@ -95,14 +95,21 @@ class ByteReader:
         return b"".join(self._journal)
 
     def _fill(self, n: int) -> None:
-        """Make at least n bytes available in _pending, unless the source ends first."""
-        while len(self._pending) < n and not self._eof:
-            chunk = bytearray(max(n - len(self._pending), 65536))
-            got = self._src.readinto(memoryview(chunk))
+        """Make at least n bytes available in _pending, unless the source ends first.
+
+        One read buffer serves the whole fill (a source such as git's pkt-line stream gives 64 KiB
+        a read: a buffer per read would be allocated, and zeroed, thousands of times), and it is
+        at most EXACT_ALLOC, so memory follows the bytes that arrive, not the n asked for."""
+        short = n - len(self._pending)
+        if short <= 0 or self._eof:
+            return
+        chunk = memoryview(bytearray(min(max(short, 65536), EXACT_ALLOC)))
+        while len(self._pending) < n:
+            got = self._src.readinto(chunk[: max(65536, min(len(chunk), n - len(self._pending)))])
             if not got:
                 self._eof = True
                 break
-            self._pending += memoryview(chunk)[:got]
+            self._pending += chunk[:got]
 
     def peek(self, n: int) -> bytes:
         """Up to n next bytes, without consuming them (fewer only at end of input)."""

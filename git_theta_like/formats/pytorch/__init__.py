@@ -54,7 +54,7 @@ FLAG_DESCRIPTOR = 0x0008
 FLAG_UTF8 = 0x0800
 STORED, DEFLATED = 0, 8
 
-MAX_SMALL_RECORD = 64 * 1024 * 1024  # a non-storage record is held in memory whole
+MAX_SMALL_RECORD = 32 * 1024 * 1024  # a non-storage record is held whole (as MAX_PICKLE_BYTES)
 MAX_TAIL = 64 * 1024 * 1024  # central directory and end records
 CRC_CHECK_LIMIT = 1024 * 1024  # storages up to this size get their CRC-32 checked
 MAX_STORAGE = 1 << 48
@@ -322,7 +322,9 @@ class _Splitter:
             if at_eof:
                 raise FormatError(f"file ends inside zip record {name!r}: no data descriptor")
             if window >= limit + 28:
-                raise FormatError(f"zip record {name!r}: no data descriptor within {limit} bytes")
+                raise FormatError(
+                    f"zip record {name!r} is over the {limit} bytes allowed (no data descriptor)"
+                )
             searched = max(searched, last + 1)
             window = min(2 * window, limit + 28)
 

@@ -36,7 +36,11 @@ from typing import Any
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError, UnsafePickleError
 
-MAX_PICKLE_BYTES = 256 * 1024 * 1024
+# data.pkl is read whole, and clean holds it about five times over (peeked while its end is
+# found, read, checked, unpickled, kept for the skeleton): 32 MiB keeps that within the 300 MB
+# that clean may take besides the tensors. A state dict's pickle is ~100 bytes a tensor (100 KB
+# for a 70B model); a larger one is stored whole, losslessly, without per-tensor objects.
+MAX_PICKLE_BYTES = 32 * 1024 * 1024
 # Each opcode builds at most one object (~100 bytes at most besides the bytes of its own
 # argument): this bounds the unpickler's memory. torch writes ~40 opcodes per tensor.
 MAX_PICKLE_OPS = 1 << 22
