@@ -94,6 +94,67 @@ def test_safetensors_header_nested_too_deeply(repo: Path) -> None:
     stored_whole_and_exact(repo, "deep.safetensors", data)
 
 
+def st_with_header(extra: bytes) -> bytes:
+    """A safetensors file with one 16-byte tensor and `extra` JSON members in its header."""
+    entry = json.dumps({"w": {"dtype": "U8", "shape": [16], "data_offsets": [0, 16]}}).encode()
+    header = entry[:-1] + b", " + extra + b"}"
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + bytes(range(16))
+
+
+@pytest.mark.parametrize("mib", [15, 17])
+def test_safetensors_header_held_within_the_bound(repo: Path, mib: int) -> None:
+    """json.loads of millions of tiny values takes ~10 bytes a header byte: a header over
+    MAX_SPLIT_HEADER (16 MiB) is not parsed, and `git add` stays within 300 MB either way (a
+    90 MB header of ints took 850 MB)."""
+    extra = b'"__metadata__": {"k": "v"}, "x": [' + b"1," * (mib * MIB // 2) + b"1]"
+    data = st_with_header(extra)
+    (repo / "m.safetensors").write_bytes(data)
+    rss, err = add_measured(repo, "m.safetensors")
+    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
+    m = Manifest.from_bytes(git(repo, "show", ":m.safetensors").stdout.encode())
+    if mib < 16:  # parsed: the stray "x" member then makes it whole
+        assert "header entry is not an object" in err
+    else:
+        assert "over the 16777216 split here" in err and "stored whole" in err, err
+    assert m.format == "opaque"
+    stored_whole_and_exact(repo, "m.safetensors", data)
+
+
+def test_safetensors_header_under_the_bound_is_split(repo: Path) -> None:
+    data = st_with_header(b'"__metadata__": {"k": "' + b"v" * (15 * MIB) + b'"}')
+    (repo / "m.safetensors").write_bytes(data)
+    rss, err = add_measured(repo, "m.safetensors")
+    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
+    m = Manifest.from_bytes(git(repo, "show", ":m.safetensors").stdout.encode())
+    assert m.format == "safetensors" and "warning" not in err
+
+
+@pytest.mark.parametrize("mib", [60, 100])
+def test_gguf_header_held_within_the_bound(repo: Path, mib: int) -> None:
+    """A GGUF header (a vocabulary, say) is held about twice over: up to 64 MiB it is split, past
+    it stored whole, and `git add` stays within 300 MB (a 200 MiB one took 460 MB)."""
+    gtl(repo, "track", "*.gguf")
+
+    def s(b: bytes) -> bytes:
+        return struct.pack("<Q", len(b)) + b
+
+    head = b"GGUF" + struct.pack("<IQQ", 3, 1, 1)
+    head += s(b"big.vocab") + struct.pack("<I", 8) + s(b"v" * (mib * MIB))
+    head += s(b"w") + struct.pack("<I", 1) + struct.pack("<Q", 1024) + struct.pack("<IQ", 0, 0)
+    head += b"\0" * (-len(head) % 32)
+    data = head + b"\x01" * 4096
+    (repo / "m.gguf").write_bytes(data)
+    rss, err = add_measured(repo, "m.gguf")
+    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
+    m = Manifest.from_bytes(git(repo, "show", ":m.gguf").stdout.encode())
+    if mib < 64:
+        assert m.format == "gguf" and "warning" not in err
+    else:
+        assert "GGUF header" in err and "67108864" in err and "stored whole" in err, err
+        stored_whole_and_exact(repo, "m.gguf", data)
+
+
 def gguf_claiming(nbytes: int, body: int) -> bytes:
     """A GGUF v3 file with one F32 tensor of nbytes and `body` bytes of data after the header."""
 

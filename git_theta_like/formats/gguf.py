@@ -49,7 +49,9 @@ ALIGNMENT_KEY = b"general.alignment"
 
 MAX_TENSORS = 1 << 20
 MAX_KV = 1 << 20
-MAX_HEADER = 1 << 30  # everything before the data section, held in memory
+# everything before the data section, held in memory (about twice over): 64 MiB keeps clean
+# within the 300 MB it may take besides the tensors; the largest vocabularies take ~20 MB
+MAX_HEADER = 64 << 20
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_NESTING = 16  # arrays of arrays of ...
 MAX_TENSOR_BYTES = 1 << 48

@@ -23,6 +23,10 @@ from git_theta_like.formats.base import (
 )
 
 MAX_HEADER = 100 * 1024 * 1024  # the limit the safetensors library itself enforces
+# The most header that clean parses: json.loads of a hostile header (millions of tiny values)
+# takes ~10 bytes per header byte, so 16 MiB keeps clean within the 300 MB it may take besides
+# the tensors. A real header is ~100 bytes a tensor; a larger one is stored whole, losslessly.
+MAX_SPLIT_HEADER = 16 * 1024 * 1024
 TRAILING_CHUNK = 16 * 1024 * 1024
 
 
@@ -40,6 +44,8 @@ class SafetensorsFormat:
         (n,) = struct.unpack("<Q", prefix)
         if n > MAX_HEADER:
             raise FormatError(f"safetensors header length {n} exceeds {MAX_HEADER} bytes")
+        if n > MAX_SPLIT_HEADER:
+            raise FormatError(f"safetensors header is {n} bytes, over the {MAX_SPLIT_HEADER} split here")
         header = reader.read_exact(n, "the safetensors JSON header")
         regions = parse_header(bytes(header), data_start=8 + n)
         yield Skeleton(prefix + header)
