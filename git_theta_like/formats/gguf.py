@@ -32,15 +32,7 @@ from dataclasses import dataclass
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError, TruncatedError
-from git_theta_like.formats.base import (
-    ByteReader,
-    Event,
-    Skeleton,
-    Tensor,
-    TensorInfo,
-    in_file_order,
-    rest_as_skeleton,
-)
+from git_theta_like.formats.base import ByteReader, Event, Skeleton, TensorInfo, data_section, in_file_order
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -146,12 +138,7 @@ class GgufFormat:
         header = _HeaderReader(reader)
         regions = _parse_header(header)
         yield Skeleton(header.data)
-        pos = header.size
-        for info in regions:
-            yield from _skeleton(reader, info.offset - pos, f"the bytes before tensor {info.name!r}")
-            yield Tensor(info, reader.read_exact(info.length, f"tensor {info.name!r}"))
-            pos = info.offset + info.length
-        yield from rest_as_skeleton(reader, CHUNK)
+        yield from data_section(reader, regions, header.size, CHUNK)
 
 
 class _HeaderReader:
@@ -358,12 +345,3 @@ def _skip_strings(h: _HeaderReader, count: int, what: str) -> None:
                 h.i = i + 8 + n
                 continue
         h.string(what, keep=False)
-
-
-def _skeleton(reader: ByteReader, n: int, what: str) -> Iterator[Skeleton]:
-    """n bytes of skeleton, read in pieces (a hostile offset fails at the end of the input
-    instead of allocating what it claims)."""
-    while n > 0:
-        part = reader.read_exact(min(n, CHUNK), what)
-        n -= len(part)
-        yield Skeleton(part)
