@@ -38,6 +38,9 @@ MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 ALIGNMENT_KEY = b"general.alignment"
+_PREAMBLE = struct.Struct("<4sIQQ")  # magic, version, tensor_count, metadata_kv_count: 24 bytes
+_U32 = struct.Struct("<I")  # value and tensor types, array element types, n_dims
+_U64 = struct.Struct("<Q")  # string and array lengths, dimensions, offsets
 
 MAX_TENSORS = 1 << 20
 MAX_KV = 1 << 20
@@ -122,10 +125,6 @@ GGML_TYPES: dict[int, GgmlType] = {
     40: _quant("NVFP4", 64, 36),
     41: _quant("Q1_0", 128, 18),
 }
-
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_PREAMBLE = struct.Struct("<4sIQQ")  # 24 bytes
 
 
 class GgufFormat:
