@@ -32,6 +32,7 @@ RANKS = {
     "settings": 9,
     "display": 9,
     "faults": 9,
+    "concurrency": 9,
     "__init__": 9,
 }
 BOTTOM = 9  # the bottom modules may import one another (acyclically)

@@ -27,6 +27,7 @@ from typing import Any
 
 from git_theta_like import codecs, display, dtypes, formats
 from git_theta_like.codecs import planes
+from git_theta_like.concurrency import SingleFlight
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import (
     FormatError,
@@ -175,7 +176,7 @@ class Engine:
         self.inflight_bytes = inflight_bytes
         self.warn = warn
         self._lock = threading.Lock()
-        self._storing: dict[str, Future[ObjectRef]] = {}
+        self._storing: SingleFlight[str, ObjectRef] = SingleFlight()  # raw hash -> object
         self.deltas = deltas
         self.max_chain_depth = max_chain_depth
         self.svd_seconds = svd_seconds
@@ -326,33 +327,25 @@ class Engine:
             return ref
         # The same content being stored right now by another worker (tied or zero tensors):
         # wait for it rather than encode it twice. That worker is running, so this cannot block.
-        with self._lock:
-            pending = self._storing.get(raw)
-            if pending is None:
-                mine: Future[ObjectRef] = Future()
-                self._storing[raw] = mine
-        if pending is not None:
-            return pending.result()
-        try:
-            enc = self._encode(info, data, raw, ctx, map_fn)
-            oid, size = self.store.write_encoded(enc)
-            extra: tuple[tuple[str, str], ...] = ()
-            if enc.header.base:
-                extra = (
-                    ("depth", str(enc.header.params["depth"])),
-                    ("base", enc.header.base),
-                    ("base-size", str(enc.header.params["base_size"])),
-                )
-            ref = ObjectRef(raw, oid, size, enc.header.codec, extra)
-            known.setdefault(raw, ref)
-            mine.set_result(ref)
-            return ref
-        except BaseException as e:
-            mine.set_exception(e)
-            raise
-        finally:
-            with self._lock:
-                del self._storing[raw]
+        return self._storing.run(raw, lambda: self._store_new(info, data, raw, ctx, map_fn))
+
+    def _store_new(
+        self, info: TensorInfo, data: bytearray, raw: str, ctx: _CleanContext, map_fn: planes.MapFn
+    ) -> ObjectRef:
+        """Encode and write a region whose content (raw hash) has no reusable object yet; the
+        new object is known to the rest of this clean from then on."""
+        enc = self._encode(info, data, raw, ctx, map_fn)
+        oid, size = self.store.write_encoded(enc)
+        extra: tuple[tuple[str, str], ...] = ()
+        if enc.header.base:
+            extra = (
+                ("depth", str(enc.header.params["depth"])),
+                ("base", enc.header.base),
+                ("base-size", str(enc.header.params["base_size"])),
+            )
+        ref = ObjectRef(raw, oid, size, enc.header.codec, extra)
+        ctx.known.setdefault(raw, ref)
+        return ref
 
     def _reusable(self, ref: ObjectRef, raw: str, size: int) -> bool:
         """Whether a known (raw hash -> object) pair may be reused for content of that raw hash

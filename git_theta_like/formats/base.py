@@ -228,3 +228,23 @@ def in_file_order(regions: list[TensorInfo], data_start: int) -> list[TensorInfo
             raise FormatError(f"tensor {r.name!r} overlaps the tensor before it")
         end_prev = r.offset + r.length
     return out
+
+
+def data_section(
+    reader: ByteReader, regions: list[TensorInfo], start: int, chunk: int = 16 * 1024 * 1024
+) -> Iterator[Event]:
+    """The events of a file from byte `start` (the end of its header) on, for a format whose
+    header lists every tensor region (safetensors, GGUF): each region (as `in_file_order` gives
+    them) as a Tensor, and the bytes before, between and after them as skeleton, read and yielded
+    in pieces of at most `chunk` bytes (a hostile offset fails at the end of the input instead of
+    holding what it claims in one piece)."""
+    pos = start
+    for info in regions:
+        gap = info.offset - pos
+        while gap > 0:
+            part = reader.read_exact(min(gap, chunk), f"the bytes before tensor {info.name!r}")
+            gap -= len(part)
+            yield Skeleton(part)
+        yield Tensor(info, reader.read_exact(info.length, f"tensor {info.name!r}"))
+        pos = info.offset + info.length
+    yield from rest_as_skeleton(reader, chunk)

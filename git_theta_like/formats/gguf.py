@@ -32,20 +32,15 @@ from dataclasses import dataclass
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError, TruncatedError
-from git_theta_like.formats.base import (
-    ByteReader,
-    Event,
-    Skeleton,
-    Tensor,
-    TensorInfo,
-    in_file_order,
-    rest_as_skeleton,
-)
+from git_theta_like.formats.base import ByteReader, Event, Skeleton, TensorInfo, data_section, in_file_order
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 ALIGNMENT_KEY = b"general.alignment"
+_PREAMBLE = struct.Struct("<4sIQQ")  # magic, version, tensor_count, metadata_kv_count: 24 bytes
+_U32 = struct.Struct("<I")  # value and tensor types, array element types, n_dims
+_U64 = struct.Struct("<Q")  # string and array lengths, dimensions, offsets
 
 MAX_TENSORS = 1 << 20
 MAX_KV = 1 << 20
@@ -133,10 +128,6 @@ GGML_TYPES: dict[int, GgmlType] = {
     41: _quant("Q1_0", 128, 18),
 }
 
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_PREAMBLE = struct.Struct("<4sIQQ")  # 24 bytes
-
 
 class GgufFormat:
     name = "gguf"
@@ -148,12 +139,7 @@ class GgufFormat:
         header = _HeaderReader(reader)
         regions = _parse_header(header)
         yield Skeleton(header.data)
-        pos = header.size
-        for info in regions:
-            yield from _skeleton(reader, info.offset - pos, f"the bytes before tensor {info.name!r}")
-            yield Tensor(info, reader.read_exact(info.length, f"tensor {info.name!r}"))
-            pos = info.offset + info.length
-        yield from rest_as_skeleton(reader, CHUNK)
+        yield from data_section(reader, regions, header.size, CHUNK)
 
 
 class _HeaderReader:
@@ -360,12 +346,3 @@ def _skip_strings(h: _HeaderReader, count: int, what: str) -> None:
                 h.i = i + 8 + n
                 continue
         h.string(what, keep=False)
-
-
-def _skeleton(reader: ByteReader, n: int, what: str) -> Iterator[Skeleton]:
-    """n bytes of skeleton, read in pieces (a hostile offset fails at the end of the input
-    instead of allocating what it claims)."""
-    while n > 0:
-        part = reader.read_exact(min(n, CHUNK), what)
-        n -= len(part)
-        yield Skeleton(part)

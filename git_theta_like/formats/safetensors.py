@@ -12,22 +12,14 @@ from collections.abc import Iterator
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError
-from git_theta_like.formats.base import (
-    ByteReader,
-    Event,
-    Skeleton,
-    Tensor,
-    TensorInfo,
-    in_file_order,
-    rest_as_skeleton,
-)
+from git_theta_like.formats.base import ByteReader, Event, Skeleton, TensorInfo, data_section, in_file_order
 
 MAX_HEADER = 100 * 1024 * 1024  # the limit the safetensors library itself enforces
 # The most header that clean parses: json.loads of a hostile header (millions of tiny values)
 # takes ~10 bytes per header byte, so 16 MiB keeps clean within the 300 MB it may take besides
 # the tensors. A real header is ~100 bytes a tensor; a larger one is stored whole, losslessly.
 MAX_SPLIT_HEADER = 16 * 1024 * 1024
-TRAILING_CHUNK = 16 * 1024 * 1024
+CHUNK = 16 * 1024 * 1024  # gaps and trailing bytes are read (and yielded) in pieces this big
 
 
 class SafetensorsFormat:
@@ -49,13 +41,7 @@ class SafetensorsFormat:
         header = reader.read_exact(n, "the safetensors JSON header")
         regions = parse_header(bytes(header), data_start=8 + n)
         yield Skeleton(prefix + header)
-        pos = 8 + n
-        for info in regions:
-            if info.offset > pos:
-                yield Skeleton(reader.read_exact(info.offset - pos, "padding between tensors"))
-            yield Tensor(info, reader.read_exact(info.length, f"tensor {info.name!r}"))
-            pos = info.offset + info.length
-        yield from rest_as_skeleton(reader, TRAILING_CHUNK)
+        yield from data_section(reader, regions, 8 + n, CHUNK)
 
 
 def parse_header(header: bytes, data_start: int) -> list[TensorInfo]:

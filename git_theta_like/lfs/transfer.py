@@ -47,6 +47,7 @@ CHUNK = 1 << 20
 # activity timeout, so a 64 KiB piece keeps uploads alive down to ~2 KB/s at the default 30 s
 SEND_CHUNK = 64 << 10
 BATCH_RESPONSE_LIMIT = 64 << 20  # theta-like.maxBatchResponse
+PROGRESS_TITLES = {"upload": "Uploading LFS objects", "download": "Downloading LFS objects"}
 
 T = TypeVar("T")
 
@@ -70,63 +71,54 @@ def _receive(
     the store's shared lock meanwhile (a gc waits).
     """
     with store.lock.shared():
-        return _receive_locked(store, oid, size, chunks, source, progress, fault)
-
-
-def _receive_locked(
-    store: LocalStore,
-    oid: str,
-    size: int,
-    chunks: Iterable[bytes],
-    source: str,
-    progress: Progress,
-    fault: str,
-) -> bool:
-    dest = store.path(oid)
-    got = 0
-    try:
-        with AtomicFile(store.tmp, prefix="gtl-recv-", durable=store.durable) as f:
-            h = hashlib.sha256()
-            for chunk in chunks:
-                if got + len(chunk) > size:
+        dest = store.path(oid)
+        got = 0
+        try:
+            with AtomicFile(store.tmp, prefix="gtl-recv-", durable=store.durable) as f:
+                h = hashlib.sha256()
+                for chunk in chunks:
+                    if got + len(chunk) > size:
+                        raise RemoteCorruptError(
+                            f"object {oid} from {source} is corrupt: more than its {size} bytes were sent; "
+                            "nothing was stored",
+                            [oid],
+                        )
+                    h.update(chunk)
+                    f.write(chunk)
+                    got += len(chunk)
+                    progress.advance(len(chunk))
+                if got < size:
+                    raise RetryableError(
+                        RemoteError(
+                            f"transfer of object {oid} from {source} was cut short: {got} of {size} bytes",
+                            [oid],
+                        )
+                    )
+                if h.hexdigest() != oid:
                     raise RemoteCorruptError(
-                        f"object {oid} from {source} is corrupt: more than its {size} bytes were sent; "
+                        f"object {oid} from {source} is corrupt: its {got} bytes hash to {h.hexdigest()}; "
                         "nothing was stored",
                         [oid],
                     )
-                h.update(chunk)
-                f.write(chunk)
-                got += len(chunk)
-                progress.advance(len(chunk))
-            if got < size:
+                if dest.exists():
+                    return False
+                f.commit(dest)
+            store.keep_link(oid)
+            faults.point(fault)
+            return True
+        except BaseException as e:
+            progress.advance(-got)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RemoteDiskFullError(
+                    f"no space left on device while writing object {oid} to {store.root}: {e.strerror}", [oid]
+                ) from None
+            if isinstance(e, http.client.HTTPException | ConnectionError | TimeoutError):
                 raise RetryableError(
-                    RemoteError(
-                        f"transfer of object {oid} from {source} was cut short: {got} of {size} bytes", [oid]
+                    RemoteUnreachableError(
+                        f"transfer of object {oid} from {source} failed: {describe(e)}", [oid]
                     )
-                )
-            if h.hexdigest() != oid:
-                raise RemoteCorruptError(
-                    f"object {oid} from {source} is corrupt: its {got} bytes hash to {h.hexdigest()}; "
-                    "nothing was stored",
-                    [oid],
-                )
-            if dest.exists():
-                return False
-            f.commit(dest)
-        store.keep_link(oid)
-        faults.point(fault)
-        return True
-    except BaseException as e:
-        progress.advance(-got)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise RemoteDiskFullError(
-                f"no space left on device while writing object {oid} to {store.root}: {e.strerror}", [oid]
-            ) from None
-        if isinstance(e, http.client.HTTPException | ConnectionError | TimeoutError):
-            raise RetryableError(
-                RemoteUnreachableError(f"transfer of object {oid} from {source} failed: {describe(e)}", [oid])
-            ) from None
-        raise
+                ) from None
+            raise
 
 
 def _file_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
@@ -255,98 +247,13 @@ class RemoteStore:
 
     def upload(self, oids: Iterable[tuple[str, int]], progress: Progress | None = None) -> int:
         """Upload those of `oids` ((oid, size) pairs) the remote lacks; returns how many were sent."""
-        wanted = _unique(oids)
-        if not wanted:
-            return 0
-        ep = self.endpoint("upload")
-        progress = progress if progress is not None else Progress("Uploading LFS objects")
-        run = _Run(self.concurrency)
-        try:
-            if ep.is_file:
-                assert ep.lfs_dir is not None
-                dest = LocalStore(ep.lfs_dir, durable=store_of(self.repo).durable)
-                need = [(o, s) for o, s in wanted.items() if not dest.has(o)]
-                self._check_local(need)
-                progress.add_total(len(need), sum(s for _, s in need))
-                for oid, size in need:
-                    run.submit(self._file_copy_task(store_of(self.repo), dest, oid, size, ep.url, progress))
-            else:
-                for batch, objects in self._batches(ep, "upload", wanted, run):
-                    uploads: list[tuple[str, int, dict[str, Any]]] = []
-                    for oid, size in batch:
-                        obj = objects.get(oid)
-                        err = self._object_error(ep, "upload", oid, obj)
-                        if err is not None:
-                            run.fail(err)
-                        elif obj is not None and "upload" in (obj.get("actions") or {}):
-                            uploads.append((oid, size, obj))
-                    self._check_local([(o, s) for o, s, _ in uploads])
-                    progress.add_total(len(uploads), sum(s for _, s, _ in uploads))
-                    for oid, size, obj in uploads:
-                        run.submit(self._upload_task(ep, oid, size, obj, progress))
-            return run.finish()
-        finally:
-            run.pool.shutdown(wait=True, cancel_futures=True)
-            progress.finish()
-
-    def _batches(
-        self, ep: Endpoint, operation: str, wanted: dict[str, int], run: _Run
-    ) -> Iterator[tuple[list[tuple[str, int]], dict[str, dict[str, Any]]]]:
-        """The batch API's answer for `wanted`, batch_size objects at a time, until the run
-        stops (a batch request that fails stops it)."""
-        for batch in _chunks(list(wanted.items()), self.batch_size):
-            if run.stop.is_set():
-                return
-            try:
-                objects = self._batch(ep, operation, batch)
-            except ThetaLikeError as e:
-                run.fail(e)
-                return
-            yield batch, objects
+        return self._transfer("upload", _unique(oids), progress)
 
     def download(self, oids: Iterable[tuple[str, int]], progress: Progress | None = None) -> int:
         """Download those of `oids` not already in store_of(repo); returns how many were fetched."""
         store = store_of(self.repo)
         wanted = {o: s for o, s in _unique(oids).items() if not store.has(o)}
-        if not wanted:
-            return 0
-        ep = self.endpoint("download")
-        progress = progress if progress is not None else Progress("Downloading LFS objects")
-        run = _Run(self.concurrency)
-        try:
-            if ep.is_file:
-                assert ep.lfs_dir is not None
-                src = LocalStore(ep.lfs_dir)
-                missing = [o for o in wanted if not src.has(o)]
-                gone = set(missing)
-                if missing:
-                    run.fail(self._missing_error(ep.url, missing))
-                have = [(o, s) for o, s in wanted.items() if o not in gone]
-                progress.add_total(len(have), sum(s for _, s in have))
-                for oid, size in have:
-                    run.submit(self._file_copy_task(src, store, oid, size, ep.url, progress))
-            else:
-                for batch, objects in self._batches(ep, "download", wanted, run):
-                    ready = []
-                    for oid, size in batch:
-                        obj = objects.get(oid)
-                        err = self._object_error(ep, "download", oid, obj)
-                        if err is None and obj is not None and "download" not in (obj.get("actions") or {}):
-                            err = RemoteError(
-                                f"LFS server at {ep.url} gave no download action for {oid}", [oid]
-                            )
-                        if err is not None:
-                            run.fail(err)
-                        else:
-                            assert obj is not None
-                            ready.append((oid, size, obj))
-                    progress.add_total(len(ready), sum(s for _, s, _ in ready))
-                    for oid, size, obj in ready:
-                        run.submit(self._download_task(ep, oid, size, obj, progress))
-            return run.finish()
-        finally:
-            run.pool.shutdown(wait=True, cancel_futures=True)
-            progress.finish()
+        return self._transfer("download", wanted, progress)
 
     def missing_on_remote(self, oids: Iterable[tuple[str, int]]) -> list[str]:
         """Those of `oids` the remote does not have (asked with an upload batch), in input order."""
@@ -372,6 +279,99 @@ class RemoteStore:
         return missing
 
     # -- pieces
+
+    def _transfer(self, operation: str, wanted: dict[str, int], progress: Progress | None) -> int:
+        """Move `wanted` (oid -> size) up or down (`operation`): copied straight between the
+        stores for a local-path remote, else asked for in batches and sent or fetched by
+        concurrent transfers. Returns how many objects were moved. The failures of single
+        objects are collected and raised at the end, as one error; the run stops early on a
+        fatal one (unreachable, unauthorized, disk full)."""
+        if not wanted:
+            return 0
+        ep = self.endpoint(operation)
+        progress = progress if progress is not None else Progress(PROGRESS_TITLES[operation])
+        run = _Run(self.concurrency)
+        try:
+            if ep.is_file:
+                src, dest, copies = self._file_plan(ep, operation, wanted, run)
+                progress.add_total(len(copies), sum(s for _, s in copies))
+                for oid, size in copies:
+                    run.submit(self._file_copy_task(src, dest, oid, size, ep.url, progress))
+            else:
+                task = self._upload_task if operation == "upload" else self._download_task
+                for batch, objects in self._batches(ep, operation, wanted, run):
+                    ready = self._ready(ep, operation, batch, objects, run)
+                    progress.add_total(len(ready), sum(s for _, s, _ in ready))
+                    for oid, size, obj in ready:
+                        run.submit(task(ep, oid, size, obj, progress))
+            return run.finish()
+        finally:
+            run.pool.shutdown(wait=True, cancel_futures=True)
+            progress.finish()
+
+    def _file_plan(
+        self, ep: Endpoint, operation: str, wanted: dict[str, int], run: _Run
+    ) -> tuple[LocalStore, LocalStore, list[tuple[str, int]]]:
+        """For a local-path remote: the store objects are copied from, the store they are copied
+        to, and the (oid, size) pairs to copy. An upload copies what the remote lacks, all of
+        which must be here (else ObjectMissingError); a download fails, in `run`, the objects
+        the remote lacks and copies the others."""
+        assert ep.lfs_dir is not None
+        store = store_of(self.repo)
+        if operation == "upload":
+            remote = LocalStore(ep.lfs_dir, durable=store.durable)
+            need = [(o, s) for o, s in wanted.items() if not remote.has(o)]
+            self._check_local(need)
+            return store, remote, need
+        remote = LocalStore(ep.lfs_dir)
+        missing = [o for o in wanted if not remote.has(o)]
+        if missing:
+            run.fail(self._missing_error(ep.url, missing))
+        gone = set(missing)
+        return remote, store, [(o, s) for o, s in wanted.items() if o not in gone]
+
+    def _ready(
+        self,
+        ep: Endpoint,
+        operation: str,
+        batch: list[tuple[str, int]],
+        objects: dict[str, dict[str, Any]],
+        run: _Run,
+    ) -> list[tuple[str, int, dict[str, Any]]]:
+        """The objects of a batch answer that have an action for `operation`, as (oid, size,
+        object). An object the server refused fails in `run`, and so does a download without
+        an action; an upload without one is not needed (the remote has it). The objects to
+        upload must be here (else ObjectMissingError)."""
+        ready: list[tuple[str, int, dict[str, Any]]] = []
+        for oid, size in batch:
+            obj = objects.get(oid)
+            err = self._object_error(ep, operation, oid, obj)
+            has_action = obj is not None and operation in (obj.get("actions") or {})
+            if err is None and not has_action and operation == "download":
+                err = RemoteError(f"LFS server at {ep.url} gave no download action for {oid}", [oid])
+            if err is not None:
+                run.fail(err)
+            elif has_action:
+                assert obj is not None
+                ready.append((oid, size, obj))
+        if operation == "upload":
+            self._check_local([(o, s) for o, s, _ in ready])
+        return ready
+
+    def _batches(
+        self, ep: Endpoint, operation: str, wanted: dict[str, int], run: _Run
+    ) -> Iterator[tuple[list[tuple[str, int]], dict[str, dict[str, Any]]]]:
+        """The batch API's answer for `wanted`, batch_size objects at a time, until the run
+        stops (a batch request that fails stops it)."""
+        for batch in _chunks(list(wanted.items()), self.batch_size):
+            if run.stop.is_set():
+                return
+            try:
+                objects = self._batch(ep, operation, batch)
+            except ThetaLikeError as e:
+                run.fail(e)
+                return
+            yield batch, objects
 
     def _check_local(self, need: list[tuple[str, int]]) -> None:
         store = store_of(self.repo)

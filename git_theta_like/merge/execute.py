@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from git_theta_like.concurrency import SingleFlight
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import MergeBuildError, ObjectCorruptError
 from git_theta_like.formats import ByteReader, safetensors
@@ -125,7 +126,7 @@ class CachingStore(LocalStore):
         self.budget = budget
         self._cache: collections.OrderedDict[str, Buffer] = collections.OrderedDict()
         self._held = 0
-        self._pending: dict[str, Future[Buffer]] = {}
+        self._decoding: SingleFlight[str, Buffer] = SingleFlight()
         self._raw: dict[str, str] = {}  # raw hashes verified for cached objects
         self._cache_lock = threading.Lock()
 
@@ -146,21 +147,14 @@ class CachingStore(LocalStore):
                         f"{what}: object {oid} does not hold the content the manifest expects"
                     )
             return hit
-        with self._cache_lock:
-            pending = self._pending.get(oid)
-            if pending is None:
-                mine: Future[Buffer] = Future()
-                self._pending[oid] = mine
-        if pending is not None:
-            return pending.result()
-        try:
-            data = super().read_raw(oid, what, expect_raw, *args, **kwargs)
-        except BaseException as e:
-            mine.set_exception(e)
-            raise
-        finally:
-            with self._cache_lock:
-                del self._pending[oid]
+        return self._decoding.run(oid, lambda: self._read_and_keep(oid, what, expect_raw, *args, **kwargs))
+
+    def _read_and_keep(
+        self, oid: str, what: str, expect_raw: str | None, *args: Any, **kwargs: Any
+    ) -> Buffer:
+        """The store's read of the object, kept in the cache when it fits the budget (the least
+        recently used objects leave to make room)."""
+        data = super().read_raw(oid, what, expect_raw, *args, **kwargs)
         with self._cache_lock:
             if len(data) <= self.budget:
                 self._cache[oid] = data
@@ -170,7 +164,6 @@ class CachingStore(LocalStore):
                 while self._held > self.budget:
                     _, old = self._cache.popitem(last=False)
                     self._held -= len(old)
-        mine.set_result(data)
         return data
 
 

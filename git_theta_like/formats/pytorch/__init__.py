@@ -31,7 +31,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError, TruncatedError
@@ -90,18 +90,9 @@ class _Record:
     usize: int
 
 
-@dataclass(frozen=True)
-class _Region:
-    """What a storage record becomes: a tensor region with this name, dtype and shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-
-
-def plan_regions(contents: PickleContents) -> dict[str, _Region]:
-    """The tensor region of each storage in the pickle, keyed by storage key.
+def plan_regions(contents: PickleContents) -> dict[str, TensorInfo]:
+    """The tensor region of each storage in the pickle, keyed by storage key, at offset 0: the
+    offset of the storage record's data, known once the record is read, replaces it.
 
     Name: the key path of the first tensor (in pickle order) that uses the storage, or
     `storage.<key>`. Dtype: the storage's, or for an untyped storage that of its first tensor.
@@ -118,7 +109,7 @@ def plan_regions(contents: PickleContents) -> dict[str, _Region]:
     for path, t in contents.named:
         first_name.setdefault(t.storage.key, path)
         first_dtype.setdefault(t.storage.key, t.dtype)
-    regions: dict[str, _Region] = {}
+    regions: dict[str, TensorInfo] = {}
     used: set[str] = set()
     for key, storage in contents.storages.items():
         nbytes = storage.nbytes
@@ -142,7 +133,7 @@ def plan_regions(contents: PickleContents) -> dict[str, _Region]:
         while name in used:
             name += "#"
         used.add(name)
-        regions[key] = _Region(name, dtype, shape, nbytes)
+        regions[key] = TensorInfo(name, dtype, shape, 0, nbytes)
     return regions
 
 
@@ -153,7 +144,7 @@ class _Splitter:
         self.pending = bytearray()  # skeleton bytes consumed but not yet yielded
         self.records: list[_Record] = []
         self.prefix = ""
-        self.regions: dict[str, _Region] = {}
+        self.regions: dict[str, TensorInfo] = {}
         self.stored_keys: set[str] = set()
 
     # ------------------------------------------------------------------ reading helpers
@@ -218,7 +209,7 @@ class _Splitter:
         key = self.storage_key(name)
         if key is not None:
             region = self.regions[key]
-            n = region.nbytes
+            n = region.length
             if n > MAX_STORAGE:
                 raise FormatError(f"data.pkl describes storage {key!r} as {n} bytes")
             if method != STORED:
@@ -236,7 +227,7 @@ class _Splitter:
             if n <= CRC_CHECK_LIMIT and zlib.crc32(data) != crc:
                 raise FormatError(f"storage record {name!r} fails its CRC-32 check")
             self.stored_keys.add(key)
-            yield Tensor(TensorInfo(region.name, region.dtype, region.shape, data_offset, n), data)
+            yield Tensor(replace(region, offset=data_offset), data)
             if has_descriptor:
                 self.read(desc_len, f"the data descriptor of {name!r}")
             self.records.append(_Record(raw_name, offset, method, crc, n, n))

@@ -11,32 +11,28 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-class _Select(Strategy):
-    """Picks one version (`selects`) as it is: no arithmetic, any dtype."""
+def _selecting(version: str, text: str) -> type[Strategy]:
+    """The strategy named for one version of the tensor ("ours", "theirs" or "base") that picks
+    that version as it is: no arithmetic, any dtype."""
 
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        picked = {"ours": ours, "theirs": theirs, "base": base}[self.selects or ""]
-        if picked is None:
-            raise MergeConfigError(f"strategy {self.name} needs the tensor in the merge base")
-        return picked
+    class Select(Strategy):
+        name = version
+        summary = text
+        selects = version
 
+        def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
+            picked = {"ours": ours, "theirs": theirs, "base": base}[version]
+            if picked is None:
+                raise MergeConfigError(f"strategy {version} needs the tensor in the merge base")
+            return picked
 
-class Ours(_Select):
-    name = "ours"
-    summary = "keep our version of the tensor"
-    selects = "ours"
-
-
-class Theirs(_Select):
-    name = "theirs"
-    summary = "take their version of the tensor"
-    selects = "theirs"
+    Select.__name__ = Select.__qualname__ = version.title()
+    return Select
 
 
-class Base(_Select):
-    name = "base"
-    summary = "go back to the merge base (drop both changes)"
-    selects = "base"
+Ours = _selecting("ours", "keep our version of the tensor")
+Theirs = _selecting("theirs", "take their version of the tensor")
+Base = _selecting("base", "go back to the merge base (drop both changes)")
 
 
 class Average(Strategy):

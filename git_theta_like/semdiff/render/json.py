@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
-from git_theta_like.semdiff.model import (
-    LOG_SCHEMA,
-    SCHEMA,
-    SCHEMA_VERSION,
-    DiffResult,
-    FileDiff,
-    FileSide,
-    LogEntry,
-    TensorDiff,
-    TensorSide,
-    TensorStats,
-)
+from git_theta_like.semdiff import model
 from git_theta_like.semdiff.render.text import kind_counts
 
 
@@ -27,7 +17,7 @@ def _num(x: float | None) -> float | None:
     return x
 
 
-def _side_json(s: TensorSide | None) -> dict[str, Any] | None:
+def _side_json(s: model.TensorSide | None) -> dict[str, Any] | None:
     if s is None:
         return None
     return {
@@ -41,24 +31,12 @@ def _side_json(s: TensorSide | None) -> dict[str, Any] | None:
     }
 
 
-def _stats_json(st: TensorStats | None) -> dict[str, Any] | None:
-    if st is None:
-        return None
-    return {
-        "numel": st.numel,
-        "changed": st.changed,
-        "fraction_changed": st.fraction_changed,
-        "l2_delta": _num(st.l2_delta),
-        "l2_old": _num(st.l2_old),
-        "l2_new": _num(st.l2_new),
-        "relative_change": _num(st.relative_change),
-        "max_abs_delta": _num(st.max_abs_delta),
-        "cosine": _num(st.cosine),
-        "nonfinite": st.nonfinite,
-    }
+def _stats_json(st: model.TensorStats | None) -> dict[str, Any] | None:
+    """Every field of the statistics, in their order (the schema's names), NaN or inf as null."""
+    return None if st is None else {k: _num(v) for k, v in asdict(st).items()}
 
 
-def tensor_json(e: TensorDiff) -> dict[str, Any]:
+def tensor_json(e: model.TensorDiff) -> dict[str, Any]:
     return {
         "name": e.name,
         "status": e.status,
@@ -79,13 +57,12 @@ def tensor_json(e: TensorDiff) -> dict[str, Any]:
     }
 
 
-def _file_side_json(s: FileSide | None) -> dict[str, Any] | None:
-    if s is None:
-        return None
-    return {"format": s.format, "size": s.size, "tensors": s.tensors, "params": s.params, "shards": s.shards}
+def _file_side_json(s: model.FileSide | None) -> dict[str, Any] | None:
+    """Every field of the file's side, in their order (the schema's names)."""
+    return None if s is None else asdict(s)
 
 
-def file_summary_json(f: FileDiff) -> dict[str, Any]:
+def file_summary_json(f: model.FileDiff) -> dict[str, Any]:
     return {
         "modified": f.count("modified"),
         "reshaped": f.count("reshaped"),
@@ -101,7 +78,7 @@ def file_summary_json(f: FileDiff) -> dict[str, Any]:
     }
 
 
-def file_json(f: FileDiff, stat: bool = False) -> dict[str, Any]:
+def file_json(f: model.FileDiff, stat: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "path": f.path,
         "status": f.status,
@@ -120,7 +97,7 @@ def file_json(f: FileDiff, stat: bool = False) -> dict[str, Any]:
     return out
 
 
-def to_json(r: DiffResult, stat: bool = False) -> dict[str, Any]:
+def to_json(r: model.DiffResult, stat: bool = False) -> dict[str, Any]:
     fs = [f for f in r.files if f.differs]
     totals = Counter[str]()
     for f in r.files:
@@ -129,8 +106,8 @@ def to_json(r: DiffResult, stat: bool = False) -> dict[str, Any]:
                 totals[k] += v
     pcs = [f.params_changed for f in r.files]
     return {
-        "schema": SCHEMA,
-        "version": SCHEMA_VERSION,
+        "schema": model.SCHEMA,
+        "version": model.SCHEMA_VERSION,
         "old": r.old_label,
         "new": r.new_label,
         "threshold": r.threshold,
@@ -159,11 +136,11 @@ def to_json(r: DiffResult, stat: bool = False) -> dict[str, Any]:
     }
 
 
-def render_json(r: DiffResult, stat: bool = False) -> str:
+def render_json(r: model.DiffResult, stat: bool = False) -> str:
     return json.dumps(to_json(r, stat), indent=2, allow_nan=False) + "\n"
 
 
-def log_json(entries: list[LogEntry]) -> dict[str, Any]:
+def log_json(entries: list[model.LogEntry]) -> dict[str, Any]:
     commits = []
     for e in entries:
         commits.append(
@@ -185,8 +162,8 @@ def log_json(entries: list[LogEntry]) -> dict[str, Any]:
                 ],
             }
         )
-    return {"schema": LOG_SCHEMA, "version": SCHEMA_VERSION, "commits": commits}
+    return {"schema": model.LOG_SCHEMA, "version": model.SCHEMA_VERSION, "commits": commits}
 
 
-def render_log_json(entries: list[LogEntry]) -> str:
+def render_log_json(entries: list[model.LogEntry]) -> str:
     return json.dumps(log_json(entries), indent=2, allow_nan=False) + "\n"
