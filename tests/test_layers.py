@@ -29,7 +29,7 @@ RANKS = {
     "manifest": 9,
     "dtypes": 9,
     "errors": 9,
-    "settings": 9,
+    "threads": 9,
     "display": 9,
     "faults": 9,
     "concurrency": 9,

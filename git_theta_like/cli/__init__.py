@@ -15,8 +15,8 @@ import click
 import pygit2
 
 from git_theta_like import __version__
-from git_theta_like.cli.common import single_threaded_blas
 from git_theta_like.errors import RevisionError, ThetaLikeError
+from git_theta_like.threads import single_threaded_blas
 
 # command name -> module:attribute (families: setup, inspect, transfer, diff, merge, migrate,
 # maintenance, plumbing)

@@ -14,10 +14,11 @@ from git_theta_like.store import store_of
 
 @click.command("filter-process", hidden=True)
 def filter_process() -> None:
-    """Git's long-running filter (filter.theta-like.process); not for interactive use."""
-    from git_theta_like.filters.server import serve
+    """Git's long-running filter (filter.theta-like.process); not for interactive use. (The
+    executable serves it without click: see __main__.py; this is `python -m` and --help.)"""
+    from git_theta_like.filters.server import run
 
-    sys.exit(serve())
+    sys.exit(run())
 
 
 @click.command(hidden=True)

@@ -45,6 +45,19 @@ def _ensure_hooks(repo: Repo) -> None:
         _err(f"could not install hooks: {e}")
 
 
+def run() -> int:
+    """`git-theta-like filter-process`: serve git on stdin/stdout; the exit status. An error
+    outside any one file (the handshake, opening the repository) is one line on stderr, status
+    1, as every command reports its errors."""
+    import pygit2
+
+    try:
+        return serve()
+    except (ThetaLikeError, pygit2.GitError, OSError) as e:
+        _err(f"error: {e}")
+        return 1
+
+
 def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     fin = stdin or sys.stdin.buffer
     fout = stdout or os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
