@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import git, gtl, run
 from fixtures import safetensors_bytes, small_model
 
@@ -27,6 +28,7 @@ def _history(repo: Path) -> None:
     git(repo, "commit", "-qam", "v2")
 
 
+@pytest.mark.slow
 def test_bad_revisions_exit_128_with_gits_message(repo: Path) -> None:
     _history(repo)
     for args in (

@@ -149,6 +149,7 @@ def test_finetunes_are_stored_as_deltas_automatically(repo: Path) -> None:
     assert (repo / "m.safetensors").read_bytes() == data
 
 
+@pytest.mark.slow
 def test_chains_are_bounded_by_keyframes(repo: Path) -> None:
     git(repo, "config", "theta-like.maxChainDepth", "3")
     rng = np.random.default_rng(5)

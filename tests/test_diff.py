@@ -364,6 +364,7 @@ def _two_versions(repo: Path, tiny: float = 1e-6, big: float = 1e-2) -> None:
     )
 
 
+@pytest.mark.slow
 def test_exit_code_quiet_and_threshold(repo: Path) -> None:
     _two_versions(repo)
     assert gtl(repo, "diff", "--exit-code", "HEAD", "HEAD").returncode == 0
@@ -466,6 +467,7 @@ def test_plot_writes_a_png_heat_map(repo: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ revisions and paths
 
 
+@pytest.mark.slow
 def test_index_worktree_cached_and_paths(repo: Path) -> None:
     rng = np.random.default_rng(10)
     a = (rng.standard_normal((20, 20)) * 0.05).astype(np.float32)
@@ -527,6 +529,7 @@ def _history(repo: Path) -> dict[str, np.ndarray]:
     return ws
 
 
+@pytest.mark.slow
 def test_git_diff_log_and_show_print_the_summary(repo: Path) -> None:
     _history(repo)
     out = git(repo, "diff", "HEAD~1", "HEAD").stdout
@@ -559,6 +562,7 @@ def test_git_diff_log_and_show_print_the_summary(repo: Path) -> None:
     assert git(repo, "diff", "--exit-code", "HEAD~1", "HEAD", check=False).returncode == 1
 
 
+@pytest.mark.slow
 def test_git_diff_does_not_smudge_either_checkpoint(repo: Path) -> None:
     """git smudges blobs before it runs a diff command: the filter hands it the manifests, so
     only the changed tensor's objects are needed (the others are deleted here)."""
@@ -576,6 +580,7 @@ def test_git_diff_does_not_smudge_either_checkpoint(repo: Path) -> None:
     assert "+layer.2.weight" in git(repo, "log", "-p", "-1").stdout
 
 
+@pytest.mark.slow
 def test_git_diff_of_the_working_tree_and_of_new_and_deleted_files(repo: Path) -> None:
     ws = _history(repo)
     (repo / "m.safetensors").write_bytes(
@@ -625,6 +630,7 @@ def test_smudge_for_diff_detection() -> None:
 # ------------------------------------------------------------------ log
 
 
+@pytest.mark.slow
 def test_log(repo: Path) -> None:
     rng = np.random.default_rng(12)
     w = (rng.standard_normal((64, 64)) * 0.05).astype(np.float32)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pytest
 from conftest import git, gtl
 from fixtures import safetensors_bytes
 from referencing import Registry, Resource
@@ -153,6 +154,7 @@ def test_tensors_that_stay_in_their_shard_are_unchanged_not_moved(repo: Path) ->
     assert "header/metadata changed" in gtl(repo, "diff", "HEAD~1", "HEAD").stdout
 
 
+@pytest.mark.slow
 def test_stat_and_exit_code(repo: Path) -> None:
     resharded(repo)
     stat = gtl(repo, "diff", "HEAD~1", "HEAD", "--stat").stdout.splitlines()
@@ -198,6 +200,7 @@ def test_log_shows_the_model_as_one_line(repo: Path) -> None:
     assert INDEX not in "\n".join(one)
 
 
+@pytest.mark.slow
 def test_path_filters_on_the_index_and_on_one_shard(repo: Path) -> None:
     resharded(repo)
     on_index = diff_json(repo, "HEAD~1", "HEAD", "--", INDEX)
@@ -217,6 +220,7 @@ def test_path_filters_on_the_index_and_on_one_shard(repo: Path) -> None:
     assert [ln.split(":")[0] for ln in log[1::2]] == [f"    {INDEX}"] * 2 and len(log) == 4
 
 
+@pytest.mark.slow
 def test_worktree_and_cached_sides(repo: Path) -> None:
     sd = model()
     write_sharded(repo, sd, 3)
@@ -250,6 +254,7 @@ def test_worktree_and_cached_sides(repo: Path) -> None:
     assert next(t for t in f["tensors"] if t["status"] == "modified")["old_shard"] == S3[2]
 
 
+@pytest.mark.slow
 def test_a_side_with_a_missing_shard_falls_back_with_a_note(repo: Path) -> None:
     write_sharded(repo, model(), 3)
     git(repo, "add", INDEX, S3[0], S3[2])  # the second shard is never committed

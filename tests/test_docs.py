@@ -31,6 +31,7 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     assert "load_numpy" in api and "requested tensors" in api
 
 
+@pytest.mark.slow
 def test_quickstart_runs_verbatim(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "quickstart.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)

@@ -281,6 +281,7 @@ def test_type_table_matches_gguf_py() -> None:
     assert all(dtypes.ITEMSIZE[t.dtype] == t.type_size for t in gg.GGML_TYPES.values() if t.dtype in plain)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alignment", [1, 8, 64, 256, 4096])
 def test_non_default_alignment(alignment: int) -> None:
     model = small_model()
@@ -589,6 +590,7 @@ def test_git_round_trip_and_one_changed_tensor(gguf_repo: Path) -> None:
     ],
     ids=lambda v: v.removesuffix(".gguf") if isinstance(v, str) else "",
 )
+@pytest.mark.slow
 def test_git_unparseable_gguf_is_stored_whole_and_exact(
     gguf_repo: Path, name: str, make: Callable[[], bytes]
 ) -> None:

@@ -13,6 +13,7 @@ import json
 import struct
 
 import numpy as np
+import pytest
 from fixtures import safetensors_bytes, small_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -130,6 +131,7 @@ def _objects(tmp: LocalStore) -> list[tuple[str, str, bytes | None]]:
     return out
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.data())
 def test_object_mutations(tmp_path_factory, data: st.DataObject) -> None:  # type: ignore[no-untyped-def]

@@ -200,6 +200,7 @@ GENERATORS: list[tuple[Callable[[random.Random], None], float]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gen,share", GENERATORS, ids=[g.__name__ for g, _ in GENERATORS])
 def test_structure_aware_fuzz(gen: Callable[[random.Random], None], share: float) -> None:
     cases = max(1, int(CASES * share))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import git, gtl
 from fixtures import finetuned, safetensors_bytes, small_model
 
@@ -63,6 +64,7 @@ def checkout_bytes(repo: Path, rev: str) -> bytes:
 # ------------------------------------------------------------------ linked worktrees
 
 
+@pytest.mark.slow
 def test_gc_and_fsck_keep_what_linked_worktrees_need(repo: Path, tmp_path: Path) -> None:
     commit(repo, V1, "v1")
     base = objects_of(repo, f"HEAD:{M}")
@@ -116,6 +118,7 @@ def test_gc_and_fsck_keep_what_linked_worktrees_need(repo: Path, tmp_path: Path)
 # ------------------------------------------------------------------ ref namespaces
 
 
+@pytest.mark.slow
 def test_gc_and_fsck_keep_what_every_ref_namespace_reaches(repo: Path) -> None:
     commit(repo, V1, "v1")
     main = git(repo, "rev-parse", "HEAD").stdout.strip()
@@ -215,6 +218,7 @@ def test_gc_and_fsck_keep_what_every_ref_namespace_reaches(repo: Path) -> None:
 # ------------------------------------------------------------------ the lock
 
 
+@pytest.mark.slow
 def test_gc_waits_for_a_git_add_in_flight_and_deletes_nothing_it_wrote(repo: Path, tmp_path: Path) -> None:
     commit(repo, V1, "v1")
     orphans = staged_orphan(repo, 9)

@@ -59,6 +59,7 @@ def test_every_dtype_and_edge_case_round_trips(repo: Path) -> None:
     assert (repo / "all.safetensors").read_bytes() == data
 
 
+@pytest.mark.slow
 def test_real_minilm_round_trips_and_status_is_clean(repo: Path, minilm_path: Path) -> None:
     shutil.copy(minilm_path, repo / "model.safetensors")
     git(repo, "add", "model.safetensors")
@@ -104,6 +105,7 @@ def test_torch_save_with_tied_weights(repo: Path) -> None:
     ],
     ids=["truncated", "random", "text"],  # empty files are the empty blob: test_track_empty.py
 )
+@pytest.mark.slow
 def test_unparseable_files_are_stored_whole_and_exact(repo: Path, name: str, data: bytes) -> None:
     write(repo / name, data)
     r = git(repo, "add", name)

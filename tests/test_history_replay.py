@@ -132,6 +132,7 @@ def test_rebase_that_only_reorders_commits_reproduces_the_tip(repo: Path) -> Non
     assert_clean(repo)
 
 
+@pytest.mark.slow
 def test_rebase_onto_a_moved_main_replays_each_commit(repo: Path) -> None:
     v1 = base_model()
     commit(repo, v1, "v1")
@@ -188,6 +189,7 @@ def test_am_three_way_replays_a_mailed_patch(repo: Path, tmp_path: Path) -> None
     assert_clean(repo)
 
 
+@pytest.mark.slow
 def test_pick_strategy_conflict_stops_instead(repo: Path) -> None:
     v1 = base_model()
     commit(repo, v1, "v1")
@@ -207,6 +209,7 @@ def test_pick_strategy_conflict_stops_instead(repo: Path) -> None:
     assert load(repo)["a"].tobytes() == side["a"].tobytes()
 
 
+@pytest.mark.slow
 def test_git_merge_keeps_its_strategy_and_offers_patch(repo: Path) -> None:
     v1 = base_model()
     commit(repo, v1, "v1")
@@ -225,6 +228,7 @@ def test_git_merge_keeps_its_strategy_and_offers_patch(repo: Path) -> None:
     assert load(repo)["a"].tobytes() == patch64(main["a"], side["a"], v1["a"]).tobytes()
 
 
+@pytest.mark.slow
 def test_unrelated_histories_are_an_add_add_conflict(repo: Path, tmp_path: Path) -> None:
     commit(repo, base_model(), "ours")
     other = tmp_path / "other"
@@ -247,6 +251,7 @@ def test_unrelated_histories_are_an_add_add_conflict(repo: Path, tmp_path: Path)
     assert_clean(repo)
 
 
+@pytest.mark.slow
 def test_octopus_merge_leaves_the_real_checkpoint(repo: Path) -> None:
     v1 = base_model()
     commit(repo, v1, "v1")

@@ -102,6 +102,7 @@ def st_with_header(extra: bytes) -> bytes:
     return struct.pack("<Q", len(header)) + header + bytes(range(16))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mib", [15, 17])
 def test_safetensors_header_held_within_the_bound(repo: Path, mib: int) -> None:
     """json.loads of millions of tiny values takes ~10 bytes a header byte: a header over
@@ -130,6 +131,7 @@ def test_safetensors_header_under_the_bound_is_split(repo: Path) -> None:
     assert m.format == "safetensors" and "warning" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mib", [60, 100])
 def test_gguf_header_held_within_the_bound(repo: Path, mib: int) -> None:
     """A GGUF header (a vocabulary, say) is held about twice over: up to 64 MiB it is split, past
@@ -205,6 +207,7 @@ def references_pickle(n: int) -> bytes:
     return head + b"](" + b"h\x00h\x01R" * n + b"e."
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mib", [31, 120])
 def test_pickle_holding_large_python_objects(repo: Path, mib: int) -> None:
     """A checkpoint whose data.pkl holds big Python objects besides its tensor (a vocabulary, a

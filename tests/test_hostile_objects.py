@@ -11,6 +11,7 @@ import resource
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import git, gtl
 from fixtures import safetensors_bytes
 
@@ -181,6 +182,7 @@ def test_fsck_and_gc_go_past_hostile_headers_and_manifests(repo: Path) -> None:
 NAMES = ("\x1b[31mred", "forged\nline", "back\rspace", "del\x7f", "bidi\u202eevil")
 
 
+@pytest.mark.slow
 def test_control_characters_in_tensor_names_are_escaped(repo: Path) -> None:
     def checkpoint(v: int) -> bytes:
         return safetensors_bytes({n: ("F32", (2,), bytes([v] * 8)) for n in NAMES})

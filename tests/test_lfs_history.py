@@ -72,6 +72,7 @@ def test_checkout_across_the_switch(switched: Path) -> None:
     assert clean_status(r) == ""
 
 
+@pytest.mark.slow
 def test_old_commit_through_our_filter(switched: Path) -> None:
     """With the theta-like attributes in .git/info/attributes (they win over the committed ones),
     the old commit's pointer goes to our smudge: the file comes out of .git/lfs/objects, and it
@@ -92,6 +93,7 @@ def test_old_commit_through_our_filter(switched: Path) -> None:
     assert clean_status(r) == ""
 
 
+@pytest.mark.slow
 def test_path_checkout_of_a_pointer_version(switched: Path) -> None:
     """`git checkout OLD -- path` under the new attributes: the file, staged as the same pointer;
     unchanged it stays that pointer, changed it becomes a manifest."""
@@ -140,6 +142,7 @@ def test_corrupt_lfs_object_is_an_error(switched: Path) -> None:
     assert f.read_bytes() == V2
 
 
+@pytest.mark.slow
 def test_diff_and_log_across_the_switch(switched: Path) -> None:
     r = switched
     out = json.loads(gtl(r, "diff", "HEAD~1", "HEAD", "--format", "json").stdout)
@@ -166,6 +169,7 @@ def test_diff_and_log_across_the_switch(switched: Path) -> None:
     assert "stored whole" in gd
 
 
+@pytest.mark.slow
 def test_pointer_version_downloaded_from_the_remote(
     tmp_path: Path,
     remote: Remote,  # noqa: F811
@@ -216,6 +220,7 @@ def test_pointer_version_downloaded_from_the_remote(
     ("value", "skipped"),
     [("1", True), ("true", True), ("YES", True), ("0", False), ("false", False), ("2", False)],
 )
+@pytest.mark.slow
 def test_git_lfs_skip_smudge(tmp_path: Path, value: str, skipped: bool) -> None:  # noqa: F811
     """GIT_LFS_SKIP_SMUDGE, read as git-lfs reads it (true/1/on/yes/t, any case), leaves manifests
     in a clone and downloads nothing; anything else checks the checkpoint out."""

@@ -108,6 +108,7 @@ def assert_clean_checkout(repo: Path, name: str = F) -> None:
 # ------------------------------------------------------------------ three-way rule
 
 
+@pytest.mark.slow
 def test_one_sided_changes_are_taken_without_computing(repo: Path) -> None:
     base = model()
     ours = finetune(base, 1, ["layer.0.attention.weight"])
@@ -158,6 +159,7 @@ def test_one_sided_merge_reads_no_tensor_data(repo: Path, tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.slow
 def test_tensors_added_on_both_sides_get_a_new_header(repo: Path) -> None:
     base = model()
     ours, theirs = finetune(base, 1), finetune(base, 2)
@@ -175,6 +177,7 @@ def test_tensors_added_on_both_sides_get_a_new_header(repo: Path) -> None:
     assert_clean_checkout(repo)
 
 
+@pytest.mark.slow
 def test_both_sided_changes_are_averaged_by_default(repo: Path) -> None:
     base = model()
     ours, theirs = finetune(base, 1), finetune(base, 2)
@@ -198,6 +201,7 @@ def test_both_sided_changes_are_averaged_by_default(repo: Path) -> None:
     assert_clean_checkout(repo)
 
 
+@pytest.mark.slow
 def test_bf16_and_f16_are_computed_wide_and_cast_back(repo: Path) -> None:
     rng = np.random.default_rng(0)
     b = torch.from_numpy(rng.standard_normal((32, 8)).astype(np.float32)).to(torch.bfloat16)
@@ -251,6 +255,7 @@ strategy = "theirs"
 """
 
 
+@pytest.mark.slow
 def test_rules_from_committed_toml(repo: Path) -> None:
     (repo / ".theta-like.toml").write_text(TOML)
     git(repo, "add", ".theta-like.toml")
@@ -278,6 +283,7 @@ def test_rules_from_committed_toml(repo: Path) -> None:
     assert_clean_checkout(repo)
 
 
+@pytest.mark.slow
 def test_git_config_overrides_the_rules(repo: Path) -> None:
     (repo / ".theta-like.toml").write_text(TOML)
     git(repo, "add", ".theta-like.toml")
@@ -294,6 +300,7 @@ def test_git_config_overrides_the_rules(repo: Path) -> None:
     assert recipe(manifest_at(repo, "HEAD"), "head.weight")["merge-params"] == "lambda:0.6"
 
 
+@pytest.mark.slow
 def test_wrapper_command_line_overrides_git_config(repo: Path) -> None:
     base = model()
     ours, theirs = finetune(base, 1), finetune(base, 2)
@@ -333,6 +340,7 @@ def test_bad_toml_stops_the_merge_with_its_reason(repo: Path) -> None:
     assert ".theta-like.toml rule 1: unknown merge strategy 'tie' (did you mean ties?)" in r.stderr
 
 
+@pytest.mark.slow
 def test_dare_merge_is_reproducible(repo: Path) -> None:
     base = model()
     ours, theirs = finetune(base, 1), finetune(base, 2)
@@ -347,6 +355,7 @@ def test_dare_merge_is_reproducible(repo: Path) -> None:
     assert git(repo, "show", f"HEAD:{F}").stdout == first
 
 
+@pytest.mark.slow
 def test_fisher_merge_reads_the_committed_fisher_files(repo: Path) -> None:
     base = model()
     ours, theirs = finetune(base, 1), finetune(base, 2)
@@ -402,6 +411,7 @@ def conflicting(repo: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray
     return base, ours, theirs
 
 
+@pytest.mark.slow
 def test_each_conflict_kind_stops_the_merge_and_mergetool_resolves(repo: Path) -> None:
     base, ours, theirs = conflicting(repo)
     r = git(repo, "merge", "--no-edit", "side", check=False)
@@ -441,6 +451,7 @@ def test_each_conflict_kind_stops_the_merge_and_mergetool_resolves(repo: Path) -
     assert_clean_checkout(repo)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use", ["ours", "theirs", "merged"])
 def test_mergetool_use_a_version(repo: Path, use: str) -> None:
     base, ours, theirs = conflicting(repo)
@@ -556,6 +567,7 @@ def test_pytorch_one_sided_changes_are_combined(repo: Path) -> None:
 # ------------------------------------------------------------------ histories
 
 
+@pytest.mark.slow
 def test_three_branch_history_merged_twice(repo: Path) -> None:
     """base -> task-a, task-b, task-c (each fine-tunes everything); main merges a, then b, then c:
     each later merge has the original base as its merge base and the previous merge as ours."""
@@ -592,6 +604,7 @@ def test_three_branch_history_merged_twice(repo: Path) -> None:
     assert_clean_checkout(repo)
 
 
+@pytest.mark.slow
 def test_merge_of_an_earlier_merge_into_a_new_branch(repo: Path) -> None:
     """Criss-cross-free second merge: a branch started from the first merge merges again."""
     base = model()
@@ -617,6 +630,7 @@ def test_merge_of_an_earlier_merge_into_a_new_branch(repo: Path) -> None:
 # ------------------------------------------------------------------ remotes
 
 
+@pytest.mark.slow
 def test_merge_then_push_and_fresh_clone(repo: Path, tmp_path: Path) -> None:
     """The merged tensors are new objects: the pre-push hook uploads them with the merge
     commit, and a fresh clone checks out the merged model byte-exactly (file:// remote)."""
@@ -647,6 +661,7 @@ def test_merge_then_push_and_fresh_clone(repo: Path, tmp_path: Path) -> None:
     shutil.rmtree(clone)
 
 
+@pytest.mark.slow
 def test_example_script_shows_a_real_effect(tmp_path: Path) -> None:
     """scripts/merge_example.py (docs/examples/merge-two-tasks.md): every merge keeps both tasks
     far above chance, while not merging the trunk (strategy ours) loses task B."""

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import git, gtl
 from fixtures import safetensors_bytes
 from safetensors.numpy import load as st_load
@@ -114,6 +115,7 @@ def shards_at(repo: Path, rev: str) -> list[str]:
     )
 
 
+@pytest.mark.slow
 def test_same_layout_merges_shard_by_shard_like_the_whole_model(repo: Path) -> None:
     base = model()
     ours = finetune(base, 1, ["layers.0.weight", "layers.4.weight"])
@@ -133,6 +135,7 @@ def test_same_layout_merges_shard_by_shard_like_the_whole_model(repo: Path) -> N
     assert_checks_out(repo)
 
 
+@pytest.mark.slow
 def test_theirs_resharded_and_ours_changed_a_deleted_shard(repo: Path) -> None:
     """Plain `git merge` stops (modify/delete); mergetool merges the model in theirs's layout."""
     base = model()
@@ -156,6 +159,7 @@ def test_theirs_resharded_and_ours_changed_a_deleted_shard(repo: Path) -> None:
     assert_checks_out(repo)
 
 
+@pytest.mark.slow
 def test_git_theta_like_merge_merges_a_resharded_model_and_commits(repo: Path) -> None:
     base = model()
     ours = finetune(base, 1, ["layers.1.weight", "layers.3.weight"])
@@ -185,6 +189,7 @@ def test_git_theta_like_merge_merges_a_resharded_model_and_commits(repo: Path) -
     assert set(api) == set(want) and all(np.array_equal(api[k], want[k]) for k in want)
 
 
+@pytest.mark.slow
 def test_a_tensor_moved_by_one_side_and_changed_by_the_other(repo: Path) -> None:
     """Same shard files on both sides: theirs moves layers.2 from shard 1 to shard 2, ours
     changes it. Per file that is 'changed in ours, deleted in theirs'; as one model it is
@@ -211,6 +216,7 @@ def test_a_tensor_moved_by_one_side_and_changed_by_the_other(repo: Path) -> None
     assert_checks_out(repo)
 
 
+@pytest.mark.slow
 def test_tensor_conflicts_leave_the_merge_as_git_left_it(repo: Path) -> None:
     base = model()
     ours = dict(base, **{"layers.0.weight": np.zeros((32, 32), np.float32)})  # reshaped in ours
@@ -234,6 +240,7 @@ def test_mergetool_without_a_merge_in_progress_says_so(repo: Path) -> None:
     assert "no conflicted checkpoints" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_cherry_pick_of_a_resharding_commit_is_merged_as_one_model(repo: Path) -> None:
     base = model()
     ours = finetune(base, 1, ["layers.5.weight"])

@@ -129,6 +129,7 @@ def lfs_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
     return r, files
 
 
+@pytest.mark.slow
 def test_migrate_everything(lfs_history: tuple[Path, dict[str, dict[str, bytes]]]) -> None:
     r, files = lfs_history
     refs = ["refs/heads/main", "refs/heads/exp", "refs/tags/first", "refs/tags/release"]

@@ -50,6 +50,7 @@ def missing_blobs(repo: Path) -> int:
     return sum(1 for line in out.splitlines() if line.startswith("?"))
 
 
+@pytest.mark.slow
 def test_log_diff_and_fsck_in_a_partial_clone_answer_as_a_full_clone(origin: Path, tmp_path: Path) -> None:
     full = tmp_path / "full"
     run("git", "clone", "-q", f"file://{origin}", str(full), cwd=tmp_path)

@@ -10,6 +10,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import git
 from fixtures import safetensors_bytes
 
@@ -67,6 +68,7 @@ def _many_tensors(n: int, bump: int = 0) -> bytes:
     return safetensors_bytes(tensors)
 
 
+@pytest.mark.slow
 def test_diff_and_log_p_of_a_large_manifest(repo: Path) -> None:
     (repo / "wide.safetensors").write_bytes(_many_tensors(8000))
     git(repo, "add", "wide.safetensors")

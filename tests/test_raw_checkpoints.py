@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import git, gtl, run
 from fixtures import safetensors_bytes, small_model
 
@@ -63,6 +64,7 @@ def test_track_installs_missing_drivers(tmp_path: Path) -> None:
     assert git(other, "config", "--local", "filter.theta-like.process", check=False).returncode == 1
 
 
+@pytest.mark.slow
 def test_raw_commit_is_reported_then_migrate_fixup_converts_it(repo: Path) -> None:
     v1, v2 = version(1), version(2, ("layers.1.attn.weight",))
     raw_commit(repo, "raw.safetensors", v1, "v1 without the filter")
@@ -133,6 +135,7 @@ def test_fixup_refuses_real_changes_and_include(repo: Path) -> None:
     assert (repo / "raw.safetensors").read_bytes() == version(2, ("embed.weight",))
 
 
+@pytest.mark.slow
 def test_staged_raw_file_and_status_sections(repo: Path) -> None:
     a1 = version(1)
     (repo / "a.safetensors").write_bytes(a1)

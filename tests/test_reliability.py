@@ -55,6 +55,7 @@ def history(repo: Path) -> Path:
 # ------------------------------------------------------------------ fsck
 
 
+@pytest.mark.slow
 def test_fsck_passes_then_names_corrupt_and_missing_objects(history: Path) -> None:
     out = gtl(history, "fsck").stdout
     assert out.strip().endswith("ok")
@@ -72,6 +73,7 @@ def test_fsck_passes_then_names_corrupt_and_missing_objects(history: Path) -> No
     assert r.returncode == 1 and f"missing: {victim}" in r.stdout
 
 
+@pytest.mark.slow
 def test_fsck_finds_a_missing_delta_base(history: Path) -> None:
     delta_obj = oids_at(history, "main")["tensor 'layers.0.attn.weight'"]
     base = store(history).read_header(delta_obj).base
@@ -97,6 +99,7 @@ def test_fsck_reports_a_manifest_with_conflict_markers(repo: Path) -> None:
 # ------------------------------------------------------------------ gc
 
 
+@pytest.mark.slow
 def test_gc_keeps_everything_reachable_and_deletes_orphans(history: Path) -> None:
     # an orphan: a version staged, then dropped from the index
     (history / "model.safetensors").write_bytes(version(9, ("layers.2.attn.bias", "layers.2.mlp.weight")))
@@ -142,6 +145,7 @@ def test_gc_respects_the_grace_period(repo: Path) -> None:
     assert "deleted 0" in gtl(repo, "gc").stdout  # default: objects younger than 1h stay
 
 
+@pytest.mark.slow
 def test_git_lfs_prune_cannot_lose_unpushed_objects(history: Path) -> None:
     run("git", "lfs", "prune", cwd=history)
     assert gtl(history, "fsck").stdout.strip().endswith("ok")
@@ -157,6 +161,7 @@ def killed(repo: Path, point: str, n: int, *args: str) -> subprocess.CompletedPr
     return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 2, 4, 7, 9])
 def test_add_killed_after_n_object_writes_leaves_a_consistent_repo(repo: Path, n: int) -> None:
     commit(repo, V1, "v1")
@@ -174,6 +179,7 @@ def test_add_killed_after_n_object_writes_leaves_a_consistent_repo(repo: Path, n
     assert (repo / "model.safetensors").read_bytes() == data
 
 
+@pytest.mark.slow
 def test_pushes_and_checkouts_killed_midway_recover(repo: Path, tmp_path: Path) -> None:
     bare = tmp_path / "remote.git"
     run("git", "init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp_path)
@@ -259,6 +265,7 @@ def test_stale_temp_files_from_a_crash_are_cleaned_by_gc(repo: Path) -> None:
     assert "1 stale temp file" in out and not stale.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 3])
 def test_merge_killed_midway_leaves_a_consistent_repo(repo: Path, n: int) -> None:
     commit(repo, V1, "base")

@@ -125,6 +125,7 @@ def manifest_objects(repo: Path, rev: str, path: str = "model.safetensors") -> s
     return {ref.oid for _, ref in m.objects()}
 
 
+@pytest.mark.slow
 def test_push_clone_checkout_old_revisions(tmp_path: Path, remote: Remote) -> None:
     work = make_origin(tmp_path, remote)
     commit(work, V1, "v1")
@@ -156,6 +157,7 @@ def test_push_only_sends_what_the_remote_lacks(tmp_path: Path, remote: Remote) -
     assert len(new) == 1 and "uploaded 1 object" in r.stderr  # the one changed tensor (a delta)
 
 
+@pytest.mark.slow
 def test_new_branch_from_a_clone_and_a_merge_commit(tmp_path: Path, remote: Remote) -> None:
     work = make_origin(tmp_path, remote)
     commit(work, V1, "v1")
@@ -176,6 +178,7 @@ def test_new_branch_from_a_clone_and_a_merge_commit(tmp_path: Path, remote: Remo
     assert (fresh / "model.safetensors").read_bytes() == V2
 
 
+@pytest.mark.slow
 def test_rebase_and_force_push(tmp_path: Path, remote: Remote) -> None:
     work = make_origin(tmp_path, remote)
     commit(work, V1, "v1")
@@ -188,6 +191,7 @@ def test_rebase_and_force_push(tmp_path: Path, remote: Remote) -> None:
     assert (fresh / "model.safetensors").read_bytes() == V3
 
 
+@pytest.mark.slow
 def test_skip_smudge_then_fetch_and_materialise(tmp_path: Path, remote: Remote) -> None:
     work = make_origin(tmp_path, remote)
     commit(work, V1, "v1")
