@@ -79,7 +79,7 @@ def test_a_trickle_under_the_low_speed_limit_is_abandoned(
     t0 = time.monotonic()
     with pytest.raises(RemoteStallError) as e:
         RemoteStore(b).download(objs)
-    assert time.monotonic() - t0 < 10  # far under the 30 s activity timeout
+    assert time.monotonic() - t0 < NO_HANG  # and the message says which limit ended it
     msg = str(e.value)
     assert "under 1000 bytes/s for 1s" in msg and "http.lowSpeedLimit" in msg and faulty.base in msg
     _nothing_stored(b, objs)
