@@ -178,6 +178,50 @@ def test_new_branch_from_a_clone_and_a_merge_commit(tmp_path: Path, remote: Remo
     assert (fresh / "model.safetensors").read_bytes() == V2
 
 
+def _fork_scenario(tmp_path: Path) -> tuple[Path, Remote]:
+    """origin has v1; a colleague cloned it, committed v2 and pushed it to a fork of their own."""
+    (tmp_path / "o").mkdir()
+    (tmp_path / "f").mkdir()
+    origin, fork = Remote(tmp_path / "o", "file"), Remote(tmp_path / "f", "file")
+    work = make_origin(tmp_path, origin)
+    commit(work, V1, "v1")
+    git(work, "push", "-q", "origin", "main")
+    colleague = clone(tmp_path, origin, "colleague")
+    git(colleague, "remote", "add", "fork", f"file://{fork.bare}")
+    commit(colleague, V2, "v2 by a colleague")
+    git(colleague, "push", "-q", "fork", "main")
+    assert fork.objects() - origin.objects()  # v2's objects are on the fork only
+    git(work, "remote", "add", "colleague", f"file://{fork.bare}")
+    git(work, "fetch", "-q", "colleague")
+    return work, fork
+
+
+def test_merging_a_colleagues_fork_fetches_its_objects_from_the_fork(tmp_path: Path) -> None:
+    """`git fetch colleague; git merge colleague/main`: the checkout needs objects origin does not
+    have; they are looked for on the other remotes (as git-lfs's lfs.remote.searchAll)."""
+    work, _ = _fork_scenario(tmp_path)
+    (work / "model.safetensors").unlink()
+    git(work, "checkout", "-q", "--", "model.safetensors")
+    shutil.rmtree(work / ".git" / "lfs" / "objects")  # only what origin and the fork hold
+    git(work, "checkout", "-q", "--", "model.safetensors")
+    git(work, "merge", "-q", "--ff-only", "colleague/main")
+    assert (work / "model.safetensors").read_bytes() == V2
+    assert git(work, "status", "--porcelain").stdout == ""
+
+
+def test_with_search_all_remotes_off_only_the_default_remote_is_asked(tmp_path: Path) -> None:
+    work, _ = _fork_scenario(tmp_path)
+    shutil.rmtree(work / ".git" / "lfs" / "objects")
+    git(work, "config", "theta-like.searchAllRemotes", "false")
+    r = git(work, "merge", "-q", "--ff-only", "colleague/main", check=False)
+    assert r.returncode != 0 and "not found on the remote" in r.stderr, r.stderr
+    assert "git-theta-like" in r.stderr and "nor on" not in r.stderr  # the fork was not asked
+    gtl(work, "fetch", "colleague", "colleague/main")  # naming the remote still works
+    git(work, "reset", "-q", "--hard")
+    git(work, "merge", "-q", "--ff-only", "colleague/main")
+    assert (work / "model.safetensors").read_bytes() == V2
+
+
 @pytest.mark.slow
 def test_rebase_and_force_push(tmp_path: Path, remote: Remote) -> None:
     work = make_origin(tmp_path, remote)

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import pygit2
 
-from git_theta_like.errors import ManifestError, ObjectCorruptError, ObjectMissingError, ThetaLikeError
+from git_theta_like.errors import (
+    ManifestError,
+    ObjectCorruptError,
+    ObjectMissingError,
+    RemoteError,
+    RemoteObjectMissingError,
+    ThetaLikeError,
+)
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, ObjectRef, is_manifest, is_object_id, parse_count
 from git_theta_like.store import store_of
@@ -131,13 +138,10 @@ def ensure_local(
     wanted = dict(objs)
     fetched = 0
     seen: set[str] = set()
-    remote_store = None
     while True:
         missing = [(o, s) for o, s in wanted.items() if not store.has(o)]
         if missing:
-            if remote_store is None:
-                remote_store = _remote_store(repo, remote, what, missing)
-            fetched += remote_store.download(missing)
+            fetched += _download(repo, remote, what, missing)
         # follow delta chains one level further
         nxt: dict[str, int] = {}
         for oid in wanted:
@@ -163,6 +167,52 @@ def ensure_plain(
         return 0
     fetched: int = _remote_store(repo, remote, what, missing).download(missing)
     return fetched
+
+
+def search_all_remotes(repo: Repo) -> bool:
+    """Whether objects the default remote lacks are looked for on the other remotes: yes unless
+    `theta-like.searchAllRemotes` (or git-lfs's `lfs.remote.searchAll`) is false. A merge of a
+    colleague's fork needs it: the fork's objects are on the fork, not on origin."""
+    ours = repo.config_get("theta-like.searchAllRemotes")
+    if ours is not None:
+        return repo.config_bool("theta-like.searchAllRemotes", default=True)
+    return repo.config_bool("lfs.remote.searchAll", default=True)
+
+
+def _download(repo: Repo, remote: str | None, what: str, missing: list[tuple[str, int]]) -> int:
+    """Download missing objects from `remote` (given) or the default remote; what the default
+    remote does not have is then asked of the other remotes in turn (search_all_remotes)."""
+    from git_theta_like.lfs.transfer import RemoteStore
+
+    try:
+        fetched: int = _remote_store(repo, remote, what, missing).download(missing)
+        return fetched
+    except RemoteObjectMissingError as e:
+        if remote is not None or not search_all_remotes(repo):
+            raise
+        first_error = e
+    store = store_of(repo)
+    first = default_remote(repo)
+    tried = [first]
+    fetched = 0
+    names: list[str] = [n for n in repo.git.remotes.names() if n]
+    for name in names:
+        left = [(o, s) for o, s in missing if not store.has(o)]
+        if not left:
+            return fetched
+        if name == first:
+            continue
+        tried.append(name)
+        try:
+            fetched += RemoteStore(repo, name).download(left)
+        except RemoteError:  # missing there too, or unreachable: the next remote may have them
+            continue
+    still = [o for o, _ in missing if not store.has(o)]
+    if not still:
+        return fetched
+    if len(tried) == 1:
+        raise first_error
+    raise RemoteObjectMissingError(f"{first_error} (nor on {', '.join(tried[1:])})", still) from None
 
 
 def _remote_store(repo: Repo, remote: str | None, what: str, missing: list[tuple[str, int]]):  # type: ignore[no-untyped-def]
