@@ -222,6 +222,51 @@ def test_with_search_all_remotes_off_only_the_default_remote_is_asked(tmp_path: 
     assert (work / "model.safetensors").read_bytes() == V2
 
 
+def _lazy_clone_of_two_versions(tmp_path: Path) -> tuple[Path, Remote]:
+    """origin has main (v1, v2) and a branch (v3); a clone that skipped smudge has no object."""
+    (tmp_path / "o").mkdir()
+    origin = Remote(tmp_path / "o", "file")
+    work = make_origin(tmp_path, origin)
+    commit(work, V1, "v1")
+    commit(work, V2, "v2")
+    git(work, "checkout", "-q", "-b", "side")
+    commit(work, V3, "v3 on a side branch")
+    git(work, "push", "-q", "origin", "main", "side")
+    c = clone(tmp_path, origin, "lazy", env={"GIT_THETA_LIKE_SKIP_SMUDGE": "1"})
+    git(c, "branch", "-q", "side", "origin/side")
+    local = c / ".git" / "lfs" / "objects"
+    assert not local.exists() or not any(p.is_file() for p in local.rglob("*"))
+    return c, origin
+
+
+def test_fetch_all_gets_every_version_any_ref_reaches(tmp_path: Path) -> None:
+    c, _ = _lazy_clone_of_two_versions(tmp_path)
+    out = gtl(c, "fetch", "--all").stdout
+    assert "3 checkpoint(s)" in out
+    git(c, "remote", "set-url", "origin", str(tmp_path / "gone.git"))  # offline from here on
+    for rev, data in (("main~1", V1), ("main", V2), ("side", V3)):
+        git(c, "checkout", "-q", rev)
+        gtl(c, "checkout")
+        assert (c / "model.safetensors").read_bytes() == data, rev
+
+
+def test_pushing_a_lazy_clone_to_a_new_host_fetches_what_it_lacks(tmp_path: Path) -> None:
+    """A clone that never downloaded the model pushes to a new, empty host: the pre-push hook
+    fetches the objects the push needs from origin first, and the new host serves a full clone."""
+    c, _ = _lazy_clone_of_two_versions(tmp_path)
+    (tmp_path / "n").mkdir()
+    new_host = Remote(tmp_path / "n", "file")
+    git(c, "remote", "add", "new", f"file://{new_host.bare}")
+    r = git(c, "push", "-q", "new", "main", "side")
+    assert "not local: fetching them first" in r.stderr
+    fresh = clone(tmp_path, new_host, "from-new-host")
+    assert (fresh / "model.safetensors").read_bytes() == V2
+    git(fresh, "checkout", "-q", "HEAD~1")
+    assert (fresh / "model.safetensors").read_bytes() == V1
+    git(fresh, "checkout", "-q", "origin/side")
+    assert (fresh / "model.safetensors").read_bytes() == V3
+
+
 @pytest.mark.slow
 def test_rebase_and_force_push(tmp_path: Path, remote: Remote) -> None:
     work = make_origin(tmp_path, remote)

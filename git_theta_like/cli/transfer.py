@@ -17,17 +17,23 @@ from git_theta_like.cli.common import open_repo
     "--exclude", "-X", multiple=True, help="Skip tensors whose name matches this glob (repeatable)."
 )
 @click.option("--path", "paths", multiple=True, help="Only these checkpoint files (globs, repeatable).")
+@click.option(
+    "--all", "every_ref", is_flag=True, help="Every version any ref reaches (before pushing to a new host)."
+)
 def fetch(
     remote: str | None,
     revs: tuple[str, ...],
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     paths: tuple[str, ...],
+    every_ref: bool,
 ) -> None:
     """Download the objects that checking out REVS (default HEAD) needs, for offline work.
 
-    REMOTE defaults to theta-like.remote, the branch's remote, or origin. With --include /
-    --exclude only some tensors are fetched (the rest can be fetched later).
+    REMOTE defaults to theta-like.remote, the branch's remote, or origin (objects it lacks are
+    looked for on the other remotes). With --include / --exclude only some tensors are fetched
+    (the rest can be fetched later); with --all, those of every commit any branch or tag
+    reaches, as `git lfs fetch --all`.
     """
     from git_theta_like.lfs import sync
 
@@ -36,7 +42,13 @@ def fetch(
         # `fetch HEAD~1` without a remote: the first argument is a revision
         revs, remote = (remote, *revs), None
     r = sync.fetch(
-        repo, remote, list(revs), list(include) or None, list(exclude) or None, list(paths) or None
+        repo,
+        remote,
+        list(revs),
+        list(include) or None,
+        list(exclude) or None,
+        list(paths) or None,
+        every_ref=every_ref,
     )
     click.echo(
         f"git-theta-like: {r.files} checkpoint(s), {r.objects} object(s) needed, {r.downloaded} downloaded"

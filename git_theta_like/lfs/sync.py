@@ -109,6 +109,15 @@ def pre_push(repo: Repo, remote: str, url: str | None, updates: list[str]) -> in
     objs = objects_to_push(repo, remote, updates)
     if not objs:
         return 0
+    store = store_of(repo)
+    lacking = [(o, s) for o, s in objs if not store.has(o)]
+    if lacking:
+        # a lazy or partial clone pushed to a new host: the objects are on the other remotes
+        warn(f"{len(lacking)} object(s) this push needs are not local: fetching them first")
+        try:
+            ensure_local(repo, lacking, what="push")
+        except ThetaLikeError as e:
+            warn(f"could not fetch them: {e}")  # the upload names what is missing
     return RemoteStore(repo, remote, url).upload(objs)
 
 
@@ -257,13 +266,23 @@ def fetch(
     include: list[str] | None = None,
     exclude: list[str] | None = None,
     paths: list[str] | None = None,
+    every_ref: bool = False,
 ) -> FetchResult:
-    """Prefetch the objects that checking out `revs` needs (optionally only some tensors)."""
-    from git_theta_like.gitio.scan import tracked_files
+    """Prefetch the objects that checking out `revs` needs (optionally only some tensors);
+    with every_ref, those of every commit reachable from any ref (git lfs fetch --all)."""
+    from git_theta_like.gitio.scan import reachable_manifests, tracked_files
 
     objs: dict[str, int] = {}
     files = 0
-    for rev in revs or ["HEAD"]:
+    if every_ref:
+        for found in reachable_manifests(repo, reflogs=False).values():
+            if found.manifest is None:
+                continue
+            if paths and not any(fnmatch.fnmatchcase(p, g) or p == g for _, p in found.uses for g in paths):
+                continue
+            files += 1
+            objs.update(manifest_objects(found.manifest, include, exclude))
+    for rev in revs or ([] if every_ref else ["HEAD"]):
         try:
             repo.git.revparse_single(rev)
         except (KeyError, ValueError, pygit2.GitError):
