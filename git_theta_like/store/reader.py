@@ -10,8 +10,8 @@ are resolved against bases already in hand, and concurrent reads of one object d
 (threads share the reader). Missing objects are downloaded through a fetch callback (the store
 never imports the LFS client). Cached buffers are shared: readers must not write to them.
 
-`CachedStore` is a `LocalStore` whose `read_raw` goes through such a reader, for code written
-against the store (the clean Engine, the merge's producer).
+`CachedStore` is a `LocalStore` whose reads of raw content (`read_raw`) go through such a reader,
+for code written against the store (the clean Engine, the merge's producer).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from git_theta_like.codecs.container import ObjectHeader
 from git_theta_like.concurrency import SingleFlight
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError, ThetaLikeError, WaitCycleError
-from git_theta_like.store.local import LocalStore
+from git_theta_like.store.local import LocalStore, check_expected
 
 # Downloads the given (oid, size) objects into the local store (the lfs room supplies it: the store
 # itself never talks to a remote).
@@ -107,18 +107,12 @@ class ObjectReader:
                 raise ObjectCorruptError(
                     f"{what}: object {oid}: its delta chain leads back to itself"
                 ) from None
-        # a hit, or another thread's decode: verified against its own header, which says what
-        # its content hashes to; check that against what this caller expects
-        header = found[1]
-        if expect_size is not None and header.size != expect_size:
-            raise ObjectCorruptError(
-                f"{what}: object {oid} holds {header.size} bytes, the manifest expects {expect_size}"
-            )
-        if expect_raw is not None and header.raw != expect_raw:
-            raise ObjectCorruptError(
-                f"{what}: object {oid} holds content {header.raw[:12]}…, "
-                f"the manifest expects {expect_raw[:12]}…"
-            )
+        # a hit, or another thread's decode: its content was verified against its header (the
+        # sha256 of the bytes kept is header.raw); check the header against this caller's manifest
+        try:
+            check_expected(found[1], oid, expect_raw, expect_size)
+        except ObjectCorruptError as e:
+            raise ObjectCorruptError(f"{what}: {e}") from None
         return found
 
     def _decode(
@@ -156,8 +150,8 @@ class ObjectReader:
 
 
 class CachedStore(LocalStore):
-    """The store, its `read_raw` going through an ObjectReader that keeps up to `budget` bytes
-    of decoded objects (None: all), for code written against LocalStore.
+    """The store, its `read_raw` (`read_decoded`) going through an ObjectReader that keeps up to
+    `budget` bytes of decoded objects (None: all), for code written against LocalStore.
 
     A merge uses one: it reads the base, ours and theirs of each tensor; ours and theirs are
     usually deltas against the base (decoded through the reader, so the base once), and clean
@@ -170,12 +164,7 @@ class CachedStore(LocalStore):
         self.lock = store.lock  # one lock state for the store's writers, gc's view of them
         self.reader = ObjectReader(store, budget=budget)
 
-    def read_raw(
-        self,
-        oid: str,
-        what: str = "object",
-        expect_raw: str | None = None,
-        _depth: int = 0,
-        expect_size: int | None = None,
-    ) -> bytearray | memoryview:
-        return self.reader.raw(oid, what, expect_raw, expect_size, _depth)[0]
+    def read_decoded(
+        self, oid: str, what: str, expect_raw: str | None, expect_size: int | None, depth: int = 0
+    ) -> Decoded:
+        return self.reader.raw(oid, what, expect_raw, expect_size, depth)
