@@ -43,6 +43,12 @@ class ObjectCorruptError(ThetaLikeError):
     """An object exists but its content does not match its hashes or cannot be decoded."""
 
 
+class WaitCycleError(ThetaLikeError):
+    """Work run through SingleFlight would wait on itself (directly, or through other threads
+    waiting in turn): the work for a key needs its own result (a delta chain that leads back to
+    one of its objects, say)."""
+
+
 class StoreBusyError(ThetaLikeError):
     """The object store's lock could not be taken in time: gc waits for the commands writing
     objects, writers wait for a gc."""

@@ -16,18 +16,15 @@ written anew when tensors were added or removed on both sides.
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
-import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from git_theta_like.concurrency import SingleFlight
 from git_theta_like.dtypes import Buffer
-from git_theta_like.errors import MergeBuildError, ObjectCorruptError
+from git_theta_like.errors import MergeBuildError
 from git_theta_like.formats import ByteReader, safetensors
 from git_theta_like.formats.pytorch import zipwrite
 from git_theta_like.gitio.repo import Repo
@@ -37,10 +34,11 @@ from git_theta_like.merge.plan import Job, Plan, Slot
 from git_theta_like.merge.strategies.base import Strategy
 from git_theta_like.store import store_of
 from git_theta_like.store.local import LocalStore
+from git_theta_like.store.reader import CachedStore
 
 RECIPE_KEYS = ("merge", "merge-params")
 READ_AHEAD = 256 * 1024 * 1024  # bytes of tensor data read ahead of the one being merged
-CACHE_MIN = 256 * 1024 * 1024  # decoded tensors kept for reuse (CachingStore): at least this,
+CACHE_MIN = 256 * 1024 * 1024  # decoded tensors kept for reuse (CachedStore): at least this,
 CACHE_TENSORS = 4  # or this many of the largest tensor
 Compute = Callable[[Job, list[Buffer]], Buffer]
 
@@ -109,62 +107,6 @@ def needed_objects(plan: Plan) -> list[ObjectRef]:
             if j.fisher:
                 refs += [j.fisher[0].obj, j.fisher[1].obj]
     return refs
-
-
-class CachingStore(LocalStore):
-    """The repository's store with a small cache of decoded tensors, for one merge.
-
-    A merge reads the base, ours and theirs of each tensor; ours and theirs are usually deltas
-    against the base (decoded first, through `read_raw`'s recursion), and clean reads ours once
-    more as the parent of the merged tensor's delta. The cache (least recently used first out,
-    bounded in bytes; concurrent reads of one object decode it once) makes each of those one
-    decode. Cached buffers are shared: readers must not write to them (none does).
-    """
-
-    def __init__(self, store: LocalStore, budget: int) -> None:
-        super().__init__(store.root, durable=store.durable)
-        self.budget = budget
-        self._cache: collections.OrderedDict[str, Buffer] = collections.OrderedDict()
-        self._held = 0
-        self._decoding: SingleFlight[str, Buffer] = SingleFlight()
-        self._raw: dict[str, str] = {}  # raw hashes verified for cached objects
-        self._cache_lock = threading.Lock()
-
-    def read_raw(  # type: ignore[override]
-        self, oid: str, what: str = "object", expect_raw: str | None = None, *args: Any, **kwargs: Any
-    ) -> Buffer:
-        with self._cache_lock:
-            hit = self._cache.get(oid)
-            if hit is not None:
-                self._cache.move_to_end(oid)
-                known = self._raw.get(oid)
-        if hit is not None:
-            if expect_raw is not None and known != expect_raw:
-                if known is None and hashlib.sha256(hit).hexdigest() == expect_raw:
-                    self._raw[oid] = expect_raw
-                else:
-                    raise ObjectCorruptError(
-                        f"{what}: object {oid} does not hold the content the manifest expects"
-                    )
-            return hit
-        return self._decoding.run(oid, lambda: self._read_and_keep(oid, what, expect_raw, *args, **kwargs))
-
-    def _read_and_keep(
-        self, oid: str, what: str, expect_raw: str | None, *args: Any, **kwargs: Any
-    ) -> Buffer:
-        """The store's read of the object, kept in the cache when it fits the budget (the least
-        recently used objects leave to make room)."""
-        data = super().read_raw(oid, what, expect_raw, *args, **kwargs)
-        with self._cache_lock:
-            if len(data) <= self.budget:
-                self._cache[oid] = data
-                if expect_raw is not None:
-                    self._raw[oid] = expect_raw  # verified by the read
-                self._held += len(data)
-                while self._held > self.budget:
-                    _, old = self._cache.popitem(last=False)
-                    self._held -= len(old)
-        return data
 
 
 # ------------------------------------------------------------------ streaming
@@ -327,7 +269,7 @@ def store_result(plan: Plan, repo: Repo, compute: Compute) -> Manifest:
     slots = plan.slots if whole else [s for s in plan.slots if s.job is not None]
     warnings: list[str] = []
     largest = max([s.entry.length if s.entry else s.job.ours.length if s.job else 0 for s in slots] or [0])
-    store = CachingStore(store_of(repo), max(CACHE_MIN, CACHE_TENSORS * largest))
+    store = CachedStore(store_of(repo), max(CACHE_MIN, CACHE_TENSORS * largest))
     with engine_for(repo) as engine:
         engine.warn = warnings.append
         engine.store = store  # clean reads ours again as the delta parent: from the cache

@@ -1,8 +1,8 @@
 """The local object store: git-lfs's layout (`.git/lfs/objects/xx/yy/<oid>`), one atomic
 writer, the lock writers share and gc takes alone, and the one verified, cached reader of raw
-tensor contents. Downloads reach it through a
-fetch callback: the store never imports the LFS client. May import codecs, formats, gitio and
-the bottom layer."""
+tensor contents (reader.py: `ObjectReader`, bounded or not, and `CachedStore`, the LocalStore
+view of it a merge hands to clean). Downloads reach it through a fetch callback: the store never
+imports the LFS client. May import codecs, formats, gitio and the bottom layer."""
 
 from __future__ import annotations
 

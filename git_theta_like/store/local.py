@@ -212,13 +212,20 @@ class LocalStore:
         `expect_size` (the manifest's length) is checked before anything is decoded, so a
         crafted header cannot make us allocate more than the tensor it claims to be.
         """
+        return self.read_decoded(oid, what, expect_raw, expect_size, _depth)[0]
+
+    def read_decoded(
+        self, oid: str, what: str, expect_raw: str | None, expect_size: int | None, depth: int = 0
+    ) -> tuple[bytearray | memoryview, ObjectHeader]:
+        """read_raw's work: the raw content and the header. A store that keeps decoded objects
+        overrides it (store/reader.py: CachedStore)."""
 
         def base_of(header: ObjectHeader) -> bytearray | memoryview:
             assert header.base is not None
-            return self.read_raw(header.base, f"{what} (delta base)", None, _depth + 1, header.size)
+            return self.read_decoded(header.base, f"{what} (delta base)", None, header.size, depth + 1)[0]
 
         data = self.read(oid, what)
-        return self.decode_verified(oid, data, what, expect_raw, expect_size, base_of, _depth)[0]
+        return self.decode_verified(oid, data, what, expect_raw, expect_size, base_of, depth)
 
     def decode_verified(
         self,
@@ -234,14 +241,7 @@ class LocalStore:
         after. `base_of(header)` supplies a delta's base content (readers may cache it)."""
         try:
             header, payload = split_object(data, oid)
-            if expect_size is not None and header.size != expect_size:
-                raise ObjectCorruptError(
-                    f"object {oid} holds {header.size} bytes, the manifest expects {expect_size}"
-                )
-            if expect_raw is not None and header.raw != expect_raw:
-                raise ObjectCorruptError(
-                    f"object {oid} holds content {header.raw[:12]}…, the manifest expects {expect_raw[:12]}…"
-                )
+            check_expected(header, oid, expect_raw, expect_size)
             base = None
             if header.base:
                 if depth >= MAX_CHAIN:
@@ -345,6 +345,19 @@ class LocalStore:
                 )
             if held is not None:
                 yield held
+
+
+def check_expected(header: ObjectHeader, oid: str, expect_raw: str | None, expect_size: int | None) -> None:
+    """ObjectCorruptError unless the header says the object holds the raw content and the size a
+    manifest expects (where it says what it expects)."""
+    if expect_size is not None and header.size != expect_size:
+        raise ObjectCorruptError(
+            f"object {oid} holds {header.size} bytes, the manifest expects {expect_size}"
+        )
+    if expect_raw is not None and header.raw != expect_raw:
+        raise ObjectCorruptError(
+            f"object {oid} holds content {header.raw[:12]}…, the manifest expects {expect_raw[:12]}…"
+        )
 
 
 def _file_header(f: BinaryIO, oid: str) -> tuple[ObjectHeader, int]:
