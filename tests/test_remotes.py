@@ -322,6 +322,30 @@ def faulty_remote(tmp_path: Path) -> Iterator[Remote]:
     r.stop()
 
 
+def test_a_clone_of_many_checkpoints_downloads_them_together(tmp_path: Path, faulty_remote: Remote) -> None:
+    """git's `delay` capability: the filter answers each file's smudge later, collects what all
+    of them lack, and downloads it in one batch request (with concurrent transfers) when git asks
+    which files are ready, instead of one batch and one download per file."""
+    work = make_origin(tmp_path, faulty_remote)
+    files = {f"ckpt/{i:02d}.safetensors": version(100 + i) for i in range(12)}
+    (work / "ckpt").mkdir()
+    for name, data in files.items():
+        (work / name).write_bytes(data)
+    git(work, "add", "ckpt")
+    git(work, "commit", "-qm", "twelve checkpoints")
+    git(work, "push", "-q", "origin", "main")
+    srv = faulty_remote.server
+    assert isinstance(srv, FaultyLFSServer)
+    asked = srv.count("POST", "/objects/batch")
+    fresh = clone(tmp_path, faulty_remote, "fresh", env={"GIT_TRACE_PACKET": str(tmp_path / "packets")})
+    assert srv.count("POST", "/objects/batch") - asked == 1
+    packets = (tmp_path / "packets").read_text()
+    assert packets.count("status=delayed") == len(files) and "list_available_blobs" in packets
+    for name, data in files.items():
+        assert (fresh / name).read_bytes() == data, name
+    assert git(fresh, "status", "--porcelain").stdout == ""
+
+
 def test_server_down_during_push_leaves_the_remote_ref_unchanged(
     tmp_path: Path, faulty_remote: Remote
 ) -> None:

@@ -5,6 +5,7 @@ objects first. The protocol's framing is gitio/filter_protocol.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -62,11 +63,12 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     fin = stdin or sys.stdin.buffer
     fout = stdout or os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
     channel = FilterChannel(fin, fout)
-    channel.handshake(("clean", "smudge"))
+    agreed = channel.handshake(("clean", "smudge", "delay"))
 
     repo = Repo(".")
     _ensure_hooks(repo)
     staged = IndexManifests(repo)
+    later = Delayed(repo) if "delay" in agreed else None
     with engine_for(repo) as engine:
         while (request := channel.next_request()) is not None:
             path, content = request.pathname, request.content
@@ -74,7 +76,10 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
                 if request.command == "clean":
                     _clean(engine, repo, path, content, channel, staged)
                 elif request.command == "smudge":
-                    _smudge(engine, repo, path, content, channel)
+                    can_delay = later is not None and request.fields.get("can-delay") == "1"
+                    _smudge(engine, repo, path, content, channel, later, can_delay)
+                elif request.command == "list_available_blobs" and later is not None:
+                    channel.available(later.fetch_all())  # no content section follows
                 else:
                     content.drain()
                     channel.error()
@@ -107,10 +112,48 @@ def _clean(
     channel.success(manifest)
 
 
-def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, channel: FilterChannel) -> None:
+class Delayed:
+    """Smudges answered later (git's `delay` capability): while git checks out many files, the
+    objects they lack are collected, then downloaded in one batched, concurrent transfer when git
+    asks which files are ready, instead of one download per file."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.waiting: dict[str, Manifest] = {}
+        self.ready: dict[str, Manifest] = {}
+
+    def fetch_all(self) -> list[str]:
+        """Download what every waiting file lacks; the paths git may now ask for again. A failed
+        download is reported by each file's own smudge (it tries again and fails as usual)."""
+        from git_theta_like.lfs import sync
+
+        waiting, self.waiting = self.waiting, {}
+        objs = [o for m in waiting.values() for o in sync.manifest_objects(m)]
+        # never raise here: this request has no content section for the error path to drain
+        with contextlib.suppress(Exception):
+            sync.ensure_local(self.repo, objs, what=f"{len(waiting)} checkpoint(s)")
+        self.ready.update(waiting)
+        return list(waiting)
+
+
+def _smudge(
+    engine: Engine,
+    repo: Repo,
+    path: str,
+    content: ContentSource,
+    channel: FilterChannel,
+    later: Delayed | None = None,
+    can_delay: bool = False,
+) -> None:
     from git_theta_like.gitio.process import smudge_is_for_diff
     from git_theta_like.lfs import sync
 
+    if later is not None and path in later.ready:  # asked again after list_available_blobs
+        content.drain()
+        manifest = later.ready.pop(path)
+        sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
+        _send(path, channel, lambda write: engine.smudge(manifest, write))
+        return
     src = ByteReader(content)
     head = src.peek(64)
     pointer = None
@@ -143,7 +186,12 @@ def _smudge(engine: Engine, repo: Repo, path: str, content: ContentSource, chann
     data = bytes(src.read_upto(1 << 30))
     content.drain()
     manifest = Manifest.from_bytes(data)
-    sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
+    needed = sync.manifest_objects(manifest)
+    if can_delay and later is not None and not all(engine.store.has(o) for o, _ in needed):
+        later.waiting[path] = manifest  # downloaded with the others, see Delayed
+        channel.delayed()
+        return
+    sync.ensure_local(repo, needed, what=path)
     _send(path, channel, lambda write: engine.smudge(manifest, write))
 
 

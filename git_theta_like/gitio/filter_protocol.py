@@ -6,6 +6,11 @@ After the handshake (`git-filter-client`, `version=2`, then capabilities), each 
 of `key=value` lines (`command=clean|smudge`, `pathname=...`), a flush, the content, and a flush.
 A filter answers `status=success`, the filtered content and an empty status list; on failure
 `status=error` (before any content) or, mid-stream, a flush followed by `status=error`.
+
+With the `delay` capability, a smudge request marked `can-delay=1` may be answered
+`status=delayed` (no content). Git then asks `command=list_available_blobs` (no content
+section); the filter names the paths it can answer now, and git asks for each of them again,
+with empty content. Git keeps asking until the list comes back empty.
 """
 
 from __future__ import annotations
@@ -71,6 +76,18 @@ class FilterChannel:
         self.begin_success()
         self.content(data)
         self.end_success()
+
+    def delayed(self) -> None:
+        """Answer a `can-delay=1` smudge request later (see list_available)."""
+        self.writer.text_list(["status=delayed"])
+        self.writer.flush()
+
+    def available(self, paths: Iterable[str]) -> None:
+        """Answer `list_available_blobs`: the delayed paths git may ask for again now."""
+        self.writer.text_list([f"pathname={p}" for p in paths])
+        self.writer.flush()
+        self.writer.text_list(["status=success"])
+        self.writer.flush()
 
     def error(self, started: bool = False) -> None:
         """Report failure: before any content, or (started) after a partial content stream."""
