@@ -8,6 +8,7 @@ The pickle cases go through the reader directly, bounded by tracemalloc and by c
 
 from __future__ import annotations
 
+import io
 import json
 import resource
 import struct
@@ -94,6 +95,15 @@ def test_safetensors_header_nested_too_deeply(repo: Path) -> None:
     stored_whole_and_exact(repo, "deep.safetensors", data)
 
 
+def add_within_300mb(repo: Path, name: str, data: bytes) -> tuple[Manifest, str]:
+    """Write data at name and `git add` it, its peak RSS under 300 MiB (the bound when a file
+    holds no tensor to speak of); the staged manifest and the filter's stderr."""
+    (repo / name).write_bytes(data)
+    rss, err = add_measured(repo, name)
+    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
+    return Manifest.from_bytes(git(repo, "show", f":{name}").stdout.encode()), err
+
+
 def st_with_header(extra: bytes) -> bytes:
     """A safetensors file with one 16-byte tensor and `extra` JSON members in its header."""
     entry = json.dumps({"w": {"dtype": "U8", "shape": [16], "data_offsets": [0, 16]}}).encode()
@@ -110,10 +120,7 @@ def test_safetensors_header_held_within_the_bound(repo: Path, mib: int) -> None:
     90 MB header of ints took 850 MB)."""
     extra = b'"__metadata__": {"k": "v"}, "x": [' + b"1," * (mib * MIB // 2) + b"1]"
     data = st_with_header(extra)
-    (repo / "m.safetensors").write_bytes(data)
-    rss, err = add_measured(repo, "m.safetensors")
-    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
-    m = Manifest.from_bytes(git(repo, "show", ":m.safetensors").stdout.encode())
+    m, err = add_within_300mb(repo, "m.safetensors", data)
     if mib < 16:  # parsed: the stray "x" member then makes it whole
         assert "header entry is not an object" in err
     else:
@@ -124,10 +131,7 @@ def test_safetensors_header_held_within_the_bound(repo: Path, mib: int) -> None:
 
 def test_safetensors_header_under_the_bound_is_split(repo: Path) -> None:
     data = st_with_header(b'"__metadata__": {"k": "' + b"v" * (15 * MIB) + b'"}')
-    (repo / "m.safetensors").write_bytes(data)
-    rss, err = add_measured(repo, "m.safetensors")
-    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
-    m = Manifest.from_bytes(git(repo, "show", ":m.safetensors").stdout.encode())
+    m, err = add_within_300mb(repo, "m.safetensors", data)
     assert m.format == "safetensors" and "warning" not in err
 
 
@@ -146,10 +150,7 @@ def test_gguf_header_held_within_the_bound(repo: Path, mib: int) -> None:
     head += s(b"w") + struct.pack("<I", 1) + struct.pack("<Q", 1024) + struct.pack("<IQ", 0, 0)
     head += b"\0" * (-len(head) % 32)
     data = head + b"\x01" * 4096
-    (repo / "m.gguf").write_bytes(data)
-    rss, err = add_measured(repo, "m.gguf")
-    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
-    m = Manifest.from_bytes(git(repo, "show", ":m.gguf").stdout.encode())
+    m, err = add_within_300mb(repo, "m.gguf", data)
     if mib < 64:
         assert m.format == "gguf" and "warning" not in err
     else:
@@ -215,22 +216,19 @@ def test_pickle_holding_large_python_objects(repo: Path, mib: int) -> None:
     way `git add` stays within 300 MB (no tensor to speak of). A 250 MiB one used to take 1.3 GB
     and two minutes: the reader's peek buffer was reallocated for every 64 KiB git sent."""
     torch = pytest.importorskip("torch")
-    path = repo / "m.pt"
-    blobs = [bytes([i]) * MIB for i in range(mib)]
-    torch.save({"w": torch.arange(4.0), "blobs": blobs}, path)
-    data = path.read_bytes()
-    rss, err = add_measured(repo, "m.pt")
-    assert rss < 300 * MIB, f"peak RSS {rss >> 20} MiB"
-    m = Manifest.from_bytes(git(repo, "show", ":m.pt").stdout.encode())
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(4.0), "blobs": [bytes([i]) * MIB for i in range(mib)]}, buf)
+    data = buf.getvalue()
+    m, err = add_within_300mb(repo, "m.pt", data)
     if mib < 32:
         assert m.format == "pytorch" and "warning" not in err
     else:
         assert m.format == "opaque"
         assert "stored whole" in err and "is over the 33554432 bytes allowed" in err
     git(repo, "commit", "-qm", "m")
-    path.unlink()
+    (repo / "m.pt").unlink()
     git(repo, "checkout", "--", "m.pt")
-    assert path.read_bytes() == data
+    assert (repo / "m.pt").read_bytes() == data
 
 
 def test_pickle_dict_of_colliding_keys_is_never_hashed() -> None:

@@ -19,7 +19,7 @@ from git_theta_like.errors import ProtocolError, ThetaLikeError
 from git_theta_like.filters import engine_for, recent_manifests, staged_previous
 from git_theta_like.filters.engine import Engine
 from git_theta_like.formats import ByteReader
-from git_theta_like.gitio.filter_protocol import FilterChannel
+from git_theta_like.gitio.filter_protocol import FilterChannel, Request
 from git_theta_like.gitio.pktline import ContentSource
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import IndexManifests
@@ -76,8 +76,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
                 if request.command == "clean":
                     _clean(engine, repo, path, content, channel, staged)
                 elif request.command == "smudge":
-                    can_delay = later is not None and request.fields.get("can-delay") == "1"
-                    _smudge(engine, repo, path, content, channel, later, can_delay)
+                    _smudge(engine, repo, request, channel, later)
                 elif request.command == "list_available_blobs" and later is not None:
                     channel.available(later.fetch_all())  # no content section follows
                 else:
@@ -136,23 +135,20 @@ class Delayed:
         return list(waiting)
 
 
-def _smudge(
-    engine: Engine,
-    repo: Repo,
-    path: str,
-    content: ContentSource,
-    channel: FilterChannel,
-    later: Delayed | None = None,
-    can_delay: bool = False,
-) -> None:
+def _smudge(engine: Engine, repo: Repo, request: Request, chan: FilterChannel, later: Delayed | None) -> None:
+    """One smudge; with `later` (git offered delay), a file whose objects are missing waits for
+    the others when git marked the request can-delay."""
     from git_theta_like.gitio.process import smudge_is_for_diff
     from git_theta_like.lfs import sync
+
+    path, content = request.pathname, request.content
+    can_delay = request.fields.get("can-delay") == "1"
 
     if later is not None and path in later.ready:  # asked again after list_available_blobs
         content.drain()
         manifest = later.ready.pop(path)
         sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
-        _send(path, channel, lambda write: engine.smudge(manifest, write))
+        _send(path, chan, lambda write: engine.smudge(manifest, write))
         return
     src = ByteReader(content)
     head = src.peek(64)
@@ -167,10 +163,10 @@ def _smudge(
         # the whole request before it reads the answer, so read it all first (answering while
         # git still writes blocks both once the pipes fill up).
         with _spool(src, engine.store.tmp) as held:
-            channel.begin_success()
+            chan.begin_success()
             while chunk := held.read(1 << 20):
-                channel.content(chunk)
-            channel.end_success()
+                chan.content(chunk)
+            chan.end_success()
         return
     if pointer is not None:
         # a version from when the path was plain git-lfs: its file, from the same store git-lfs
@@ -179,7 +175,7 @@ def _smudge(
         sync.ensure_plain(repo, [(pointer.oid, pointer.size)], what=path)
         _send(
             path,
-            channel,
+            chan,
             lambda write: _write_all(engine.store.iter_plain(pointer.oid, pointer.size, path), write),
         )
         return
@@ -189,10 +185,10 @@ def _smudge(
     needed = sync.manifest_objects(manifest)
     if can_delay and later is not None and not all(engine.store.has(o) for o, _ in needed):
         later.waiting[path] = manifest  # downloaded with the others, see Delayed
-        channel.delayed()
+        chan.delayed()
         return
     sync.ensure_local(repo, needed, what=path)
-    _send(path, channel, lambda write: engine.smudge(manifest, write))
+    _send(path, chan, lambda write: engine.smudge(manifest, write))
 
 
 def _spool(src: ByteReader, tmpdir: Path) -> tempfile.SpooledTemporaryFile[bytes]:
