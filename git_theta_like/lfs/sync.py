@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pygit2
 
@@ -26,6 +27,9 @@ from git_theta_like.errors import (
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, ObjectRef, is_manifest, is_object_id, parse_count
 from git_theta_like.store import store_of
+
+if TYPE_CHECKING:
+    from git_theta_like.lfs.transfer import RemoteStore
 
 ZERO = "0" * 40
 
@@ -147,10 +151,11 @@ def ensure_local(
     wanted = dict(objs)
     fetched = 0
     seen: set[str] = set()
+    clients: dict[str, RemoteStore] = {}  # one per remote for all chain levels (endpoint, auth)
     while True:
         missing = [(o, s) for o, s in wanted.items() if not store.has(o)]
         if missing:
-            fetched += _download(repo, remote, what, missing)
+            fetched += _download(repo, remote, what, missing, clients)
         # follow delta chains one level further
         nxt: dict[str, int] = {}
         for oid in wanted:
@@ -182,26 +187,29 @@ def search_all_remotes(repo: Repo) -> bool:
     """Whether objects the default remote lacks are looked for on the other remotes: yes unless
     `theta-like.searchAllRemotes` (or git-lfs's `lfs.remote.searchAll`) is false. A merge of a
     colleague's fork needs it: the fork's objects are on the fork, not on origin."""
-    ours = repo.config_get("theta-like.searchAllRemotes")
-    if ours is not None:
-        return repo.config_bool("theta-like.searchAllRemotes", default=True)
-    return repo.config_bool("lfs.remote.searchAll", default=True)
+    lfs = repo.config_bool("lfs.remote.searchAll", default=True)
+    return repo.config_bool("theta-like.searchAllRemotes", default=lfs)
 
 
-def _download(repo: Repo, remote: str | None, what: str, missing: list[tuple[str, int]]) -> int:
+def _download(
+    repo: Repo, remote: str | None, what: str, missing: list[tuple[str, int]], clients: dict[str, RemoteStore]
+) -> int:
     """Download missing objects from `remote` (given) or the default remote; what the default
-    remote does not have is then asked of the other remotes in turn (search_all_remotes)."""
+    remote does not have is then asked of the other remotes in turn (search_all_remotes).
+    `clients` keeps the RemoteStore of each remote asked, for the caller's next call."""
     from git_theta_like.lfs.transfer import RemoteStore
 
+    first = remote or default_remote(repo)
     try:
-        fetched: int = _remote_store(repo, remote, what, missing).download(missing)
+        if first not in clients:
+            clients[first] = _remote_store(repo, remote, what, missing)
+        fetched: int = clients[first].download(missing)
         return fetched
     except RemoteObjectMissingError as e:
         if remote is not None or not search_all_remotes(repo):
             raise
         first_error = e
     store = store_of(repo)
-    first = default_remote(repo)
     tried = [first]
     fetched = 0
     names: list[str] = [n for n in repo.git.remotes.names() if n]
@@ -213,7 +221,9 @@ def _download(repo: Repo, remote: str | None, what: str, missing: list[tuple[str
             continue
         tried.append(name)
         try:
-            fetched += RemoteStore(repo, name).download(left)
+            if name not in clients:
+                clients[name] = RemoteStore(repo, name)
+            fetched += clients[name].download(left)
         except RemoteError:  # missing there too, or unreachable: the next remote may have them
             continue
     still = [o for o, _ in missing if not store.has(o)]
