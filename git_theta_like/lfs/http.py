@@ -75,9 +75,6 @@ class LowSpeed:
     limit: int
     window: float
 
-    def meter(self) -> Pace:
-        return Pace(self)
-
 
 def low_speed(repo: Repo, activity: float | None) -> LowSpeed:
     """git's `http.lowSpeedLimit` / `http.lowSpeedTime` (and GIT_HTTP_LOW_SPEED_LIMIT / _TIME),
@@ -337,7 +334,7 @@ class Http:
         """The body of resp as it arrives, never more than limit bytes; a read that times out
         (lfs.activitytimeout) or a body that trickles in under the low-speed limit is a stall."""
         left = limit
-        pace = self.low_speed.meter()
+        pace = Pace(self.low_speed)
         while left > 0:
             try:
                 chunk = resp.read1(min(READ_CHUNK, left))
@@ -353,7 +350,7 @@ class Http:
     def paced(self, chunks: Iterable[bytes], url: str, what: str) -> Iterator[bytes]:
         """chunks of a request body, abandoned as a stall when the server takes them in under the
         low-speed limit (each is sent before the next is asked for)."""
-        pace = self.low_speed.meter()
+        pace = Pace(self.low_speed)
         for chunk in chunks:
             yield chunk
             if pace.slow(len(chunk)):
