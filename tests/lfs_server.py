@@ -239,6 +239,15 @@ class FaultyLFSServer:
     - `redirect_downloads_to`: downloads answer 307 to `<that base>/public/<oid>`, e.g. another
       FaultyLFSServer, whose `public_headers` records every header its public downloads got.
 
+    Connections and action lifetimes:
+
+    - `connections` counts the TCP connections accepted (HTTP/1.1 keep-alive is on);
+    - `drop_idle`: after each answer the connection is closed without saying so (no
+      `Connection: close`), as a server that times idle keep-alive connections out;
+    - `expires_in`: actions carry that `expires_in` and their hrefs a token that stops working
+      that many seconds after the batch answer (then 401, as a signed URL's expiry);
+    - `delay_downloads`: each download waits that many seconds before answering.
+
     `auth=(user, password)` demands HTTP Basic on every request. Upload actions carry an
     `X-Upload-Token` header that the PUT must send back, to check clients use action headers.
     `log` records (method, path) of every request. `tls=(certfile, keyfile)` serves HTTPS.
@@ -268,6 +277,10 @@ class FaultyLFSServer:
         self.download_action_headers: dict[str, str] = {}
         self.huge_batch = 0
         self.redirect_downloads_to: str | None = None
+        self.connections = 0
+        self.drop_idle = False
+        self.expires_in: int | None = None
+        self.delay_downloads = 0.0
         self.released = threading.Event()
         self.log: list[tuple[str, str]] = []
         self.token = secrets.token_hex(8)
@@ -370,6 +383,26 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            with server.lock:
+                server.connections += 1
+
+        def handle_one_request(self) -> None:
+            super().handle_one_request()
+            if server.drop_idle and not self.close_connection:
+                self.wfile.flush()
+                self.close_connection = True  # hang up without Connection: close
+
+        def _expired(self) -> bool:
+            """An href with a lifetime token (expires_in mode) used after its expiry: answered 401."""
+            m = re.search(r"[?&]until=([0-9.]+)", self.path)
+            if m is None or time.time() <= float(m.group(1)):
+                return False
+            self._body()
+            self._error(401, "action expired")
+            return True
+
         # -- helpers
 
         def _json(self, status: int, doc: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -443,8 +476,10 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
         # -- methods
 
         def do_GET(self) -> None:
-            if not self._gate():
+            if not self._gate() or self._expired():
                 return
+            if server.delay_downloads:
+                server.released.wait(server.delay_downloads)
             path = self.path.split("?")[0]
             m = re.search(r"/(?:objects|public)/([0-9a-f]{64})$", path)
             public = path.startswith("/public/")
@@ -506,9 +541,9 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
                 pass  # the client hung up, as it should
 
         def do_PUT(self) -> None:
-            if not self._gate():
+            if not self._gate() or self._expired():
                 return
-            m = re.search(r"/objects/([0-9a-f]{64})$", self.path)
+            m = re.search(r"/objects/([0-9a-f]{64})$", self.path.split("?")[0])
             if self._prefix() is None or not m:
                 self._body()
                 self._error(404, "not found")
@@ -579,6 +614,12 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
                     entry["actions"] = {"download": action}
                 elif op == "download":
                     entry["error"] = {"code": 404, "message": "Object does not exist"}
+                if server.expires_in is not None:
+                    until = f"?until={time.time() + server.expires_in:.3f}"
+                    for a in entry.get("actions", {}).values():
+                        if "/verify" not in a["href"]:
+                            a["href"] += until
+                        a["expires_in"] = server.expires_in
                 out.append(entry)
             if op == "download" and server.all_missing_404 and out and all("error" in e for e in out):
                 self._error(404, "Cannot find any of the requested objects")

@@ -517,3 +517,64 @@ def test_progress_shown_when_asked(
     p = Progress("x", enabled=False)
     p.add_total(1, 1)
     p.finish()
+
+
+# --------------------------------------------------------------------------------------------
+# Connections and action lifetimes
+
+
+def test_connections_are_kept_alive_and_reused(faulty: FaultyLFSServer, tmp_path: Path) -> None:
+    a = make_repo(tmp_path / "a", faulty.git_url)
+    objs = add_objects(a, 40, size=500)
+    assert RemoteStore(a, batch_size=10, concurrency=4).upload(objs) == 40
+    b = make_repo(tmp_path / "b", faulty.git_url)
+    rs = RemoteStore(b, batch_size=10, concurrency=4)
+    before = faulty.connections
+    assert rs.download(objs) == 40
+    # 4 batch requests + 40 GETs over a handful of connections, not one each
+    assert faulty.count("GET") == 40
+    assert faulty.connections - before <= 4 + 2
+    assert rs.http.pool.opened == faulty.connections - before
+
+
+def test_connections_the_server_closed_while_idle_are_replaced(
+    faulty: FaultyLFSServer, tmp_path: Path
+) -> None:
+    faulty.drop_idle = True  # every kept-alive connection is dead by the next request
+    a = make_repo(tmp_path / "a", faulty.git_url)
+    objs = add_objects(a, 12, size=500)
+    rs = RemoteStore(a, batch_size=4, concurrency=2, retries=1)  # no retries: reuse must not need one
+    assert rs.upload(objs) == 12
+    b = make_repo(tmp_path / "b", faulty.git_url)
+    assert RemoteStore(b, batch_size=4, concurrency=2, retries=1).download(objs) == 12
+    for oid, _ in objs:
+        assert store_of(b).path(oid).read_bytes() == store_of(a).path(oid).read_bytes()
+
+
+def test_a_response_cut_short_does_not_spoil_its_connection(faulty: FaultyLFSServer, tmp_path: Path) -> None:
+    a = make_repo(tmp_path / "a", faulty.git_url)
+    objs = add_objects(a, 6, size=5000)
+    assert RemoteStore(a).upload(objs) == 6
+    # an object whose declared length is wrong is refused before its body is read: the body is
+    # still on that connection, and the next request must not read it as its own answer
+    b = make_repo(tmp_path / "b", faulty.git_url)
+    lie = [(objs[0][0], objs[0][1] - 1)] + objs[1:]
+    with pytest.raises(RemoteCorruptError):
+        RemoteStore(b, concurrency=1).download(lie)
+    assert RemoteStore(b, concurrency=1).download(objs) == 1  # the other five came the first time
+    for oid, _ in objs:
+        assert store_of(b).path(oid).read_bytes() == store_of(a).path(oid).read_bytes()
+
+
+def test_expired_actions_are_asked_for_again(faulty: FaultyLFSServer, tmp_path: Path) -> None:
+    a = make_repo(tmp_path / "a", faulty.git_url)
+    objs = add_objects(a, 3, size=500)
+    assert RemoteStore(a).upload(objs) == 3
+    faulty.expires_in = 1
+    faulty.delay_downloads = 0.7  # one at a time: the third starts ~1.4 s after the batch answer
+    b = make_repo(tmp_path / "b", faulty.git_url)
+    before = faulty.count("POST", "/objects/batch")
+    assert RemoteStore(b, concurrency=1, retries=1).download(objs) == 3
+    assert faulty.count("POST", "/objects/batch") - before >= 2  # fresh actions were asked for
+    for oid, _ in objs:
+        assert store_of(b).path(oid).read_bytes() == store_of(a).path(oid).read_bytes()

@@ -1,7 +1,9 @@
 """HTTP to an LFS server with the standard library only: credentials from `git credential fill`
 when the server answers 401 (approved or rejected afterwards), `http.extraHeader` and the
 actions' headers, TLS settings from git config, and retries with exponential backoff for
-connection errors, 5xx and 429 (honouring Retry-After); other 4xx are not retried."""
+connection errors, 5xx and 429 (honouring Retry-After); other 4xx are not retried. Connections
+are kept alive and used again (HTTP/1.1), as git-lfs does: a TLS handshake per object would
+cost a round trip or two for each of a checkout's hundreds of small objects."""
 
 from __future__ import annotations
 
@@ -179,6 +181,129 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         return new
 
 
+class _Response(http.client.HTTPResponse):
+    """A response that knows whether it was closed before its body was read to the end (its
+    connection then holds the rest of the body and must not be used again)."""
+
+    cut_short = False
+
+    def close(self) -> None:
+        # read to its end: closed already (a chunked body's last chunk, EOF), or every byte of
+        # its Content-Length taken (http.client closes that only on one more read)
+        if not self.isclosed() and (self.chunked or self.length != 0):
+            self.cut_short = True
+        super().close()
+
+
+class _StaleConnection(urllib.error.URLError):
+    """A kept-alive connection failed before any answer came: the server had closed it while it
+    was idle. The request is sent again on a new connection."""
+
+
+class _Pool:
+    """Idle kept-alive connections by (connection class, host, proxy tunnel); each is used by one
+    request at a time. A connection goes back only when its response was read to the end and the
+    server did not ask to close it."""
+
+    IDLE_PER_HOST = 16
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[Any, ...], list[tuple[http.client.HTTPConnection, _Response]]] = {}
+        self._lock = threading.Lock()
+        self.opened = 0  # connections made (tests and benchmarks read it)
+
+    def take(self, key: tuple[Any, ...]) -> http.client.HTTPConnection | None:
+        """An idle connection to use for the next request, or None. One whose response is still
+        being read is left alone (closing it would cut that response off)."""
+        with self._lock:
+            idle = self._idle.get(key, [])
+            for i in range(len(idle) - 1, -1, -1):
+                conn, last = idle[i]
+                if not last.isclosed():
+                    continue
+                del idle[i]
+                if not last.cut_short and conn.sock is not None:
+                    return conn
+                conn.close()
+        return None
+
+    def give(self, key: tuple[Any, ...], conn: http.client.HTTPConnection, resp: _Response) -> None:
+        """conn, for use once resp is read to its end; past IDLE_PER_HOST it is just dropped
+        (its socket closes with resp)."""
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self.IDLE_PER_HOST:
+                idle.append((conn, resp))
+
+
+class _KeepAlive:
+    """do_open of urllib's HTTP(S) handlers with connections kept alive in a _Pool (urllib's own
+    closes every connection after one request)."""
+
+    pool: _Pool
+    _debuglevel: int
+
+    def do_open(
+        self, http_class: Any, req: urllib.request.Request, **conn_args: Any
+    ) -> http.client.HTTPResponse:
+        host = req.host
+        if not host:
+            raise urllib.error.URLError("no host given")
+        tunnel = getattr(req, "_tunnel_host", None)
+        key = (http_class, host, tunnel, req.timeout)
+        conn = None if getattr(req, "fresh_connection", False) else self.pool.take(key)
+        reused = conn is not None
+        if conn is None:
+            conn = http_class(host, timeout=req.timeout, **conn_args)
+            conn.response_class = _Response
+            self.pool.opened += 1
+        headers = dict(req.unredirected_hdrs)
+        headers.update({k: v for k, v in req.headers.items() if k not in headers})
+        headers = {name.title(): val for name, val in headers.items()}
+        if tunnel:
+            proxy_auth = headers.pop("Proxy-Authorization", None)  # for the proxy, never the origin
+            if not reused:
+                conn.set_tunnel(tunnel, headers={"Proxy-Authorization": proxy_auth} if proxy_auth else {})
+        try:
+            try:
+                conn.request(
+                    req.get_method(),
+                    req.selector,
+                    req.data,
+                    headers,
+                    encode_chunked=req.has_header("Transfer-encoding"),
+                )
+            except OSError as err:
+                raise (_StaleConnection(err) if reused else urllib.error.URLError(err)) from None
+            try:
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as err:
+                if reused:
+                    raise _StaleConnection(err) from None
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        assert isinstance(resp, _Response)
+        if not resp.will_close:
+            self.pool.give(key, conn, resp)  # taken again only once resp is read to its end
+        resp.url = req.get_full_url()
+        resp.msg = resp.reason  # type: ignore[assignment]  # what urllib's do_open does
+        return resp
+
+
+class _HTTPHandler(_KeepAlive, urllib.request.HTTPHandler):
+    def __init__(self, pool: _Pool) -> None:
+        super().__init__()
+        self.pool = pool
+
+
+class _HTTPSHandler(_KeepAlive, urllib.request.HTTPSHandler):
+    def __init__(self, pool: _Pool, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self.pool = pool
+
+
 class Http:
     """Requests with retries, credentials from git, `http.extraHeader` and TLS settings."""
 
@@ -201,10 +326,19 @@ class Http:
         if not repo.config_bool("http.sslVerify", default=True) or os.environ.get("GIT_SSL_NO_VERIFY"):
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-        https = urllib.request.HTTPSHandler(context=ctx)
-        redirect = _RedirectHandler(self.extra_headers)
-        self._opener = urllib.request.build_opener(https, redirect)  # honours http(s)_proxy, no_proxy
-        self._direct = urllib.request.build_opener(https, redirect, urllib.request.ProxyHandler({}))
+        self.pool = _Pool()
+
+        def handlers() -> list[urllib.request.BaseHandler]:
+            # one set per opener: a handler calls back into the opener it was added to last
+            # (a redirect is opened through it), so two openers must not share one
+            return [
+                _HTTPHandler(self.pool),
+                _HTTPSHandler(self.pool, ctx),
+                _RedirectHandler(self.extra_headers),
+            ]
+
+        self._opener = urllib.request.build_opener(*handlers())  # honours http(s)_proxy, no_proxy
+        self._direct = urllib.request.build_opener(*handlers(), urllib.request.ProxyHandler({}))
 
     def seed_credentials(self, url: str, username: str | None, password: str | None) -> None:
         if username and password:
@@ -396,20 +530,28 @@ class Http:
         """
         check_scheme(url, what)
         creds = self._creds_for(url) if use_creds else None
-        for attempt in range(2):
+        fresh = False  # after a stale kept-alive connection: a new one (others idle may be dead too)
+        attempt = 0
+        while attempt < 2:
+            attempt += 1
             h = {"User-Agent": USER_AGENT, **self.extra_headers(url), **headers}
             if creds is not None and not any(k.lower() == "authorization" for k in h):
                 h["Authorization"] = creds.header()
             req = urllib.request.Request(url, data=body() if body else None, headers=h, method=method)
+            req.fresh_connection = fresh  # type: ignore[attr-defined]  # read by _KeepAlive.do_open
             host = urllib.parse.urlsplit(url).hostname or ""
             opener = self._direct if is_loopback(host) else self._opener
             try:
                 resp: http.client.HTTPResponse = opener.open(req, timeout=self.timeout)
+            except _StaleConnection:
+                fresh = True
+                attempt -= 1  # the same request again, on a new connection (never stale)
+                continue
             except urllib.error.HTTPError as e:
                 status, message, retry_after = e.code, _error_message(e), e.headers.get("Retry-After")
                 e.close()
                 if status == 401:
-                    if attempt == 0 and use_creds:
+                    if attempt == 1 and use_creds:
                         creds = self._after_401(url, creds)
                         continue
                     if creds is not None and use_creds:

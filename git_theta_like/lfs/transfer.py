@@ -14,8 +14,10 @@ import hashlib
 import http.client
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +49,9 @@ CHUNK = 1 << 20
 # activity timeout, so a 64 KiB piece keeps uploads alive down to ~2 KB/s at the default 30 s
 SEND_CHUNK = 64 << 10
 BATCH_RESPONSE_LIMIT = 64 << 20  # theta-like.maxBatchResponse
+# an action that expires sooner than this is asked for again before it is used (git-lfs's
+# objectExpirationToTransfer); for an action with a shorter lifetime, half of it
+EXPIRY_MARGIN = 5.0
 PROGRESS_TITLES = {"upload": "Uploading LFS objects", "download": "Downloading LFS objects"}
 
 T = TypeVar("T")
@@ -190,6 +195,29 @@ class _Run:
         if self.errors:
             raise _combine(self.errors)
         return done
+
+
+def _expiry(action: object, asked: object) -> tuple[float, float] | None:
+    """When a batch action stops working (time.time()) and how long it lived from the batch
+    answer (`asked`): `expires_in` seconds after the answer (preferred, as in git-lfs) or
+    `expires_at` (RFC 3339). None when it says nothing usable; a server's nonsense (a negative
+    lifetime, a malformed date) is nothing usable, not a reason to ask again and again."""
+    if not isinstance(action, dict) or not isinstance(asked, float):
+        return None
+    expires_in = action.get("expires_in")
+    if isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in > 0:
+        return asked + expires_in, float(expires_in)
+    expires_at = action.get("expires_at")
+    if isinstance(expires_at, str) and expires_at:
+        try:
+            at = datetime.fromisoformat(expires_at)
+        except ValueError:
+            return None
+        if at.tzinfo is None or at.year < 2000:  # Go's zero time "0001-01-01T00:00:00Z": none
+            return None
+        deadline = at.timestamp()
+        return (deadline, deadline - asked) if deadline > asked else None
+    return None
 
 
 def _unique(oids: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -431,7 +459,28 @@ class RemoteStore:
         transfer = doc.get("transfer") or "basic"
         if transfer != "basic":
             raise RemoteError(f"LFS server at {url} chose transfer {transfer!r}; only 'basic' is supported")
-        return {str(o.get("oid")): o for o in doc["objects"] if isinstance(o, dict)}
+        asked = time.time()
+        return {str(o.get("oid")): {**o, "_asked": asked} for o in doc["objects"] if isinstance(o, dict)}
+
+    def _live(
+        self, ep: Endpoint, operation: str, oid: str, size: int, obj: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """obj, or, when its action for `operation` expires within EXPIRY_MARGIN, a fresh batch
+        answer for the object (None: an upload the server no longer needs)."""
+        actions = obj.get("actions") or {}
+        expiry = _expiry(actions.get(operation), obj.get("_asked"))
+        if expiry is None or time.time() < expiry[0] - min(EXPIRY_MARGIN, expiry[1] / 2):
+            return obj
+        fresh = self._batch(ep, operation, [(oid, size)]).get(oid)
+        err = self._object_error(ep, operation, oid, fresh)
+        if err is not None:
+            raise err
+        assert fresh is not None
+        if operation not in (fresh.get("actions") or {}):
+            if operation == "upload":
+                return None
+            raise RemoteError(f"LFS server at {ep.url} gave no download action for {oid}", [oid])
+        return fresh
 
     def _object_error(
         self, ep: Endpoint, operation: str, oid: str, obj: dict[str, Any] | None
@@ -465,8 +514,7 @@ class RemoteStore:
     ) -> Callable[[], bool]:
         def task() -> bool:
             path = store_of(self.repo).path(oid)
-            href, headers, use_creds = self._action(obj, "upload")
-            headers = {"Content-Type": "application/octet-stream", **headers, "Content-Length": str(size)}
+            current: dict[str, Any] | None = obj
             sent = 0
 
             def body() -> Iterable[bytes]:
@@ -479,7 +527,15 @@ class RemoteStore:
                     progress.advance(len(chunk))
                     yield chunk
 
+            href = ""
+
             def put() -> None:
+                nonlocal current, href
+                current = self._live(ep, "upload", oid, size, obj)  # an expired action: a new one
+                if current is None:
+                    return  # meanwhile the server got it (another client's push)
+                href, headers, use_creds = self._action(current, "upload")
+                headers = {"Content-Type": "application/octet-stream", **headers, "Content-Length": str(size)}
                 try:
                     resp = self.http.open(
                         "PUT", href, headers, body, use_creds=use_creds, what=f"upload of {oid}", note=ep.note
@@ -493,8 +549,11 @@ class RemoteStore:
                     ) from None
 
             self.http.retrying(put)
-            if "verify" in (obj.get("actions") or {}):
-                vhref, vheaders, vcreds = self._action(obj, "verify")
+            if current is None:
+                progress.object_done()
+                return False
+            if "verify" in (current.get("actions") or {}):
+                vhref, vheaders, vcreds = self._action(current, "verify")
                 vheaders = {"Accept": LFS_MEDIA_TYPE, "Content-Type": LFS_MEDIA_TYPE, **vheaders}
                 payload = json.dumps({"oid": oid, "size": size}).encode()
 
@@ -530,9 +589,10 @@ class RemoteStore:
         self, ep: Endpoint, oid: str, size: int, obj: dict[str, Any], progress: Progress
     ) -> Callable[[], bool]:
         def task() -> bool:
-            href, headers, use_creds = self._action(obj, "download")
-
             def get() -> bool:
+                live = self._live(ep, "download", oid, size, obj)  # an expired action: a new one
+                assert live is not None
+                href, headers, use_creds = self._action(live, "download")
                 try:
                     resp = self.http.open(
                         "GET", href, headers, use_creds=use_creds, what=f"download of {oid}"
