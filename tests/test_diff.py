@@ -548,6 +548,13 @@ def test_git_diff_log_and_show_print_the_summary(repo: Path) -> None:
             out
         )
         assert " layer.1.weight F32 [64,64] sha256:" in out  # context
+    # git keeps each blob's listing (diff.theta-like.cachetextconv): a second log -p runs none
+    assert git(repo, "config", "diff.theta-like.cachetextconv").stdout.strip() == "true"
+    assert git(repo, "rev-parse", "--verify", "-q", "refs/notes/textconv/theta-like").stdout.strip()
+    trace = repo.parent / "textconv-trace"
+    cached = run("env", f"GIT_TRACE={trace}", "git", "log", "-p", "-1", cwd=repo).stdout
+    assert cached == git(repo, "log", "-p", "-1").stdout and "-layer.2.weight F32" in cached
+    assert "diff-textconv" not in trace.read_text()
     # the textconv of the checkpoint itself (what git gives when it smudges) is the same listing
     (repo / "m.manifest").write_text(git(repo, "show", "HEAD:m.safetensors").stdout)
     listing = gtl(repo, "diff-textconv", "m.manifest").stdout

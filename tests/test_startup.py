@@ -89,3 +89,32 @@ def test_the_filter_process_loads_numpy_with_one_blas_thread(repo: Path) -> None
     assert seen == "1"
     _, seen = _imports_of(repo, "filter-process", env={"OPENBLAS_NUM_THREADS": "2"})
     assert seen == "2"
+
+
+def test_the_textconv_imports_neither_click_nor_numpy(repo: Path) -> None:
+    """`git log -p` starts one textconv per blob and side: the executable serves it without the
+    command line, and a manifest's listing needs no numpy."""
+    import subprocess
+
+    data = safetensors_bytes(small_model())
+    (repo / "model.safetensors").write_bytes(data)
+    git(repo, "add", "model.safetensors")
+    (repo / "m.manifest").write_text(git(repo, "show", ":model.safetensors").stdout)
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "git_theta_like", "diff-textconv", "m.manifest"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert p.stdout.startswith("# git-theta-like checkpoint: safetensors, ")
+    mods = {ln.rsplit("|", 1)[1].strip() for ln in p.stderr.splitlines() if ln.startswith("import time:")}
+    assert "git_theta_like.semdiff.textconv" in mods
+    assert not {m for m in mods if m in ("click", "numpy", "pygit2", "git_theta_like.cli")}
+    bad = subprocess.run(
+        [sys.executable, "-m", "git_theta_like", "diff-textconv", "missing.manifest"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("git-theta-like: error: ")

@@ -110,7 +110,7 @@ def diff_driver_cmd(args: tuple[str, ...]) -> None:
 @click.argument("file")
 def diff_textconv_cmd(file: str) -> None:
     """git's textconv (diff.theta-like.textconv): a checkpoint as one line per tensor."""
-    from git_theta_like.semdiff.driver import textconv_output
+    from git_theta_like.semdiff.textconv import textconv_output
 
-    sys.stdout.buffer.write(textconv_output(open_repo(), file))
+    sys.stdout.buffer.write(textconv_output(file))
     sys.stdout.flush()

@@ -27,6 +27,8 @@ CONFIG = {
     # the textconv (one line per tensor) unless given --ext-diff, then they run the command too
     f"diff.{DRIVER}.command": "git-theta-like diff-driver",
     f"diff.{DRIVER}.textconv": "git-theta-like diff-textconv",
+    # a blob's listing never changes: git keeps it in refs/notes/textconv/theta-like
+    f"diff.{DRIVER}.cachetextconv": "true",
     # merging (docs/merging.md): per tensor, three-way, model-merging strategies for both-sided changes
     f"merge.{DRIVER}.name": "git-theta-like: merge checkpoints per tensor (model-merging strategies)",
     f"merge.{DRIVER}.driver": "git-theta-like merge-driver %O %A %B %P",

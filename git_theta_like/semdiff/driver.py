@@ -20,16 +20,14 @@ The filter passes manifests through, unsmudged, to git commands that only show d
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from git_theta_like import dtypes
 from git_theta_like.display import printable
 from git_theta_like.errors import ThetaLikeError
-from git_theta_like.manifest import MAGIC, Manifest, escape_name, is_manifest
+from git_theta_like.manifest import MAGIC, Manifest, is_manifest
 from git_theta_like.semdiff.whole import tracked_by_filter, tracked_version
 from git_theta_like.store import store_of
 
@@ -107,69 +105,3 @@ def driver_output(repo: Any, args: list[str]) -> str:
         fd = diff_file(store_of(repo), new_path, old, new, stats=False)
         fd.note = f"statistics unavailable: {e}"
     return head + "\n".join(render_file_text(fd)) + "\n"
-
-
-def _listing(
-    fmt: str, size: int, skeleton: tuple[str, int], tensors: list[tuple[str, str, tuple[int, ...], str]]
-) -> str:
-    from git_theta_like.display import human_count, human_size
-
-    params = sum(dtypes.numel(shape) for _, _, shape, _ in tensors)
-    lines = [
-        f"# git-theta-like checkpoint: {fmt}, {len(tensors)} tensors, {human_count(params)} params, "
-        f"{human_size(size)}",
-        f"# header/metadata sha256:{skeleton[0][:16]} ({skeleton[1]} bytes)",
-    ]
-    for name, dtype, shape, raw in tensors:
-        shown = printable(escape_name(name))  # C1 and bidi controls are not percent-escaped
-        lines.append(f"{shown} {printable(dtype)} [{','.join(map(str, shape))}] sha256:{raw[:16]}")
-    return "\n".join(lines) + "\n"
-
-
-def manifest_listing(m: Manifest) -> str:
-    """The textconv view: a header, then one line per tensor, in file order, without offsets."""
-    return _listing(
-        m.format,
-        m.size,
-        (m.skeleton.raw, m.skeleton_length),
-        [(t.name, t.dtype, t.shape, t.obj.raw) for t in m.tensors],
-    )
-
-
-def checkpoint_listing(path: Path) -> str | None:
-    """The same view of a checkpoint file (what its manifest's listing is), from hashing its
-    tensors one at a time; nothing is stored. None when no format parses the file."""
-    from git_theta_like import formats
-    from git_theta_like.errors import FormatError
-
-    with open(path, "rb") as f:
-        reader = formats.ByteReader(f)
-        parser = formats.detect(reader.peek(formats.SNIFF_BYTES))
-        if parser is None:
-            return None
-        skeleton = hashlib.sha256()
-        skeleton_len = 0
-        tensors = []
-        try:
-            for event in parser.split(reader):
-                reader.mark()
-                if isinstance(event, formats.Skeleton):
-                    skeleton.update(event.data)
-                    skeleton_len += len(event.data)
-                else:
-                    i = event.info
-                    tensors.append((i.name, i.dtype, i.shape, hashlib.sha256(event.data).hexdigest()))
-        except FormatError:
-            return None
-    return _listing(parser.name, path.stat().st_size, (skeleton.hexdigest(), skeleton_len), tensors)
-
-
-def textconv_output(repo: Any, file: str) -> bytes:
-    """A manifest, or a checkpoint git smudged or found in the working tree, as its listing;
-    anything else as it is."""
-    with open(file, "rb") as f:
-        head = f.read(len(MAGIC))
-    if is_manifest(head):
-        return manifest_listing(Manifest.from_bytes(Path(file).read_bytes())).encode()
-    listing = checkpoint_listing(Path(file))
-    return listing.encode() if listing is not None else Path(file).read_bytes()
