@@ -9,13 +9,19 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
+import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pytest
 from conftest import BIN, git, gtl, run
 from fixtures import finetuned, safetensors_bytes, small_model
 from safetensors.numpy import load, load_file
+from test_hostile_files import MIB, add_measured
 from test_remotes import Remote, clone, commit, global_install, make_origin  # noqa: F401
 
 from git_theta_like.lfs.pointer import parse_pointer
@@ -276,3 +282,76 @@ def test_bad_input_moves_no_branch_and_writes_nothing(tmp_path: Path) -> None:
     assert r.returncode == 1 and "holds git-theta-like checkpoints" in r.stderr
     assert rev(work, "dev") == rev(work, "main")
     nothing_published()
+
+
+def test_attributes_trade_ours_for_git_lfs_and_keep_the_rest() -> None:
+    from git_theta_like.gitio.attributes import as_lfs, retrack
+
+    text = (
+        "# models\r\n"
+        "*.safetensors filter=theta-like diff=theta-like merge=theta-like -text\r\n"
+        "*.bin filter=theta-like diff=theta-like merge=theta-like -text lockable\n"
+        "*.txt text eol=lf\n"
+        "*.dat filter=lfs diff=lfs merge=lfs -text"
+    )
+    assert as_lfs(text) == (
+        "# models\r\n"
+        "*.safetensors filter=lfs diff=lfs merge=lfs -text\r\n"
+        "*.bin lockable filter=lfs diff=lfs merge=lfs -text\n"
+        "*.txt text eol=lf\n"
+        "*.dat filter=lfs diff=lfs merge=lfs -text"
+    )
+    lfs = "*.pt filter=lfs diff=lfs merge=lfs -text\n"
+    assert as_lfs(retrack(lfs, ["*.pt"])) == lfs
+
+
+def measured(repo: Path, *args: str) -> int:
+    """Peak RSS (bytes) of `git theta-like ARGS` and its children."""
+    code = (
+        "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, "git", "theta-like", *args], cwd=repo, capture_output=True
+    )
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    return int(p.stdout.split()[-1]) * 1024
+
+
+@pytest.mark.slow
+def test_a_checkpoint_larger_than_memory_allows_is_streamed(repo: Path, tmp_path: Path) -> None:
+    """A 400 MiB checkpoint is published and exported within 300 MiB of peak RSS: it is smudged
+    into a temporary file while it is hashed, never held whole."""
+    n, count = 8 * MIB, 50
+    header = {
+        f"w{i}": {"dtype": "F32", "shape": [n // 4], "data_offsets": [i * n, (i + 1) * n]}
+        for i in range(count)
+    }
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    sha = hashlib.sha256()
+    with open(repo / "big.safetensors", "wb") as f:
+
+        def parts() -> Iterator[bytes]:
+            yield struct.pack("<Q", len(head)) + head
+            for i in range(count):
+                yield np.full(n // 4, i, np.float32).tobytes()
+
+        for part in parts():
+            f.write(part)
+            sha.update(part)
+    size = (repo / "big.safetensors").stat().st_size
+    assert size > 400 * MIB
+    add_measured(repo, "big.safetensors")
+    git(repo, "commit", "-qm", "big")
+    rss = measured(repo, "publish", "--no-push")
+    assert rss < 300 * MIB, f"publish: peak RSS {rss >> 20} MiB"
+    ptr = parse_pointer(git(repo, "cat-file", "blob", "published:big.safetensors").stdout.encode())
+    assert ptr is not None and ptr.oid == sha.hexdigest() and ptr.size == size
+    stored = repo / ".git" / "lfs" / "objects" / ptr.oid[:2] / ptr.oid[2:4] / ptr.oid
+    assert stored.stat().st_size == size
+    assert not any((repo / ".git" / "lfs" / "tmp").iterdir())
+    rss = measured(repo, "export", "HEAD", str(tmp_path / "out"))
+    assert rss < 300 * MIB, f"export: peak RSS {rss >> 20} MiB"
+    with open(tmp_path / "out" / "big.safetensors", "rb") as f:
+        assert hashlib.file_digest(f, "sha256").hexdigest() == ptr.oid
