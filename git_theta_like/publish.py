@@ -36,6 +36,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pygit2
 
@@ -52,6 +53,9 @@ from git_theta_like.lfs.pointer import POINTER_MAX, LfsPointer, format_pointer, 
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.store import store_of
 from git_theta_like.store.atomic import AtomicFile, write_atomic
+
+if TYPE_CHECKING:
+    from git_theta_like.lfs.transfer import RemoteStore
 
 PUBLISH_BRANCH = "published"
 ATTRIBUTES = ".gitattributes"
@@ -308,14 +312,11 @@ def _published_tree(
     return index.write_tree(repo.git), published, objects, len(todo)
 
 
-def _upload(repo: Repo, remote: str, objects: list[tuple[str, int]]) -> int:
+def _upload(repo: Repo, client: RemoteStore, remote: str, objects: list[tuple[str, int]]) -> int:
     """Upload what the remote lacks of the objects the published tree points to. An object that
     is neither here nor on the remote (a git-lfs file never fetched here) is an error: a clone
     of the branch would fail on it."""
-    from git_theta_like.lfs.transfer import RemoteStore
-
     store = store_of(repo)
-    client = RemoteStore(repo, remote)
     absent = [(o, s) for o, s in objects if not store.has(o)]
     lacking = client.missing_on_remote(absent) if absent else []
     if lacking:
@@ -346,10 +347,12 @@ def publish(
         raise PublishError(f"{branch!r} is not a valid branch name")
     _check_not_checked_out(repo, ref, branch)
     name = remote or sync.default_remote(repo)
+    client = None
     if push:
         from git_theta_like.lfs.transfer import RemoteStore
 
-        RemoteStore(repo, name).endpoint("upload")  # a remote without an LFS endpoint fails here
+        client = RemoteStore(repo, name)
+        client.endpoint("upload")  # a remote without an LFS endpoint fails here, before any work
     sha = str(commit.id)
     subject = commit.message.split("\n", 1)[0].strip()
     with store_of(repo).lock.shared():
@@ -381,8 +384,8 @@ def publish(
             sha, subject, branch, name if push else None, str(new), str(parent) if parent else None, created
         )
         result.files, result.materialised = files, materialised
-        if push and theirs != new:
-            result.uploaded = _upload(repo, name, objects)
+        if client is not None and theirs != new:
+            result.uploaded = _upload(repo, client, name, objects)
             _git(repo, "push", "--no-verify", "-q", "--", name, f"{new}:{ref}")
             result.pushed = True
         if local != new:
