@@ -29,6 +29,7 @@ from git_theta_like.lfs.pointer import parse_pointer
 V1 = finetuned(1)
 V2 = finetuned(2, ("layers.0.attn.weight",))
 V3 = finetuned(3, ("layers.0.attn.weight", "layers.2.mlp.weight"))
+TOKENS = b"a git-lfs file beside the checkpoints " * 100
 
 
 def sha256(data: bytes) -> str:
@@ -100,18 +101,26 @@ def test_people_without_the_tool_clone_the_published_branch(tmp_path: Path) -> N
         git(work, "add", "-A")
         git(work, "commit", "-qm", "v2 and a sharded model")
         git(work, "push", "-q", "origin", "main")
+        pushed = rev(work, "main")
+        # a git-lfs file committed since, not pushed: publish uploads its object too
+        run("git", "lfs", "install", "--local", "--skip-repo", cwd=work)
+        run("git", "lfs", "track", "*.dat", cwd=work)
+        (work / "tokens.dat").write_bytes(TOKENS)
+        git(work, "add", ".gitattributes", "tokens.dat")
+        git(work, "commit", "-qm", "tokens")
         main = rev(work, "main")
+        assert sha256(TOKENS) not in origin.objects()
 
         r = gtl(work, "publish")
         assert f"publishes {main[:12]}" in r.stdout and "pushed published to origin" in r.stdout
         published = rev(work, "published")
         assert remote_branch(origin, "published") == published
-        assert remote_branch(origin, "main") == main  # the native history is untouched
+        assert remote_branch(origin, "main") == pushed  # the native history is untouched
         wanted = {"model.safetensors": V2, **{n: d for n, d in sharded.items() if n.endswith(".safetensors")}}
-        assert {sha256(d) for d in wanted.values()} <= origin.objects()  # the whole files, on the server
-        assert git(work, "log", "-1", "--format=%B", "published").stdout.startswith(
-            f"Publish {main}: v2 and a sharded model"
-        )
+        on_server = origin.objects()
+        assert {sha256(d) for d in wanted.values()} <= on_server  # the whole files
+        assert sha256(TOKENS) in on_server
+        assert git(work, "log", "-1", "--format=%B", "published").stdout.startswith(f"Publish {main}: tokens")
 
         env = consumer_env(tmp_path)
         c = tmp_path / "consumer"
@@ -132,8 +141,9 @@ def test_people_without_the_tool_clone_the_published_branch(tmp_path: Path) -> N
             "*.safetensors filter=lfs diff=lfs merge=lfs -text" in attributes
             and "theta-like" not in attributes
         )
+        assert (c / "tokens.dat").read_bytes() == TOKENS
         lfs_files = run_as(env, c, "git", "lfs", "ls-files", "-n").stdout.split()
-        assert sorted(lfs_files) == sorted(wanted)
+        assert sorted(lfs_files) == sorted([*wanted, "tokens.dat"])
         assert run_as(env, c, "git", "status", "--porcelain").stdout == ""
     finally:
         origin.stop()
