@@ -99,6 +99,10 @@ class MigrateError(ThetaLikeError):
     """migrate cannot go on; nothing was changed."""
 
 
+class PublishError(ThetaLikeError):
+    """publish or export cannot go on; no branch was moved and nothing was left half-written."""
+
+
 class DeviceError(ThetaLikeError):
     """A merge device (cpu, cuda:N, mps) that is unknown or not available."""
 

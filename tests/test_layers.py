@@ -20,6 +20,7 @@ RANKS = {
     "merge": 3,
     "maintenance": 3,
     "migrate": 3,
+    "publish": 3,
     "filters": 4,
     "lfs": 5,
     "store": 6,

@@ -19,7 +19,7 @@ from git_theta_like.errors import RevisionError, ThetaLikeError
 from git_theta_like.threads import single_threaded_blas
 
 # command name -> module:attribute (families: setup, inspect, transfer, diff, merge, migrate,
-# maintenance, plumbing)
+# publish, maintenance, plumbing)
 COMMANDS = {
     "install": "setup:install",
     "uninstall": "setup:uninstall",
@@ -36,6 +36,8 @@ COMMANDS = {
     "merge": "merge:merge_cmd",
     "mergetool": "merge:mergetool_cmd",
     "migrate": "migrate:migrate_cmd",
+    "publish": "publish:publish_cmd",
+    "export": "publish:export_cmd",
     "fsck": "maintenance:fsck_cmd",
     "gc": "maintenance:gc_cmd",
     "filter-process": "plumbing:filter_process",

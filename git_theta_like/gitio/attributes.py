@@ -9,6 +9,7 @@ from pathlib import Path
 
 DRIVER = "theta-like"
 OUR_ATTRS = [f"filter={DRIVER}", f"diff={DRIVER}", f"merge={DRIVER}", "-text"]
+LFS_ATTRS = ["filter=lfs", "diff=lfs", "merge=lfs", "-text"]  # what `git lfs track` writes
 # attributes that another tool's tracking sets and ours replaces (e.g. git-lfs's)
 REPLACED = ("filter=", "diff=", "merge=", "text", "-text", "!text")
 
@@ -215,3 +216,18 @@ def retrack(text: str, patterns: list[str]) -> str:
         else:
             lines.append(" ".join([pat, *OUR_ATTRS]))
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def as_lfs(text: str) -> str:
+    """text with git-lfs's attributes in place of ours (the inverse of `retrack`): on each line that
+    gives `filter=theta-like`, the attributes ours replace give way to `filter=lfs diff=lfs
+    merge=lfs -text`; every other line, and each line's ending, as it is."""
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        parts = body.split()
+        if len(parts) > 1 and not parts[0].startswith(("#", "[attr]")) and f"filter={DRIVER}" in parts[1:]:
+            keep = [a for a in parts[1:] if not a.startswith(REPLACED)]
+            body = " ".join([parts[0], *keep, *LFS_ATTRS])
+        out.append(body + line[len(line.rstrip("\r\n")) :])
+    return "".join(out)

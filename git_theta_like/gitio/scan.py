@@ -457,14 +457,20 @@ def tracked_by_attributes(repo: Repo, paths: list[str], rev: str | None = None) 
     """The paths whose `filter` attribute is theta-like per the `.gitattributes` files of the
     index (rev None) or of the commit rev, as `git check-attr --cached` reads them (a commit's
     are read through a temporary index, so the working tree plays no part)."""
+    from git_theta_like.gitio.attributes import DRIVER
+
+    return {p for p, value in filter_attributes(repo, paths, rev).items() if value == DRIVER}
+
+
+def filter_attributes(repo: Repo, paths: list[str], rev: str | None = None) -> dict[str, str]:
+    """path -> the value of its `filter` attribute (`theta-like`, `lfs`, ...; paths without one
+    are left out), read as tracked_by_attributes reads them."""
     import os
     import subprocess
     import tempfile
 
-    from git_theta_like.gitio.attributes import DRIVER
-
     if not paths:
-        return set()
+        return {}
     cwd = repo.workdir or repo.git_dir
     env = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="theta-like-attr-") as tmp:
@@ -487,7 +493,11 @@ def tracked_by_attributes(repo: Repo, paths: list[str], rev: str | None = None) 
         raise ThetaLikeError(f"git check-attr failed: {p.stderr.decode(errors='replace').strip()}")
     fields = p.stdout.decode("utf-8", "surrogateescape").split("\0")
     # -z output: path NUL attribute NUL value NUL, for each path
-    return {fields[i] for i in range(0, len(fields) - 2, 3) if fields[i + 2] == DRIVER}
+    return {
+        fields[i]: fields[i + 2]
+        for i in range(0, len(fields) - 2, 3)
+        if fields[i + 2] not in ("unspecified", "unset", "set")
+    }
 
 
 def unconverted_files(repo: Repo, rev: str | None = None) -> list[UnconvertedFile]:

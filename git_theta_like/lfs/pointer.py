@@ -21,6 +21,11 @@ class LfsPointer:
     extensions: bool = False  # pointers written through git-lfs extensions (not supported)
 
 
+def format_pointer(oid: str, size: int) -> bytes:
+    """The pointer git-lfs writes for an object (spec v1), byte for byte as `git lfs clean` does."""
+    return LFS_VERSION + f"\noid sha256:{oid}\nsize {size}\n".encode()
+
+
 _OID = re.compile(r"sha256:([0-9a-f]{64})")
 
 
