@@ -127,6 +127,9 @@ def codec_of(m: Manifest, name: str) -> tuple[str, int]:
 
 
 def test_finetunes_are_stored_as_deltas_automatically(repo: Path) -> None:
+    # a dense fine-tune's xor delta on its keyframe costs more than the tensor's raw bytes: the
+    # default chain-cost bound (1.0) would store a keyframe (tests/test_chain_cost.py)
+    git(repo, "config", "theta-like.maxChainRatio", "2")
     rng = np.random.default_rng(4)
     w = (rng.standard_normal((128, 256)) * 0.05).astype(np.float32)
     b = np.zeros(128, np.float32)
