@@ -404,8 +404,16 @@ class Engine:
         if depth > self.max_chain_depth:
             return None
         budget = self.chain_budget(len(data))
-        below = self.store.chain_bytes(parent.obj.oid, self.max_chain_depth)  # None: not all here
-        if below is None or below >= budget:
+        below = self.store.chain_bytes(parent.obj.oid, self.max_chain_depth)
+        if below is None:  # part of its chain missing, unreadable or too long: a keyframe
+            try:
+                self.store.read_header(parent.obj.oid, f"tensor {parent.name!r}")
+            except ObjectCorruptError as e:  # a corrupt parent: say so
+                self.warn(f"{e}; stored as a keyframe")
+            except ObjectMissingError:
+                pass
+            return None
+        if below >= budget:
             return None
         try:
             what = f"tensor {parent.name!r}"
