@@ -73,11 +73,14 @@ def small_model(seed: int = 0, scale: int = 1) -> dict[str, tuple[str, tuple[int
 
 
 def finetuned(seed: int, changed: tuple[str, ...] = ()) -> bytes:
-    """small_model(scale=2) as safetensors, with the named tensors nudged (a fine-tune)."""
+    """small_model(scale=2) as safetensors, with the named tensors nudged (a fine-tune of one
+    element in 32, always the same ones: versions are small deltas of each other, whose chains
+    stay within the chain-cost bound, docs/objects.md)."""
     sd = small_model(seed=0, scale=2)
     rng = np.random.default_rng(seed)
     for name in changed:
         dtype, shape, data = sd[name]
-        a = np.frombuffer(data, np.float32) + rng.standard_normal(len(data) // 4).astype(np.float32) * 1e-3
+        a = np.frombuffer(data, np.float32).copy()
+        a[::32] += rng.standard_normal(a[::32].size).astype(np.float32) * 1e-3
         sd[name] = (dtype, shape, a.astype(np.float32).tobytes())
     return safetensors_bytes(sd)

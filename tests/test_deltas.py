@@ -127,6 +127,9 @@ def codec_of(m: Manifest, name: str) -> tuple[str, int]:
 
 
 def test_finetunes_are_stored_as_deltas_automatically(repo: Path) -> None:
+    # a dense fine-tune's xor delta on its keyframe costs more than the tensor's raw bytes: the
+    # default chain-cost bound (1.0) would store a keyframe (tests/test_chain_cost.py)
+    git(repo, "config", "theta-like.maxChainRatio", "2")
     rng = np.random.default_rng(4)
     w = (rng.standard_normal((128, 256)) * 0.05).astype(np.float32)
     b = np.zeros(128, np.float32)
@@ -216,6 +219,9 @@ def test_renamed_tensors_find_their_parent(repo: Path) -> None:
 
 
 def test_lora_adapter_side_load_uses_its_exact_factors(repo: Path, tmp_path: Path) -> None:
+    # the factors and residual of a tensor this small cost more than its keyframe leaves under the
+    # default chain-cost bound (1.0x the raw bytes): this test is about the factors being used
+    git(repo, "config", "theta-like.maxChainRatio", "2")
     rng = np.random.default_rng(8)
     m_, n_, r = 96, 128, 4
     w = (rng.standard_normal((m_, n_)) * 0.05).astype(np.float32)

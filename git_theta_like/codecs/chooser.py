@@ -60,12 +60,15 @@ def encode_delta(
     depth: int,
     options: DeltaOptions | None = None,
     factors: tuple[object, object] | None = None,
+    room: int | None = None,
+    map_fn: MapFn = map,
 ) -> Encoded:
     """The smallest encoding of raw: a delta against base_raw (xor, sparse, lowrank) or planes.
 
     Cheap probes first (how many elements changed); the SVD only runs for dense changes of a
     2-D float tensor whose xor delta is still large. `factors` (u, v), e.g. from a LoRA
-    adapter, replace the SVD.
+    adapter, replace the SVD. `room`: the most payload bytes a delta may take (what the
+    chain's cost bound leaves); a larger delta gives a keyframe (encoded through `map_fn`).
     """
     opts = options or DeltaOptions()
     new = elements(raw, dtype)
@@ -105,8 +108,10 @@ def encode_delta(
             candidates.append((len(p), lowrank.NAME, [p], extra))
         opts.spent += time.perf_counter() - t
     size_, codec, parts, extra = min(candidates, key=lambda c: c[0])
+    if room is not None and size_ > room:  # the chain would cost more than its bound allows
+        return encode(raw, dtype, shape, raw_hash, map_fn)
     if size_ >= size * 0.9:  # the delta hardly helps: store the tensor on its own (a keyframe)
-        plain = encode(raw, dtype, shape, raw_hash)
+        plain = encode(raw, dtype, shape, raw_hash, map_fn)
         if plain.payload_size <= size_:
             return plain
     header = ObjectHeader(codec, dtype, shape, size, raw_hash, {**params, **extra}, base_oid)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from git_theta_like.errors import ObjectCorruptError
@@ -133,3 +133,34 @@ class Encoded:
     @property
     def payload_size(self) -> int:
         return sum(len(p) for p in self.parts)
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes of the object once written: payload and trailer (the LFS object's size)."""
+        return self.payload_size + len(self.header.trailer())
+
+    def with_chain_bytes(self, below: int) -> Encoded:
+        """This delta with `params.chain_bytes` set: `below` (the stored bytes of its base's whole
+        chain) plus its own stored size, that very param included (a fixed point: the number's
+        digits are part of the header it measures)."""
+        total = below + self.payload_size
+        for _ in range(8):  # the size grows with the digits of the number: a few steps at most
+            header = replace(self.header, params={**self.header.params, CHAIN_BYTES: total})
+            now = below + self.payload_size + len(header.trailer())
+            if now == total:
+                return Encoded(header, self.parts)
+            total = now
+        raise AssertionError("chain_bytes did not settle")  # pragma: no cover: cannot happen
+
+
+CHAIN_BYTES = "chain_bytes"  # header param: stored bytes of a delta and all of its chain
+
+
+def recorded_chain_bytes(header: ObjectHeader, stored: int) -> int | None:
+    """The chain bytes a delta's header records, if plausible for an object of `stored` bytes:
+    more than the object itself (its base costs something). None when absent or implausible
+    (objects written before the param existed, or a header that lies about it)."""
+    value = header.params.get(CHAIN_BYTES)
+    if not header.base or not isinstance(value, int) or not stored < value < LIMIT:
+        return None
+    return value

@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 
 from git_theta_like.errors import ManifestError
-from git_theta_like.filters.engine import DEFAULT_MAX_CHAIN, Engine
+from git_theta_like.filters.engine import DEFAULT_CHAIN_RATIO, DEFAULT_MAX_CHAIN, Engine
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs.pointer import parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
@@ -60,10 +60,17 @@ def engine_for(repo: Repo) -> Engine:
         svd = float(repo.config_get("theta-like.svdBudget") or 30)
     except ValueError:
         svd = 30.0
+    try:
+        ratio = float(repo.config_get("theta-like.maxChainRatio") or DEFAULT_CHAIN_RATIO)
+    except ValueError:
+        ratio = DEFAULT_CHAIN_RATIO
+    if not 0 <= ratio < float("inf"):  # nan, inf, negative: the default
+        ratio = DEFAULT_CHAIN_RATIO
     return Engine(
         register_repo(repo),
         deltas=repo.config_bool("theta-like.deltas", True),
         max_chain_depth=repo.config_int("theta-like.maxChainDepth", DEFAULT_MAX_CHAIN),
+        max_chain_ratio=ratio,
         svd_seconds=svd,
         lora=lora,
     )

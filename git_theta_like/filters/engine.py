@@ -27,6 +27,7 @@ from typing import Any
 
 from git_theta_like import codecs, display, dtypes, formats
 from git_theta_like.codecs import planes
+from git_theta_like.codecs.container import CHAIN_BYTES
 from git_theta_like.concurrency import SingleFlight
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import (
@@ -43,6 +44,9 @@ from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifes
 from git_theta_like.store.local import LocalStore
 
 DEFAULT_MAX_CHAIN = 8  # a delta chain longer than this gets a keyframe
+# A delta chain may cost at most this times its tensor's raw bytes (else a keyframe): a checkout
+# then never downloads more than git-lfs would (the file itself).
+DEFAULT_CHAIN_RATIO = 1.0
 BIG_REGION = 16 * 1024 * 1024  # regions above this have their chunks encoded in parallel
 DEFAULT_INFLIGHT = 64 * 1024 * 1024
 WHOLE = "opaque"  # manifest format name of a file stored whole
@@ -165,6 +169,7 @@ class Engine:
         *,
         deltas: bool = True,
         max_chain_depth: int = DEFAULT_MAX_CHAIN,
+        max_chain_ratio: float = DEFAULT_CHAIN_RATIO,
         svd_seconds: float = 30.0,
         lora: LoraFactors | None = None,
     ) -> None:
@@ -179,6 +184,7 @@ class Engine:
         self._storing: SingleFlight[str, ObjectRef] = SingleFlight()  # raw hash -> object
         self.deltas = deltas
         self.max_chain_depth = max_chain_depth
+        self.max_chain_ratio = max_chain_ratio
         self.svd_seconds = svd_seconds
         self.lora = lora
         self._holds_lock = False
@@ -371,38 +377,74 @@ class Engine:
     def _encode(
         self, info: TensorInfo, data: bytearray, raw: str, ctx: _CleanContext, map_fn: planes.MapFn
     ) -> codecs.Encoded:
-        """A delta against the tensor's previous version when there is one (and the chain is
-        not too long), else a keyframe."""
+        """A delta against the tensor's previous version when there is one and its chain stays
+        within both bounds (depth, stored bytes), else a keyframe."""
         parent = ctx.parent_of(info)
-        if parent is not None:
-            depth = parent.obj.depth + 1
-            base = None
-            if depth <= self.max_chain_depth and self.store.has(parent.obj.oid):
-                try:
-                    what = f"tensor {parent.name!r}"
-                    base = self.store.read_raw(parent.obj.oid, what, parent.obj.raw, 0, parent.length)
-                except ObjectMissingError:
-                    base = None  # part of its chain was never fetched: store a keyframe
-                except ObjectCorruptError as e:  # a corrupt or lying parent: never build on it
-                    self.warn(f"{e}; stored as a keyframe")
-                    base = None
-            if base is not None:
-                enc = codecs.encode_delta(
-                    data,
-                    base,
-                    info.dtype,
-                    info.shape,
-                    raw,
-                    parent.obj.oid,
-                    depth,
-                    ctx.options,
-                    ctx.factors_for(info.name),
-                )
-                if enc.header.base:  # record the base's size: fetching a chain needs (oid, size)
-                    params = {**enc.header.params, "base_size": parent.obj.stored}
-                    enc.header = dataclasses.replace(enc.header, params=params)
-                return enc
-        return codecs.encode(data, info.dtype, info.shape, raw, map_fn)
+        enc = None if parent is None else self._delta(info, data, raw, parent, ctx, map_fn)
+        return enc if enc is not None else codecs.encode(data, info.dtype, info.shape, raw, map_fn)
+
+    def chain_budget(self, raw_size: int) -> int:
+        """The most stored bytes a tensor's delta chain (keyframe + deltas) may take: a checkout
+        of it then downloads at most `max_chain_ratio` times the tensor's raw bytes."""
+        return int(raw_size * self.max_chain_ratio)
+
+    def _delta(
+        self,
+        info: TensorInfo,
+        data: bytearray,
+        raw: str,
+        parent: TensorEntry,
+        ctx: _CleanContext,
+        map_fn: planes.MapFn,
+    ) -> codecs.Encoded | None:
+        """The tensor as a delta against its parent, a keyframe where the delta would break the
+        chain's cost bound, or None (no delta to try: chain too deep or too costly already, the
+        parent missing, part of its chain missing, or corrupt)."""
+        depth = parent.obj.depth + 1
+        if depth > self.max_chain_depth:
+            return None
+        budget = self.chain_budget(len(data))
+        below = self.store.chain_bytes(parent.obj.oid, self.max_chain_depth)
+        if below is None:  # part of its chain missing, unreadable or too long: a keyframe
+            try:
+                self.store.read_header(parent.obj.oid, f"tensor {parent.name!r}")
+            except ObjectCorruptError as e:  # a corrupt parent: say so
+                self.warn(f"{e}; stored as a keyframe")
+            except ObjectMissingError:
+                pass
+            return None
+        if below >= budget:
+            return None
+        try:
+            what = f"tensor {parent.name!r}"
+            base = self.store.read_raw(parent.obj.oid, what, parent.obj.raw, 0, parent.length)
+        except ObjectMissingError:
+            return None  # part of its chain was never fetched: store a keyframe
+        except ObjectCorruptError as e:  # a corrupt or lying parent: never build on it
+            self.warn(f"{e}; stored as a keyframe")
+            return None
+        enc = codecs.encode_delta(
+            data,
+            base,
+            info.dtype,
+            info.shape,
+            raw,
+            parent.obj.oid,
+            depth,
+            ctx.options,
+            ctx.factors_for(info.name),
+            room=budget - below,
+            map_fn=map_fn,
+        )
+        if not enc.header.base:
+            return enc  # the chooser found a keyframe better
+        # record the base's size (fetching a chain needs (oid, size)) and the chain's cost
+        params = {**enc.header.params, "base_size": parent.obj.stored}
+        enc = codecs.Encoded(dataclasses.replace(enc.header, params=params), enc.parts)
+        enc = enc.with_chain_bytes(below)
+        if enc.header.params[CHAIN_BYTES] > budget:  # its header tipped it over: rare
+            return None
+        return enc
 
     def delta_options(self) -> codecs.DeltaOptions | None:
         if not self.deltas:

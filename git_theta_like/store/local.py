@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from git_theta_like import codecs, faults
-from git_theta_like.codecs.container import MAGIC, MAX_HEADER, TRAILER, ObjectHeader, split_object
+from git_theta_like.codecs.container import (
+    MAGIC,
+    MAX_HEADER,
+    TRAILER,
+    ObjectHeader,
+    recorded_chain_bytes,
+    split_object,
+)
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError
 from git_theta_like.store.atomic import AtomicFile
@@ -198,6 +205,34 @@ class LocalStore:
             raise ObjectCorruptError(f"{what}: {e}") from None
         except FileNotFoundError:
             raise ObjectMissingError(f"{what}: object {oid} is not in the local store ({p})") from None
+
+    def chain_bytes(self, oid: str, limit: int = MAX_CHAIN) -> int | None:
+        """The stored bytes of an object and its whole delta chain (what a checkout of it
+        downloads), from headers only: a delta's `chain_bytes` param where it is plausible, else
+        (objects written before it existed) by walking the bases, at most `limit` of them.
+        None when part of the chain is missing, unreadable, or longer than `limit`: the caller
+        then treats the object as no base to build on. A lying param can only misstate the
+        cost, never what an object decodes to."""
+        total = 0
+        seen: set[str] = set()
+        for _ in range(limit + 1):
+            if oid in seen:
+                return None  # a chain that leads back to itself
+            seen.add(oid)
+            try:
+                with open(self.path(oid), "rb") as f:
+                    stored = os.fstat(f.fileno()).st_size
+                    header = _file_header(f, oid)[0]
+            except (OSError, ObjectCorruptError):
+                return None
+            recorded = recorded_chain_bytes(header, stored)
+            if recorded is not None:
+                return total + recorded
+            total += stored
+            if not header.base:
+                return total
+            oid = header.base
+        return None
 
     def read_raw(
         self,
