@@ -171,7 +171,7 @@ def test_planes_objects_still_decode() -> None:
 # ------------------------------------------------------------------ hostile payloads
 
 
-def _refused(header: ObjectHeader, payload: bytes, match: str = "") -> None:
+def _refused(header: ObjectHeader, payload: bytes, match: str | None = None) -> None:
     with pytest.raises(ObjectCorruptError, match=match):
         codecs.decode(header, memoryview(payload), "evil")
     with pytest.raises(ObjectCorruptError, match=match):
