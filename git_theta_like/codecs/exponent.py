@@ -13,7 +13,8 @@ codes one byte per symbol, with a table per block and matches that rarely pay. T
 mode codes two exponents as one byte: the chunk's 15 most frequent consecutive values
 [base, base + 14] map to 0..14 and anything else to 15 (an escape, its value kept in an escape
 stream); two such nibbles make one symbol, and the symbols go through zstd. That halves the
-Huffman coder's loss per element and gets within 1% of the order-0 entropy.
+Huffman coder's loss per element: on MiniLM the exponent plane takes 0.329 of its bytes, against
+0.348 through zstd and an order-0 entropy of 0.326.
 
 Payload: chunks of `params.chunk` raw bytes (the last one shorter), each = `params.width` planes
 of `u8 mode + u32 length + bytes`; modes 0 stored, 1 zstd, 2 pairs (bytes = u8 base + the
