@@ -605,7 +605,143 @@ def merge_times(work: Path, repeat: int, layers: int) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"foundation", "rss", "deltas", "remote", "diff", "merge"}
+# ------------------------------------------------------------------ codec: keyframe codecs vs ZipNN
+
+
+def _codec_tensors() -> dict[str, tuple[str, list[tuple[tuple[int, ...], bytes]]]]:
+    """MiniLM's float tensors as raw bytes: fp32 and cast to bf16 (round to nearest even)."""
+    sys.path.insert(0, str(HERE))
+    import minilm
+    import torch
+
+    base = {k: v for k, v in minilm.load_base().items() if v.is_floating_point()}
+    out: dict[str, tuple[str, list[tuple[tuple[int, ...], bytes]]]] = {}
+    for label, dtype, sd, view in (
+        ("fp32", "F32", base, torch.int32),
+        ("bf16", "BF16", minilm.to_bf16(base), torch.int16),
+    ):
+        out[label] = (
+            dtype,
+            [(tuple(t.shape), t.contiguous().view(view).numpy().tobytes()) for t in sd.values()],
+        )
+    return out
+
+
+_Coder = tuple[Callable[[bytes, str, tuple[int, ...]], object], Callable[[object], bytes]]
+
+
+def _ours(codec: str) -> _Coder:
+    from git_theta_like import dtypes
+    from git_theta_like.codecs import exponent, planes, registry
+    from git_theta_like.codecs.container import ObjectHeader
+
+    def enc(raw: bytes, dtype: str, shape: tuple[int, ...]) -> object:
+        mv = memoryview(raw)
+        if codec == "exponent":
+            params, chunks = exponent.encode(mv, dtype)
+        else:
+            params, chunks = planes.encode(mv, dtypes.itemsize(dtype))
+        payload = b"".join(chunks)
+        if len(payload) >= len(raw):  # what the chooser does: store it raw
+            return ObjectHeader("raw", dtype, shape, len(raw), "0" * 64), raw
+        return ObjectHeader(codec, dtype, shape, len(raw), "0" * 64, params), payload
+
+    def dec(obj: object) -> bytes:
+        header, payload = obj  # type: ignore[misc]
+        return bytes(registry.decode(header, memoryview(payload)))
+
+    return enc, dec
+
+
+def _zipnn(
+    threads: int,
+) -> tuple[Callable[[bytes, str, tuple[int, ...]], object], Callable[[object], bytes]] | None:
+    try:
+        import torch
+        import zipnn
+    except ImportError:
+        return None
+    # zipnn 0.5.4's input_format="byte" does not give the input back (measured: decompress
+    # differs from what was compressed); its numpy / torch inputs round-trip
+    zs = {
+        "F32": zipnn.ZipNN(input_format="numpy", bytearray_dtype="float32", threads=threads),
+        "BF16": zipnn.ZipNN(input_format="torch", bytearray_dtype="bfloat16", threads=threads),
+    }
+
+    def enc(raw: bytes, dtype: str, shape: tuple[int, ...]) -> object:
+        if dtype == "F32":
+            return dtype, zs[dtype].compress(np.frombuffer(raw, np.float32))
+        t = torch.frombuffer(bytearray(raw), dtype=torch.bfloat16)
+        return dtype, zs[dtype].compress(t)
+
+    def dec(obj: object) -> bytes:
+        dtype, data = obj  # type: ignore[misc]
+        out = zs[dtype].decompress(data)
+        if dtype == "BF16":
+            return bytes(out.contiguous().view(torch.int16).numpy().tobytes())
+        return bytes(np.ascontiguousarray(out).tobytes())
+
+    return enc, dec
+
+
+def codec_ratios(repeat: int) -> str:
+    """Keyframe codecs on real weights: planes, exponent and ZipNN (when importable)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = _codec_tensors()
+    rows = []
+    ratios: dict[tuple[str, str], float] = {}
+    missing = ""
+    for label, (dtype, tensors) in data.items():
+        raw_total = sum(len(r) for _, r in tensors)
+        for name in ("planes", "exponent", "zipnn"):
+            speeds: dict[str, float] = {}
+            size = 0
+            for threads in (1, 2):
+                coder = _zipnn(threads) if name == "zipnn" else _ours(name)
+                if coder is None:
+                    missing = "ZipNN is missing (`pip install zipnn`): only our codecs were measured."
+                    break
+                enc, dec = coder
+                pool = ThreadPoolExecutor(1 if name == "zipnn" else threads)  # ZipNN threads itself
+                te, td = [], []
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    objs = list(pool.map(lambda x, enc=enc, dtype=dtype: enc(x[1], dtype, x[0]), tensors))
+                    te.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    back = list(pool.map(dec, objs))
+                    td.append(time.perf_counter() - t)
+                    if back != [r for _, r in tensors]:
+                        raise SystemExit(f"{name} did not round-trip {label}")
+                pool.shutdown()
+                size = sum(len(o[1]) for o in objs)  # type: ignore[index]
+                speeds[f"enc{threads}"] = raw_total / statistics.median(te) / 1e6
+                speeds[f"dec{threads}"] = raw_total / statistics.median(td) / 1e6
+            if not speeds:
+                continue
+            ratios[label, name] = size / raw_total
+            rows.append((label, name, size / raw_total, speeds))
+    out = [
+        "### Keyframe codecs on MiniLM (87 MB fp32; bf16 cast), ratio = stored / raw"
+        f" (median of {repeat}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)",
+        "",
+        "| dtype | codec | ratio | vs ZipNN | encode MB/s (1 / 2 threads) | decode MB/s (1 / 2 threads) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, name, ratio, sp in rows:
+        z = ratios.get((label, "zipnn"))
+        vs = f"{ratio / z:.3f}" if z else "-"
+        out.append(
+            f"| {label} | {name} | {ratio:.4f} | {vs} | {sp['enc1']:.0f} / {sp['enc2']:.0f}"
+            f" | {sp['dec1']:.0f} / {sp['dec2']:.0f} |"
+        )
+    if missing:
+        out += ["", missing]
+    return "\n".join(out)
+
+
+SECTIONS = {"foundation", "rss", "deltas", "remote", "diff", "merge", "codec"}
 
 
 def main() -> None:
@@ -644,6 +780,9 @@ def main() -> None:
             print(parts[-1], flush=True)
         if "merge" in sections:
             parts.append(merge_times(work, args.repeat, args.layers))
+            print(parts[-1], flush=True)
+        if "codec" in sections:
+            parts.append(codec_ratios(args.repeat))
             print(parts[-1], flush=True)
         if "rss" in sections:
             parts.append(rss_scaling(work, max(1, args.layers // 6), args.layers))
