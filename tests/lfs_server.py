@@ -617,13 +617,13 @@ def _git_out(repo: Path, args: list[str], data: bytes) -> bytes:
     return subprocess.run(["git", *args], cwd=repo, input=data, capture_output=True, check=True).stdout
 
 
-def referenced_by_pointers(bare_repo: Path) -> dict[str, int]:
-    """oid -> size of every git-lfs pointer blob (spec v1, parsed here independently of the
+def referenced_by_pointers(bare_repo: Path) -> set[tuple[str, int]]:
+    """(oid, size) of every git-lfs pointer blob (spec v1, parsed here independently of the
     package) reachable from the branches and tags of a repository."""
     listed = _git_out(bare_repo, ["rev-list", "--objects", "--branches", "--tags"], b"")
     ids = [line.split(b" ", 1)[0] for line in listed.splitlines() if line]
     if not ids:
-        return {}
+        return set()
     checked = _git_out(bare_repo, ["cat-file", "--batch-check"], b"\n".join(ids) + b"\n")
     small = []
     for line in checked.splitlines():
@@ -631,9 +631,9 @@ def referenced_by_pointers(bare_repo: Path) -> dict[str, int]:
         if kind == b"blob" and int(size) < 1024:
             small.append(oid)
     if not small:
-        return {}
+        return set()
     out = _git_out(bare_repo, ["cat-file", "--batch"], b"\n".join(small) + b"\n")
-    found: dict[str, int] = {}
+    found: set[tuple[str, int]] = set()
     pos = 0
     while pos < len(out):
         end = out.index(b"\n", pos)
@@ -642,7 +642,7 @@ def referenced_by_pointers(bare_repo: Path) -> dict[str, int]:
         pos = end + 1 + size + 1
         m = _POINTER.fullmatch(data)
         if m:
-            found[m.group(1).decode()] = int(m.group(2))
+            found.add((m.group(1).decode(), int(m.group(2))))
     return found
 
 
@@ -661,7 +661,7 @@ def hub_gc(bare_repo: Path, server: GiftlessServer | FaultyLFSServer | None = No
         files = [p for p in d.iterdir() if p.is_file()] if d.exists() else []
     deleted = []
     for f in files:
-        if re.fullmatch(r"[0-9a-f]{64}", f.name) and keep.get(f.name) != f.stat().st_size:
+        if re.fullmatch(r"[0-9a-f]{64}", f.name) and (f.name, f.stat().st_size) not in keep:
             f.unlink()
             deleted.append(f.name)
     return sorted(set(deleted))

@@ -129,8 +129,8 @@ def test_every_pushed_commit_survives_the_hubs_gc(tmp_path: Path, giftless: Remo
 
     # what the pushed refs need is anchored, and the branch is laid out as documented
     needed = all_objects(giftless.bare, pushed_commits(giftless.bare))
-    anchored = referenced_by_pointers(giftless.bare)
-    assert needed <= set(anchored)
+    anchored = {oid for oid, _ in referenced_by_pointers(giftless.bare)}
+    assert needed <= anchored
     tree = git(giftless.bare, "ls-tree", "-r", "--name-only", BRANCH).stdout.split()
     assert ".gitattributes" in tree and "README.md" in tree
     for oid in needed:
@@ -293,5 +293,46 @@ def test_a_push_beaten_by_another_rebuilds_its_anchor_commit(tmp_path: Path, fil
     _, err = held.communicate(timeout=60)
     assert held.returncode == 0, err
     needed = all_objects(a, ["HEAD"]) | all_objects(b, ["HEAD"])
-    assert needed <= set(referenced_by_pointers(file_remote.bare))
+    assert needed <= {oid for oid, _ in referenced_by_pointers(file_remote.bare)}
     assert git(file_remote.bare, "rev-list", "--count", BRANCH).stdout.strip() == "3"
+
+
+def test_a_wrong_pointer_on_the_anchor_branch_is_not_trusted(tmp_path: Path, file_remote: Remote) -> None:
+    """Someone rewrote the branch with one pointer wrong (its size): it does not count as
+    anchored, fsck says so, the GC deletes the object, and the repair puts both back."""
+    work = make_origin(tmp_path, file_remote)
+    (work / "model.safetensors").write_bytes(V1)
+    git(work, "add", "model.safetensors")
+    git(work, "commit", "-qm", "v1")
+    git(work, "push", "-q", "origin", "main")
+    victim = sorted(all_objects(work, ["HEAD"]))[0]
+    path = f"{victim[:2]}/{victim[2:4]}/{victim}"
+    good = git(work, "show", f"origin/theta-like-objects:{path}").stdout
+    assert good.startswith("version https://git-lfs.github.com/spec/v1\n")
+    wrong = good.replace("size ", "size 1")
+    index = tmp_path / "tmp-index"
+    env_git = ["env", f"GIT_INDEX_FILE={index}", "git"]
+    subprocess.run([*env_git, "read-tree", "origin/theta-like-objects"], cwd=work, check=True)
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"],
+        cwd=work,
+        input=wrong,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run([*env_git, "update-index", "--cacheinfo", f"100644,{blob},{path}"], cwd=work, check=True)
+    tree = subprocess.run(
+        [*env_git, "write-tree"], cwd=work, capture_output=True, text=True, check=True
+    ).stdout
+    commit = git(work, "commit-tree", "-m", "rewritten, history dropped", tree.strip()).stdout
+    git(work, "push", "-q", "--no-verify", "--force", "origin", f"{commit.strip()}:{BRANCH}")
+    f = gtl(work, "fsck", "--remote", check=False)
+    assert (
+        f.returncode == 1 and f.stdout.count("not-anchored: ") == 1 and f"not-anchored: {victim}" in f.stdout
+    )
+    assert hub_gc(file_remote.bare) == [victim]  # the GC does not keep it either
+    drop = gtl(work, "push", "--all", "origin").stdout
+    assert "1 uploaded to origin, 1 newly anchored" in drop
+    assert git(work, "show", f"origin/theta-like-objects:{path}").stdout == good
+    assert hub_gc(file_remote.bare) == []

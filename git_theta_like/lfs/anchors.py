@@ -31,6 +31,7 @@ import pygit2
 from git_theta_like import faults
 from git_theta_like.errors import RemoteError
 from git_theta_like.gitio.repo import Repo
+from git_theta_like.manifest import is_object_id
 from git_theta_like.store import store_of
 
 BRANCH = "theta-like-objects"
@@ -87,7 +88,7 @@ def true_sizes(repo: Repo, objs: Iterable[tuple[str, int]]) -> dict[str, int]:
     store = store_of(repo)
     out: dict[str, int] = {}
     for oid, size in objs:
-        if oid in out:
+        if oid in out or not is_object_id(oid):
             continue
         try:
             out[oid] = store.path(oid).stat().st_size
