@@ -260,6 +260,7 @@ def test_a_push_that_sends_no_objects_pushes_no_anchor_commit(tmp_path: Path, fi
     assert git(file_remote.bare, "rev-parse", BRANCH).stdout == tip
 
 
+@pytest.mark.slow
 def test_a_push_beaten_by_another_rebuilds_its_anchor_commit(tmp_path: Path, file_remote: Remote) -> None:
     """Two clones push at once: one builds its anchor commit, the other's push advances the
     branch meanwhile; the first is rejected, refetches, rebuilds and pushes again."""
@@ -307,12 +308,12 @@ def test_a_wrong_pointer_on_the_anchor_branch_is_not_trusted(tmp_path: Path, fil
     git(work, "push", "-q", "origin", "main")
     victim = sorted(all_objects(work, ["HEAD"]))[0]
     path = f"{victim[:2]}/{victim[2:4]}/{victim}"
-    good = git(work, "show", f"origin/theta-like-objects:{path}").stdout
+    good = git(file_remote.bare, "show", f"{BRANCH}:{path}").stdout
     assert good.startswith("version https://git-lfs.github.com/spec/v1\n")
     wrong = good.replace("size ", "size 1")
     index = tmp_path / "tmp-index"
     env_git = ["env", f"GIT_INDEX_FILE={index}", "git"]
-    subprocess.run([*env_git, "read-tree", "origin/theta-like-objects"], cwd=work, check=True)
+    subprocess.run([*env_git, "read-tree", "refs/theta-like/anchors/origin"], cwd=work, check=True)
     blob = subprocess.run(
         ["git", "hash-object", "-w", "--stdin"],
         cwd=work,
@@ -334,5 +335,22 @@ def test_a_wrong_pointer_on_the_anchor_branch_is_not_trusted(tmp_path: Path, fil
     assert hub_gc(file_remote.bare) == [victim]  # the GC does not keep it either
     drop = gtl(work, "push", "--all", "origin").stdout
     assert "1 uploaded to origin, 1 newly anchored" in drop
-    assert git(work, "show", f"origin/theta-like-objects:{path}").stdout == good
+    assert git(file_remote.bare, "show", f"{BRANCH}:{path}").stdout == good
     assert hub_gc(file_remote.bare) == []
+
+
+def test_a_remote_with_a_push_url_anchors_where_the_push_goes(tmp_path: Path, file_remote: Remote) -> None:
+    """`remote.origin.pushurl` names another repository than fetches use: the anchor branch is
+    fetched from and pushed to where the push goes."""
+    work = make_origin(tmp_path, file_remote)
+    mirror = tmp_path / "mirror.git"
+    git(tmp_path, "init", "-q", "--bare", str(mirror))
+    git(work, "remote", "set-url", "origin", f"file://{mirror}")
+    git(work, "remote", "set-url", "--push", "origin", f"file://{file_remote.bare}")
+    for i, data in enumerate((V1, V2)):
+        (work / "model.safetensors").write_bytes(data)
+        git(work, "add", "model.safetensors")
+        git(work, "commit", "-qm", f"v{i}")
+        git(work, "push", "-q", "origin", "main")
+    assert git(file_remote.bare, "rev-list", "--count", BRANCH).stdout.strip() == "2"
+    assert all_objects(work, ["HEAD", "HEAD~1"]) <= {o for o, _ in referenced_by_pointers(file_remote.bare)}

@@ -107,10 +107,12 @@ def _git(repo: Repo, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def fetch_tip(repo: Repo, remote: str) -> pygit2.Commit | None:
+def fetch_tip(repo: Repo, remote: str, url: str | None = None) -> pygit2.Commit | None:
     """The remote's anchor branch, fetched into local_ref (None when the remote has none: the
-    local ref is then removed)."""
+    local ref is then removed). From `url` when given (the URL a push goes to, which
+    `remote.<name>.pushurl` may make another than the one fetches use)."""
     ref = local_ref(repo, remote)
+    where = url or remote
     p = _git(
         repo,
         "fetch",
@@ -119,11 +121,11 @@ def fetch_tip(repo: Repo, remote: str) -> pygit2.Commit | None:
         "--no-write-fetch-head",
         "--no-auto-maintenance",
         "--no-recurse-submodules",
-        remote,
+        where,
         f"+{REMOTE_REF}:{ref}",
     )
     if p.returncode != 0:
-        listed = _git(repo, "ls-remote", "--heads", remote, REMOTE_REF)
+        listed = _git(repo, "ls-remote", "--heads", where, REMOTE_REF)
         if listed.returncode != 0 or listed.stdout.strip():  # unreachable, or it failed for another reason
             raise RemoteError(f"cannot fetch the anchor branch {BRANCH} from {remote}: {p.stderr.strip()}")
         if ref in repo.git.references:
@@ -192,7 +194,7 @@ def build(repo: Repo, tip: pygit2.Commit | None, add: dict[str, int]) -> pygit2.
     return g.create_commit(None, sig, sig, message, root.write(), parents)
 
 
-def _push(repo: Repo, remote: str, commit: pygit2.Oid) -> bool:
+def _push(repo: Repo, remote: str, url: str | None, commit: pygit2.Oid) -> bool:
     """Push commit to the remote's anchor branch; False when rejected as not a fast-forward
     (another push advanced the branch), an error for any other failure."""
     p = _git(
@@ -202,7 +204,7 @@ def _push(repo: Repo, remote: str, commit: pygit2.Oid) -> bool:
         "--no-verify",
         "--no-follow-tags",
         "--no-recurse-submodules",
-        remote,
+        url or remote,
         f"{commit}:{REMOTE_REF}",
     )
     if p.returncode == 0:
@@ -218,20 +220,23 @@ def _push(repo: Repo, remote: str, commit: pygit2.Oid) -> bool:
     )
 
 
-def anchor(repo: Repo, remote: str, objs: Iterable[tuple[str, int]], tries: int = TRIES) -> int:
+def anchor(
+    repo: Repo, remote: str, objs: Iterable[tuple[str, int]], url: str | None = None, tries: int = TRIES
+) -> int:
     """Make sure the remote's anchor branch holds a pointer to each of objs (which the remote
-    must have); returns how many were added (0, and nothing pushed, when all were there)."""
+    must have); returns how many were added (0, and nothing pushed, when all were there). `url`:
+    the URL the pre-push hook was given, which git commands then use instead of the name."""
     sizes = true_sizes(repo, objs)
     if not sizes or not enabled(repo):
         return 0
     for _ in range(max(1, tries)):
-        tip = fetch_tip(repo, remote)
+        tip = fetch_tip(repo, remote, url)
         add = unanchored(tip, sizes)
         if not add:
             return 0
         commit = build(repo, tip, add)
         faults.point("anchor")
-        if _push(repo, remote, commit):
+        if _push(repo, remote, url, commit):
             repo.git.references.create(local_ref(repo, remote), commit, force=True)
             return len(add)
     raise RemoteError(

@@ -153,7 +153,7 @@ def pre_push(repo: Repo, remote: str, url: str | None, updates: list[str]) -> Pu
         except ThetaLikeError as e:
             warn(f"could not fetch them: {e}")  # the upload names what is missing
     uploaded = RemoteStore(repo, remote, url).upload(objs)
-    return PushResult(len(objs), uploaded, anchors.anchor(repo, remote, objs))
+    return PushResult(len(objs), uploaded, anchors.anchor(repo, remote, objs, url))
 
 
 def push(
