@@ -35,6 +35,7 @@ class FsckReport:
     not_local: int = 0  # objects of pushed history that are only on the remote
     problems: list[Problem] = field(default_factory=list)
     remote: str | None = None  # the remote checked (--remote)
+    anchors: bool = False  # and its anchor branch (theta-like.anchors)
 
     @property
     def ok(self) -> bool:
@@ -127,6 +128,7 @@ def _check_remote(
     from git_theta_like.lfs.transfer import RemoteStore
 
     report.remote = remote
+    report.anchors = anchors.enabled(repo)
     store = store_of(repo)
     objs = sync.chain_closure(repo, [(o, s) for o, (_, s, _) in wanted.items()])
     missing = RemoteStore(repo, remote).missing_on_remote(objs)
@@ -138,7 +140,7 @@ def _check_remote(
             report.problems.append(
                 Problem("lost", oid, "neither the remote nor the local store has it", where)
             )
-    if anchors.enabled(repo):
+    if report.anchors:
         gone = set(missing)
         sizes = anchors.true_sizes(repo, [(o, s) for o, s in objs if o not in gone])
         for oid in sorted(anchors.unanchored(anchors.fetch_tip(repo, remote), sizes)):
@@ -211,7 +213,8 @@ def repairs(report: FsckReport) -> list[str]:
             f"and the {count['not-anchored']} unanchored one(s)"
         )
     elif count["missing-on-remote"]:
-        out.append(f"run {push} to upload the {count['missing-on-remote']} missing object(s) and anchor them")
+        also = " and anchor them" if report.anchors else ""
+        out.append(f"run {push} to upload the {count['missing-on-remote']} missing object(s){also}")
     elif count["not-anchored"]:
         out.append(f"run {push} to anchor the {count['not-anchored']} unanchored object(s)")
     if count["lost"]:
