@@ -6,7 +6,8 @@ instead stops there: it creates `<file>.reached`, then waits until `<file>` exis
 a command in the middle of its work that way, e.g. a `git add` that has written objects).
 
 Points: `write` (an object stored locally), `download` (an object received from a remote),
-`upload` (an object sent to a remote). Unset in normal use: then this costs one dict lookup.
+`upload` (an object sent to a remote), `anchor` (an anchor commit built, about to be pushed).
+Unset in normal use: then this costs one dict lookup.
 """
 
 from __future__ import annotations

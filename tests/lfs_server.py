@@ -646,6 +646,68 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+# --------------------------------------------------------------------------------------------
+# The Hugging Face Hub's garbage collection, simulated
+
+_POINTER = re.compile(
+    rb"version https://git-lfs\.github\.com/spec/v1\noid sha256:([0-9a-f]{64})\nsize (\d+)\n"
+)
+
+
+def _git_out(repo: Path, args: list[str], data: bytes) -> bytes:
+    return subprocess.run(["git", *args], cwd=repo, input=data, capture_output=True, check=True).stdout
+
+
+def referenced_by_pointers(bare_repo: Path) -> set[tuple[str, int]]:
+    """(oid, size) of every git-lfs pointer blob (spec v1, parsed here independently of the
+    package) reachable from the branches and tags of a repository."""
+    listed = _git_out(bare_repo, ["rev-list", "--objects", "--branches", "--tags"], b"")
+    ids = [line.split(b" ", 1)[0] for line in listed.splitlines() if line]
+    if not ids:
+        return set()
+    checked = _git_out(bare_repo, ["cat-file", "--batch-check"], b"\n".join(ids) + b"\n")
+    small = []
+    for line in checked.splitlines():
+        oid, kind, size = line.split(b" ")
+        if kind == b"blob" and int(size) < 1024:
+            small.append(oid)
+    if not small:
+        return set()
+    out = _git_out(bare_repo, ["cat-file", "--batch"], b"\n".join(small) + b"\n")
+    found: set[tuple[str, int]] = set()
+    pos = 0
+    while pos < len(out):
+        end = out.index(b"\n", pos)
+        size = int(out[pos:end].split(b" ")[2])
+        data = out[end + 1 : end + 1 + size]
+        pos = end + 1 + size + 1
+        m = _POINTER.fullmatch(data)
+        if m:
+            found.add((m.group(1).decode(), int(m.group(2))))
+    return found
+
+
+def hub_gc(bare_repo: Path, server: GiftlessServer | FaultyLFSServer | None = None) -> list[str]:
+    """What the Hugging Face Hub's daily garbage collection of "untracked" LFS files does:
+    delete every object the LFS server stores (giftless's local storage, FaultyLFSServer's, or
+    with no server the bare repository's own `lfs/objects`, a `file://` remote's) that no git-lfs
+    pointer blob reachable from its branches and tags references with the object's size.
+    Returns the deleted oids, sorted."""
+    keep = referenced_by_pointers(bare_repo)
+    if server is None:  # git-theta-like's own second links there too (store/local.py keep_link)
+        roots = [bare_repo / "lfs" / "objects", bare_repo / "theta-like" / "objects"]
+        files = [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
+    else:
+        d = server.object_path("0" * 64).parent
+        files = [p for p in d.iterdir() if p.is_file()] if d.exists() else []
+    deleted = []
+    for f in files:
+        if re.fullmatch(r"[0-9a-f]{64}", f.name) and (f.name, f.stat().st_size) not in keep:
+            f.unlink()
+            deleted.append(f.name)
+    return sorted(set(deleted))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("kind", choices=["giftless", "faulty"])

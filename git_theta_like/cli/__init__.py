@@ -30,6 +30,7 @@ COMMANDS = {
     "ls-files": "inspect:ls_files",
     "status": "inspect:status",
     "fetch": "transfer:fetch",
+    "push": "transfer:push",
     "checkout": "transfer:checkout",
     "diff": "diff:diff_cmd",
     "log": "diff:log_cmd",

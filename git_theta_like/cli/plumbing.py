@@ -59,9 +59,11 @@ def pre_push(remote: str, url: str | None) -> None:
     from git_theta_like.lfs import sync
 
     updates = [line for line in sys.stdin.read().splitlines() if line.strip()]
-    n = sync.pre_push(open_repo(), remote, url, updates)
-    if n:
-        click.echo(f"git-theta-like: uploaded {n} object(s) to {remote}", err=True)
+    r = sync.pre_push(open_repo(), remote, url, updates)
+    if r.uploaded:
+        click.echo(f"git-theta-like: uploaded {r.uploaded} object(s) to {remote}", err=True)
+    if r.anchored:
+        click.echo(f"git-theta-like: anchored {r.anchored} object(s) on {remote}", err=True)
 
 
 @click.command("post-merge", hidden=True)

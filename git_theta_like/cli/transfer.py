@@ -1,6 +1,9 @@
-"""`fetch` and `checkout`: objects from the remote, checkpoints into the working tree."""
+"""`fetch`, `push` and `checkout`: objects from and to the remote, checkpoints into the working
+tree."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -53,6 +56,41 @@ def fetch(
     click.echo(
         f"git-theta-like: {r.files} checkpoint(s), {r.objects} object(s) needed, {r.downloaded} downloaded"
     )
+
+
+@click.command()
+@click.argument("remote")
+@click.argument("refs", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every commit REFS reach (all branches and tags if none).")
+@click.option("--object-id", "object_id", is_flag=True, help="The arguments after REMOTE are object ids.")
+def push(remote: str, refs: tuple[str, ...], every: bool, object_id: bool) -> None:
+    """Upload the objects REMOTE lacks, even when git says everything is up to date, and anchor
+    them on its theta-like-objects branch (as `git lfs push`).
+
+    Without --all: the objects of the commits REFS (default: the current branch) reach that
+    REMOTE's remote-tracking refs do not. With --all: of every commit REFS reach, or every
+    branch and tag when none is given (repairs a remote that lost objects). With --object-id:
+    the objects named.
+    """
+    from git_theta_like.lfs import sync
+
+    if object_id and (every or not refs):
+        raise click.UsageError("--object-id needs object ids, and does not go with --all")
+    r = sync.push(open_repo(), remote, list(refs), every=every, object_ids=list(refs) if object_id else None)
+    for oid in r.sent:
+        click.echo(f"uploaded {oid}")
+    click.echo(
+        f"git-theta-like: {r.objects} object(s) needed, {r.uploaded} uploaded to {remote}, "
+        f"{r.anchored} newly anchored"
+    )
+    if r.lost:
+        shown = ", ".join(r.lost[:10]) + (" ..." if len(r.lost) > 10 else "")
+        click.echo(
+            f"git-theta-like: error: {len(r.lost)} object(s) are neither in the local store nor on "
+            f"{remote} (nor on the other remotes); they cannot be pushed from here: {shown}",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @click.command()

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pygit2
@@ -22,9 +22,11 @@ from git_theta_like.errors import (
     ObjectMissingError,
     RemoteError,
     RemoteObjectMissingError,
+    RevisionError,
     ThetaLikeError,
 )
 from git_theta_like.gitio.repo import Repo
+from git_theta_like.lfs import anchors
 from git_theta_like.manifest import Manifest, ObjectRef, is_manifest, is_object_id, parse_count
 from git_theta_like.store import store_of
 
@@ -67,11 +69,16 @@ def chain_closure(repo: Repo, objs: Iterable[tuple[str, int]]) -> list[tuple[str
 # ------------------------------------------------------------------ push
 
 
-def _rev_list_new_blobs(repo: Repo, local_sha: str, remote: str, remote_sha: str) -> list[str]:
-    """Blob ids reachable from local_sha but not from what the remote is known to have."""
-    cmd = ["git", "rev-list", "--objects", local_sha, "--not", f"--remotes={remote}"]
-    if remote_sha != ZERO and repo.git.get(remote_sha) is not None:
-        cmd.append(remote_sha)
+def _rev_list_new_blobs(
+    repo: Repo, local_sha: str, remote: str, remote_sha: str, whole_history: bool = False
+) -> list[str]:
+    """Blob ids reachable from local_sha but not from what the remote is known to have (with
+    whole_history, every blob reachable from local_sha)."""
+    cmd = ["git", "rev-list", "--objects", local_sha]
+    if not whole_history:
+        cmd += ["--not", f"--remotes={remote}"]
+        if remote_sha != ZERO and repo.git.get(remote_sha) is not None:
+            cmd.append(remote_sha)
     out = subprocess.run(cmd, cwd=repo.workdir or repo.git_dir, capture_output=True, text=True, check=True)
     blobs = []
     for line in out.stdout.splitlines():
@@ -83,8 +90,11 @@ def _rev_list_new_blobs(repo: Repo, local_sha: str, remote: str, remote_sha: str
     return blobs
 
 
-def objects_to_push(repo: Repo, remote: str, updates: Iterable[str]) -> list[tuple[str, int]]:
-    """Objects of every manifest in the commits a push sends (pre-push hook input lines)."""
+def objects_to_push(
+    repo: Repo, remote: str, updates: Iterable[str], whole_history: bool = False
+) -> list[tuple[str, int]]:
+    """Objects of every manifest in the commits a push sends (pre-push hook input lines); with
+    whole_history, in every commit the pushed refs reach, whether the remote has it or not."""
     objs: dict[str, int] = {}
     for line in updates:
         parts = line.split()
@@ -93,7 +103,7 @@ def objects_to_push(repo: Repo, remote: str, updates: Iterable[str]) -> list[tup
         _local_ref, local_sha, _remote_ref, remote_sha = parts
         if local_sha == ZERO:  # deleting a remote ref sends nothing
             continue
-        for blob_id in _rev_list_new_blobs(repo, local_sha, remote, remote_sha):
+        for blob_id in _rev_list_new_blobs(repo, local_sha, remote, remote_sha, whole_history):
             data = repo.blob(blob_id) or b""
             if not is_manifest(data):
                 continue
@@ -107,12 +117,32 @@ def objects_to_push(repo: Repo, remote: str, updates: Iterable[str]) -> list[tup
     return chain_closure(repo, objs.items())
 
 
-def pre_push(repo: Repo, remote: str, url: str | None, updates: list[str]) -> int:
+@dataclass
+class PushResult:
+    objects: int = 0  # objects the pushed commits need
+    uploaded: int = 0  # of them, sent (the remote lacked them)
+    anchored: int = 0  # newly pointed to from the remote's anchor branch (lfs/anchors.py)
+    sent: list[str] = field(default_factory=list)  # `push`: the objects uploaded
+    lost: list[str] = field(default_factory=list)  # `push`: needed, but neither here nor there
+
+
+def pre_push(repo: Repo, remote: str, url: str | None, updates: list[str]) -> PushResult:
+    """The pre-push hook: upload what the pushed commits need, then anchor it (before git sends
+    the refs, so no pushed commit's objects are ever unreferenced on the server)."""
     from git_theta_like.lfs.transfer import RemoteStore
 
+    if anchors.enabled(repo):
+        for line in updates:
+            parts = line.split()
+            if len(parts) == 4 and parts[1] == ZERO and parts[2] == anchors.REMOTE_REF:
+                raise ThetaLikeError(
+                    f"this push deletes {anchors.BRANCH} on {remote}, the branch that keeps the LFS "
+                    "objects of pushed checkpoints from being garbage-collected by the server; "
+                    f"push with --no-verify (or `git config {anchors.SETTING} false`) to delete it"
+                )
     objs = objects_to_push(repo, remote, updates)
     if not objs:
-        return 0
+        return PushResult()
     store = store_of(repo)
     lacking = [(o, s) for o, s in objs if not store.has(o)]
     if lacking:
@@ -122,7 +152,67 @@ def pre_push(repo: Repo, remote: str, url: str | None, updates: list[str]) -> in
             ensure_local(repo, lacking, what="push")
         except ThetaLikeError as e:
             warn(f"could not fetch them: {e}")  # the upload names what is missing
-    return RemoteStore(repo, remote, url).upload(objs)
+    uploaded = RemoteStore(repo, remote, url).upload(objs)
+    return PushResult(len(objs), uploaded, anchors.anchor(repo, remote, objs, url))
+
+
+def push(
+    repo: Repo, remote: str, refs: list[str], every: bool = False, object_ids: list[str] | None = None
+) -> PushResult:
+    """`git theta-like push`: upload what the remote lacks even when git says up-to-date, and
+    anchor it. The objects of the commits `refs` (default: HEAD) reach and the remote-tracking
+    refs of `remote` do not; with `every`, of every commit they reach (every branch and tag
+    when no ref is given); with object_ids, those objects."""
+    store = store_of(repo)
+    if object_ids is not None:
+        bad = [o for o in object_ids if not is_object_id(o)]
+        if bad:
+            raise ThetaLikeError(f"not an object id (64 lowercase hex digits): {bad[0]!r}")
+        lacking = [o for o in object_ids if not store.has(o)]
+        if lacking:
+            raise ObjectMissingError(
+                f"cannot push: {len(lacking)} object(s) are not in the local store: {', '.join(lacking[:10])}"
+            )
+        objs = [(o, store.path(o).stat().st_size) for o in dict.fromkeys(object_ids)]
+    else:
+        if every and not refs:
+            names = sorted(n for n in repo.git.references if n.startswith(("refs/heads/", "refs/tags/")))
+        else:
+            names = refs or ["HEAD"]
+        lines = []
+        for name in names:
+            try:
+                sha = str(repo.git.revparse_single(name).id)
+            except (KeyError, ValueError, pygit2.GitError):
+                raise RevisionError(f"bad revision '{name}'") from None
+            lines.append(f"{name} {sha} {name} {ZERO}")
+        objs = objects_to_push(repo, remote, lines, whole_history=every)
+    return _repair(repo, remote, objs)
+
+
+def _repair(repo: Repo, remote: str, objs: list[tuple[str, int]]) -> PushResult:
+    """Upload those of objs the remote lacks (fetching from the other remotes those that are
+    not local either), then anchor every one the remote now has."""
+    from git_theta_like.lfs.transfer import RemoteStore
+
+    if not objs:
+        return PushResult()
+    rs = RemoteStore(repo, remote)
+    missing = set(rs.missing_on_remote(objs))
+    store = store_of(repo)
+    lacking = [(o, s) for o, s in objs if o in missing and not store.has(o)]
+    if lacking:
+        warn(f"{len(lacking)} object(s) the remote lacks are not local: looking for them on other remotes")
+        try:
+            ensure_local(repo, lacking, what="push")
+        except ThetaLikeError as e:
+            warn(f"could not fetch them: {e}")
+    lost = [o for o, _ in objs if o in missing and not store.has(o)]
+    send = [(o, s) for o, s in objs if o in missing and o not in lost]
+    uploaded = rs.upload(send)
+    gone = set(lost)
+    anchored = anchors.anchor(repo, remote, [(o, s) for o, s in objs if o not in gone])
+    return PushResult(len(objs), uploaded, anchored, [o for o, _ in send], lost)
 
 
 # ------------------------------------------------------------------ fetch / checkout

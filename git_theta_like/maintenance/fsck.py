@@ -15,14 +15,14 @@ from git_theta_like.display import printable
 from git_theta_like.errors import ObjectCorruptError, ObjectMissingError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import UnconvertedFile, reachable_manifests, unconverted_files
-from git_theta_like.lfs import sync
+from git_theta_like.lfs import anchors, sync
 from git_theta_like.manifest import Manifest
 from git_theta_like.store import store_of
 
 
 @dataclass
 class Problem:
-    kind: str  # missing | corrupt | missing-on-remote | bad-manifest | not-converted
+    kind: str  # missing | corrupt | missing-on-remote | lost | not-anchored | bad-manifest | not-converted
     oid: str
     detail: str
     affects: list[str] = field(default_factory=list)  # "commit path: tensor" examples
@@ -34,6 +34,8 @@ class FsckReport:
     objects: int = 0
     not_local: int = 0  # objects of pushed history that are only on the remote
     problems: list[Problem] = field(default_factory=list)
+    remote: str | None = None  # the remote checked (--remote)
+    anchors: bool = False  # and its anchor branch (theta-like.anchors)
 
     @property
     def ok(self) -> bool:
@@ -113,18 +115,44 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
         except ThetaLikeError as e:  # corrupt, or a header or payload no parser accepts
             report.problems.append(Problem("corrupt", oid, str(e), where))
     if check_remote:
-        from git_theta_like.lfs.transfer import RemoteStore
-
-        rs = RemoteStore(repo, remote or sync.default_remote(repo))
-        objs = sync.chain_closure(repo, [(o, s) for o, (_, s, _) in wanted.items()])
-        for oid in rs.missing_on_remote(objs):
-            report.problems.append(
-                Problem(
-                    "missing-on-remote", oid, "the remote does not have it", wanted.get(oid, ("", 0, []))[2]
-                )
-            )
+        _check_remote(repo, remote or sync.default_remote(repo), wanted, report)
     report.problems.extend(unconverted_problems(repo))
     return report
+
+
+def _check_remote(
+    repo: Repo, remote: str, wanted: dict[str, tuple[str, int, list[str]]], report: FsckReport
+) -> None:
+    """Whether the remote has every object (batch API) and, unless theta-like.anchors is off,
+    whether its anchor branch points to each one it has; then the command that repairs it."""
+    from git_theta_like.lfs.transfer import RemoteStore
+
+    report.remote = remote
+    report.anchors = anchors.enabled(repo)
+    store = store_of(repo)
+    objs = sync.chain_closure(repo, [(o, s) for o, (_, s, _) in wanted.items()])
+    missing = RemoteStore(repo, remote).missing_on_remote(objs)
+    for oid in missing:
+        where = wanted.get(oid, ("", 0, []))[2]
+        if store.has(oid):
+            report.problems.append(Problem("missing-on-remote", oid, "the remote does not have it", where))
+        else:
+            report.problems.append(
+                Problem("lost", oid, "neither the remote nor the local store has it", where)
+            )
+    if report.anchors:
+        gone = set(missing)
+        sizes = anchors.true_sizes(repo, [(o, s) for o, s in objs if o not in gone])
+        for oid in sorted(anchors.unanchored(anchors.fetch_tip(repo, remote), sizes)):
+            report.problems.append(
+                Problem(
+                    "not-anchored",
+                    oid,
+                    f"no git-lfs pointer on {remote}'s {anchors.BRANCH} branch names it: a server that "
+                    "garbage-collects LFS objects (the Hugging Face Hub) will delete it",
+                    wanted.get(oid, ("", 0, []))[2],
+                )
+            )
 
 
 def _lengths(manifest: Manifest) -> list[int]:
@@ -167,4 +195,32 @@ def format_report(report: FsckReport) -> str:
         lines.append(f"{p.kind}: {p.oid}: {p.detail}")
         lines.extend(f"    used by {a}" for a in p.affects)
     lines.append("ok" if report.ok else f"{len(report.problems)} problem(s)")
+    lines.extend(repairs(report))
     return "\n".join(printable(line) for line in lines)  # paths and names come from repositories
+
+
+def repairs(report: FsckReport) -> list[str]:
+    """What repairs the remote's problems a report found, one line each."""
+    count = {
+        k: sum(1 for p in report.problems if p.kind == k)
+        for k in ("missing-on-remote", "not-anchored", "lost")
+    }
+    out = []
+    push = f"`git theta-like push --all {report.remote}`"
+    if count["missing-on-remote"] and count["not-anchored"]:
+        out.append(
+            f"run {push} to upload the {count['missing-on-remote']} missing object(s) and anchor them "
+            f"and the {count['not-anchored']} unanchored one(s)"
+        )
+    elif count["missing-on-remote"]:
+        also = " and anchor them" if report.anchors else ""
+        out.append(f"run {push} to upload the {count['missing-on-remote']} missing object(s){also}")
+    elif count["not-anchored"]:
+        out.append(f"run {push} to anchor the {count['not-anchored']} unanchored object(s)")
+    if count["lost"]:
+        out.append(
+            f"{count['lost']} object(s) are neither on {report.remote} nor here: this clone cannot repair "
+            f"them (a clone that still has them can, with {push}); the commits that use them cannot be "
+            "checked out"
+        )
+    return out
