@@ -241,7 +241,7 @@ def ensure_local(
     wanted = dict(objs)
     fetched = 0
     seen: set[str] = set()
-    clients: dict[str, RemoteStore] = {}  # one per remote for all chain levels (endpoint, auth)
+    clients = _clients(repo)  # one per remote for all chain levels and calls (endpoint, auth, connections)
     while True:
         missing = [(o, s) for o, s in wanted.items() if not store.has(o)]
         if missing:
@@ -271,6 +271,16 @@ def ensure_plain(
         return 0
     fetched: int = _remote_store(repo, remote, what, missing).download(missing)
     return fetched
+
+
+_CLIENTS: dict[str, dict[str, RemoteStore]] = {}
+
+
+def _clients(repo: Repo) -> dict[str, RemoteStore]:
+    """The RemoteStores this process made for repo, by remote name: a filter process serves
+    every file of one git command, and each file's download then reuses the endpoint, the
+    credentials and the kept-alive connections of the files before it."""
+    return _CLIENTS.setdefault(str(repo.git_dir), {})
 
 
 def search_all_remotes(repo: Repo) -> bool:
