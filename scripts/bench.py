@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -185,7 +187,7 @@ def table(
         head, rule = head + " target |", rule + "---|"
     out = [f"\n### {title}\n", head, rule]
     for name, a, b, fmt in rows:
-        ratio = f"{a / b:.2f}x" if b else "n/a"
+        ratio = f"{a / b:.2f}x" if b and math.isfinite(a / b) else "n/a"
         line = f"| {name} | {fmt(a)} | {fmt(b)} | {ratio} |"
         if targets is not None:
             t = targets.get(name)
@@ -477,8 +479,9 @@ def _net_run(
     rec: dict[str, list[float]],
     rtt: float,
     mbit: float,
-) -> None:
-    """One run of a network scenario for one tool: a fresh giftless behind a fresh shaped link."""
+) -> str | None:
+    """One run of a network scenario for one tool: a fresh giftless behind a fresh shaped link.
+    A step that fails ends the run: the failure is returned (None: every step ran)."""
     from lfs_server import GiftlessServer
     from netproxy import NetProxy
 
@@ -520,43 +523,53 @@ def _net_run(
 
         tip = 0
         for kind, v, label in steps:
-            if kind == "push":
-                assert v is not None
-                for rel, src in versions[v].items():
-                    if committed.get(rel) != src:
-                        (r.root / rel).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(src, r.root / rel)
-                        committed[rel] = src
-                r.git("add", "-A")
-                r.git("commit", "-qm", f"v{v + 1}")
-                measure(label, ["git", "push", "-q", "origin", "main"], r.root, True, srv.storage)
-                tip = v
-            elif kind == "clone":
-                dest = root / f"clone{len(clones)}"
-                objects = dest / ".git" / "lfs" / "objects"
-                measure(label, ["git", "clone", "-q", str(bare), str(dest)], root, False, objects)
-                check(dest, tip)
-                clones.append(dest)
-            else:
-                assert v is not None and v == tip, "pull the version just pushed"
-                objects = clones[0] / ".git" / "lfs" / "objects"
-                measure(label, ["git", "pull", "-q", "origin", "main"], clones[0], False, objects)
-                check(clones[0], v)
+            try:
+                if kind == "push":
+                    assert v is not None
+                    for rel, src in versions[v].items():
+                        if committed.get(rel) != src:
+                            (r.root / rel).parent.mkdir(parents=True, exist_ok=True)
+                            shutil.copyfile(src, r.root / rel)
+                            committed[rel] = src
+                    r.git("add", "-A")
+                    r.git("commit", "-qm", f"v{v + 1}")
+                    measure(label, ["git", "push", "-q", "origin", "main"], r.root, True, srv.storage)
+                    tip = v
+                elif kind == "clone":
+                    dest = root / f"clone{len(clones)}"
+                    objects = dest / ".git" / "lfs" / "objects"
+                    measure(label, ["git", "clone", "-q", str(bare), str(dest)], root, False, objects)
+                    check(dest, tip)
+                    clones.append(dest)
+                else:
+                    assert v is not None and v == tip, "pull the version just pushed"
+                    objects = clones[0] / ".git" / "lfs" / "objects"
+                    measure(label, ["git", "pull", "-q", "origin", "main"], clones[0], False, objects)
+                    check(clones[0], v)
+            except RuntimeError as e:  # reported under the table; the other runs go on
+                why = re.sub(r"\?\S+", "?...", " ".join(str(e).split()))  # hrefs without their tokens
+                return f"{'git-' * (tool == 'theta-like')}{tool}, {label}: {why[:600]}"
+    return None
 
 
-def _net_medians(m: dict[str, dict[str, list[float]]], title: str, targets: dict[str, float]) -> str:
+def _net_medians(
+    m: dict[str, dict[str, list[float]]], title: str, targets: dict[str, float], failures: list[str]
+) -> str:
     def mib1(x: float) -> str:
         return f"{x / 2**20:.1f} MiB"
 
     def count(x: float) -> str:
         return f"{x:.0f}"
 
+    def failed(fmt: Callable[[float], str]) -> Callable[[float], str]:
+        return lambda x: "failed" if math.isnan(x) else fmt(x)
+
     rows: list[tuple[str, float, float, Callable[[float], str]]] = []
-    for key in m["theta-like"]:
-        a, b = med(m["theta-like"][key]), med(m["git-lfs"][key])
+    for key in [*m["theta-like"], *(k for k in m["git-lfs"] if k not in m["theta-like"])]:
+        a, b = (med(m[t][key]) if m[t].get(key) else math.nan for t in TOOLS)
         fmt = secs if key.endswith("time") else count if key.endswith("connections") else mib1
-        rows.append((key, a, b, fmt))
-    return table(title, rows, targets)
+        rows.append((key, a, b, failed(fmt)))
+    return table(title, rows, targets) + "".join(f"\n\nfailed: {f}" for f in failures)
 
 
 def network(work: Path, repeat: int, net_mb: int, rtt_ms: float, mbit: float) -> str:
@@ -660,13 +673,15 @@ def network(work: Path, repeat: int, net_mb: int, rtt_ms: float, mbit: float) ->
         ),
     ):
         m: dict[str, dict[str, list[float]]] = {t: {} for t in TOOLS}
+        failures: list[str] = []
         for rep in range(repeat):
             for tool in TOOLS:
                 root = work / f"net-{name}-{tool}-{rep}"
                 root.mkdir()
-                _net_run(root, tool, versions, steps, m[tool], rtt, mbit)
+                if failure := _net_run(root, tool, versions, steps, m[tool], rtt, mbit):
+                    failures.append(failure)
                 shutil.rmtree(root)
-        report.append(_net_medians(m, title, targets))
+        report.append(_net_medians(m, title, targets, failures))
         print(report[-1], flush=True)
     for v in big:
         v["model.safetensors"].unlink()
