@@ -548,7 +548,7 @@ def _net_run(
                     check(clones[0], v)
             except RuntimeError as e:  # reported under the table; the other runs go on
                 why = re.sub(r"\?\S+", "?...", " ".join(str(e).split()))  # hrefs without their tokens
-                return f"{'git-' * (tool == 'theta-like')}{tool}, {label}: {why[:600]}"
+                return f"{'git-theta-like' if tool == 'theta-like' else tool}, {label}: {why[:600]}"
     return None
 
 
