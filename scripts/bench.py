@@ -1,6 +1,6 @@
 """Measure git-theta-like against plain git-lfs on the same files, in one run.
 
-    scripts/bench [--repeat N] [--sections foundation] [--out DIR]
+    scripts/bench [--repeat N] [--sections foundation,network] [--net-mb N] [--out DIR]
 
 Each section builds its workload, runs the same git commands in a fresh repository per tool and
 repetition, and prints a Markdown table of medians with the ratio git-theta-like / git-lfs.
@@ -10,8 +10,11 @@ The filter processes of both tools run under a small wrapper that records their 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
+import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -172,11 +175,27 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def table(title: str, rows: list[tuple[str, float, float, Callable[[float], str]]]) -> str:
-    out = [f"\n### {title}\n", "| measure | git-theta-like | git-lfs | ratio |", "|---|---:|---:|---:|"]
+def table(
+    title: str,
+    rows: list[tuple[str, float, float, Callable[[float], str]]],
+    targets: dict[str, float] | None = None,
+) -> str:
+    """A Markdown table of medians and ratios; with `targets` (measure -> highest ratio allowed),
+    a column saying whether each target is met."""
+    head, rule = "| measure | git-theta-like | git-lfs | ratio |", "|---|---:|---:|---:|"
+    if targets is not None:
+        head, rule = head + " target |", rule + "---|"
+    out = [f"\n### {title}\n", head, rule]
     for name, a, b, fmt in rows:
-        ratio = f"{a / b:.2f}x" if b else "n/a"
-        out.append(f"| {name} | {fmt(a)} | {fmt(b)} | {ratio} |")
+        ratio = f"{a / b:.2f}x" if b and math.isfinite(a / b) else "n/a"
+        line = f"| {name} | {fmt(a)} | {fmt(b)} | {ratio} |"
+        if targets is not None:
+            t = targets.get(name)
+            if t is None:
+                line += " |"
+            else:
+                line += f" <= {t:g}x: {'met' if b and a / b <= t else 'NOT met'} |"
+        out.append(line)
     return "\n".join(out)
 
 
@@ -402,6 +421,12 @@ def _remote_run(root: Path, tool: str, files: list[Path], rec: dict[str, list[fl
         assert (clone / "model.safetensors").read_bytes() == files[3].read_bytes()
 
 
+def install_filters_globally(work: Path) -> None:
+    """Both tools' filters in the (bench's own) global config, so that clones smudge."""
+    sh(["git", "theta-like", "install", "--global", "--no-hooks"], work)
+    sh(["git", "lfs", "install", "--skip-repo"], work)
+
+
 def remote(work: Path, repeat: int, layers: int) -> str:
     """Push and clone through a real LFS server (giftless on loopback), both tools, same history:
     v1, then v2 and v3 (3 tensors changed each) pushed together, a fresh clone of v3, then v4
@@ -419,8 +444,7 @@ def remote(work: Path, repeat: int, layers: int) -> str:
         write_safetensors(f, sd)
         files.append(f)
     size = files[0].stat().st_size
-    sh(["git", "theta-like", "install", "--global", "--no-hooks"], work)
-    sh(["git", "lfs", "install", "--skip-repo"], work)
+    install_filters_globally(work)
     m: dict[str, dict[str, list[float]]] = {t: {} for t in TOOLS}
     for rep in range(repeat):
         for tool in TOOLS:
@@ -439,6 +463,230 @@ def remote(work: Path, repeat: int, layers: int) -> str:
         f"later versions change 3 tensors, median of {repeat}",
         rows,
     )
+
+
+# Steps of a network scenario: ("push", version, label) commits that version and pushes it;
+# ("clone", None, label) makes a fresh clone of the tip (the first one is kept and pulls later
+# versions); ("pull", version, label) pulls the pushed version into that clone.
+NetStep = tuple[str, int | None, str]
+
+
+def _net_run(
+    root: Path,
+    tool: str,
+    versions: list[dict[str, Path]],
+    steps: list[NetStep],
+    rec: dict[str, list[float]],
+    rtt: float,
+    mbit: float,
+) -> str | None:
+    """One run of a network scenario for one tool: a fresh giftless behind a fresh shaped link.
+    A step that fails ends the run: the failure is returned (None: every step ran)."""
+    from lfs_server import GiftlessServer
+    from netproxy import NetProxy
+
+    with (
+        GiftlessServer(root / "server") as srv,
+        NetProxy(("127.0.0.1", srv.port), rtt=rtt, mbit=mbit) as link,
+    ):
+        # giftless builds its action hrefs from the request's Host header, so with lfs.url at the
+        # proxy the objects travel through it too (checked below with the byte counters)
+        endpoint = srv.endpoint.replace(srv.base, f"http://127.0.0.1:{link.port}")
+        bare = root / "remote.git"
+        sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], root)
+        r = Repo(root / "origin", tool)
+        (r.root / ".lfsconfig").write_text(f'[lfs]\n\turl = "{endpoint}"\n')
+        r.git("add", ".lfsconfig")
+        r.git("commit", "-qm", "lfsconfig")
+        r.git("remote", "add", "origin", str(bare))
+        clones: list[Path] = []
+        committed: dict[str, Path] = {}
+
+        def size_of(d: Path) -> int:
+            return dir_size(d) if d.exists() else 0
+
+        def measure(label: str, cmd: list[str], cwd: Path, up: bool, landed: Path) -> None:
+            """Time cmd; record the bytes it moved over the link one way and the connections it
+            opened; check that the objects that landed (on the server or in the clone) crossed it."""
+            moved, conns, before = link.bytes_up if up else link.bytes_down, link.connections, size_of(landed)
+            rec.setdefault(f"{label}: time", []).append(sh(cmd, cwd))
+            moved = (link.bytes_up if up else link.bytes_down) - moved
+            rec.setdefault(f"{label}: {'bytes sent' if up else 'bytes received'}", []).append(moved)
+            rec.setdefault(f"{label}: connections", []).append(link.connections - conns)
+            if (grown := size_of(landed) - before) > moved:
+                raise RuntimeError(f"{label}: {grown} bytes of objects arrived, {moved} crossed the link")
+
+        def check(clone: Path, v: int) -> None:
+            for rel, src in versions[v].items():
+                if not filecmp.cmp(clone / rel, src, shallow=False):
+                    raise RuntimeError(f"{tool}: {clone.name}/{rel} is not byte-identical to the version")
+
+        tip = 0
+        for kind, v, label in steps:
+            try:
+                if kind == "push":
+                    assert v is not None
+                    for rel, src in versions[v].items():
+                        if committed.get(rel) != src:
+                            (r.root / rel).parent.mkdir(parents=True, exist_ok=True)
+                            shutil.copyfile(src, r.root / rel)
+                            committed[rel] = src
+                    r.git("add", "-A")
+                    r.git("commit", "-qm", f"v{v + 1}")
+                    measure(label, ["git", "push", "-q", "origin", "main"], r.root, True, srv.storage)
+                    tip = v
+                elif kind == "clone":
+                    dest = root / f"clone{len(clones)}"
+                    objects = dest / ".git" / "lfs" / "objects"
+                    measure(label, ["git", "clone", "-q", str(bare), str(dest)], root, False, objects)
+                    check(dest, tip)
+                    clones.append(dest)
+                else:
+                    assert v is not None and v == tip, "pull the version just pushed"
+                    objects = clones[0] / ".git" / "lfs" / "objects"
+                    measure(label, ["git", "pull", "-q", "origin", "main"], clones[0], False, objects)
+                    check(clones[0], v)
+            except RuntimeError as e:  # reported under the table; the other runs go on
+                why = re.sub(r"\?\S+", "?...", " ".join(str(e).split()))  # hrefs without their tokens
+                return f"{'git-theta-like' if tool == 'theta-like' else tool}, {label}: {why[:600]}"
+    return None
+
+
+def _net_medians(
+    m: dict[str, dict[str, list[float]]], title: str, targets: dict[str, float], failures: list[str]
+) -> str:
+    def mib1(x: float) -> str:
+        return f"{x / 2**20:.1f} MiB"
+
+    def count(x: float) -> str:
+        return f"{x:.0f}"
+
+    def failed(fmt: Callable[[float], str]) -> Callable[[float], str]:
+        return lambda x: "failed" if math.isnan(x) else fmt(x)
+
+    rows: list[tuple[str, float, float, Callable[[float], str]]] = []
+    for key in [*m["theta-like"], *(k for k in m["git-lfs"] if k not in m["theta-like"])]:
+        a, b = (med(m[t][key]) if m[t].get(key) else math.nan for t in TOOLS)
+        fmt = secs if key.endswith("time") else count if key.endswith("connections") else mib1
+        rows.append((key, a, b, failed(fmt)))
+    return table(title, rows, targets) + "".join(f"\n\nfailed: {f}" for f in failures)
+
+
+def network(work: Path, repeat: int, net_mb: int, rtt_ms: float, mbit: float) -> str:
+    """Push, fresh clone and pull through giftless behind a shaped link (scripts/netproxy.py:
+    rtt_ms round trip, mbit per direction), both tools, same files: (a) one BERT-like fp32
+    checkpoint of about net_mb MiB over 4 versions (v2 and v4 change 3 tensors, v3 is a full
+    fine-tune); (b) 120 checkpoints of 1-4 MiB in one commit, then 24 of them changed."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    rtt = rtt_ms / 1000
+    install_filters_globally(work)
+    link = f"{rtt_ms:g} ms RTT, {mbit:g} Mbit/s each way"
+
+    # (a) one large checkpoint
+    d = 768
+    embeddings = (30522 + 512) * d + 2 * d
+    per_layer = 12 * d * d + 13 * d
+    layers = max(1, round((net_mb * 2**20 / 4 - embeddings) / per_layer))
+    sd = bert_like(layers)
+    big: list[dict[str, Path]] = []
+    for i in range(4):
+        if i:
+            sd = all_changed(sd, seed=i) if i == 2 else few_changed(sd, seed=i)
+        f = work / f"net-v{i + 1}.safetensors"
+        write_safetensors(f, sd)
+        big.append({"model.safetensors": f})
+    del sd
+    size = big[0]["model.safetensors"].stat().st_size
+    big_steps: list[NetStep] = [
+        ("push", 0, "push v1"),
+        ("push", 1, "push v2 (3 tensors changed)"),
+        ("clone", None, "fresh clone of v2"),
+        ("push", 2, "push v3 (full fine-tune)"),
+        ("pull", 2, "pull of v3 (full fine-tune)"),
+        ("push", 3, "push v4 (3 tensors changed)"),
+        ("pull", 3, "pull of v4 (3 tensors changed)"),
+        ("clone", None, "fresh clone of v4"),
+    ]
+    big_targets = {
+        "push v2 (3 tensors changed): bytes sent": 0.2,
+        "push v3 (full fine-tune): bytes sent": 0.2,
+        "push v4 (3 tensors changed): bytes sent": 0.2,
+        "fresh clone of v2: bytes received": 1.0,
+        "fresh clone of v2: time": 1.2,
+        "fresh clone of v4: bytes received": 1.0,
+        "fresh clone of v4: time": 1.2,
+    }
+
+    # (b) 120 small checkpoints: 4 weight matrices (mb x 256 rows of 256 fp32) and 4 biases
+    # each, 1-4 MiB; v2 changes one matrix and its bias in every fifth file
+    rng = np.random.default_rng(7)
+    small_v1: dict[str, Path] = {}
+    small_v2: dict[str, Path] = {}
+    (work / "net-small").mkdir()
+    for i in range(120):
+        mb = 1 + i % 4
+        ck = {}
+        for j in range(4):
+            ck[f"layer.{j}.weight"] = (rng.standard_normal((256 * mb, 256), dtype=np.float32) * 0.02).astype(
+                np.float32
+            )
+            ck[f"layer.{j}.bias"] = (rng.standard_normal(256, dtype=np.float32) * 0.02).astype(np.float32)
+        rel = f"ckpt/model-{i:03d}.safetensors"
+        small_v1[rel] = small_v2[rel] = work / "net-small" / f"v1-{i:03d}.safetensors"
+        write_safetensors(small_v1[rel], ck)
+        if i % 5 == 0:
+            for name in ("layer.0.weight", "layer.0.bias"):
+                a = ck[name]
+                ck[name] = (a + rng.standard_normal(a.shape, dtype=np.float32) * 1e-3).astype(np.float32)
+            small_v2[rel] = work / "net-small" / f"v2-{i:03d}.safetensors"
+            write_safetensors(small_v2[rel], ck)
+    small_size = sum(f.stat().st_size for f in small_v1.values())
+    small_steps: list[NetStep] = [
+        ("push", 0, "push v1 (120 files)"),
+        ("clone", None, "fresh clone of v1"),
+        ("push", 1, "push v2 (24 files changed)"),
+        ("pull", 1, "pull of v2"),
+    ]
+    small_targets = {
+        "push v2 (24 files changed): bytes sent": 0.2,
+        "fresh clone of v1: bytes received": 1.0,
+        "fresh clone of v1: time": 2.0,
+    }
+
+    report = []
+    for name, versions, steps, targets, title in (
+        (
+            "big",
+            big,
+            big_steps,
+            big_targets,
+            f"Network, one checkpoint: {size / 2**20:.0f} MiB fp32 ({layers} layers), 4 versions, "
+            f"{link}, median of {repeat}",
+        ),
+        (
+            "small",
+            [small_v1, small_v2],
+            small_steps,
+            small_targets,
+            f"Network, 120 checkpoints of 1-4 MiB ({small_size / 2**20:.0f} MiB) in one commit, "
+            f"{link}, median of {repeat}",
+        ),
+    ):
+        m: dict[str, dict[str, list[float]]] = {t: {} for t in TOOLS}
+        failures: list[str] = []
+        for rep in range(repeat):
+            for tool in TOOLS:
+                root = work / f"net-{name}-{tool}-{rep}"
+                root.mkdir()
+                if failure := _net_run(root, tool, versions, steps, m[tool], rtt, mbit):
+                    failures.append(failure)
+                shutil.rmtree(root)
+        report.append(_net_medians(m, title, targets, failures))
+        print(report[-1], flush=True)
+    for v in big:
+        v["model.safetensors"].unlink()
+    shutil.rmtree(work / "net-small")
+    return "\n".join(report)
 
 
 def diff_times(work: Path, repeat: int, layers: int) -> str:
@@ -741,7 +989,7 @@ def codec_ratios(repeat: int) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"foundation", "rss", "deltas", "remote", "diff", "merge", "codec"}
+SECTIONS = {"foundation", "rss", "deltas", "remote", "network", "diff", "merge", "codec"}
 
 
 def main() -> None:
@@ -750,6 +998,11 @@ def main() -> None:
     ap.add_argument(
         "--layers", type=int, default=12, help="encoder layers of the BERT-like model (12: ~110M)"
     )
+    ap.add_argument(
+        "--net-mb", type=int, default=1024, help="network: size of the one-checkpoint workload (MiB)"
+    )
+    ap.add_argument("--rtt-ms", type=float, default=40.0, help="network: round-trip time of the link")
+    ap.add_argument("--mbit", type=float, default=200.0, help="network: link rate each way, Mbit/s")
     ap.add_argument("--sections", default=",".join(sorted(SECTIONS)))
     ap.add_argument("--out", type=Path, help="also write the report to this file")
     args = ap.parse_args()
@@ -775,6 +1028,9 @@ def main() -> None:
         if "remote" in sections:
             parts.append(remote(work, args.repeat, args.layers))
             print(parts[-1], flush=True)
+        if "network" in sections:
+            sys.path.insert(0, str(HERE))
+            parts.append(network(work, args.repeat, args.net_mb, args.rtt_ms, args.mbit))
         if "diff" in sections:
             parts.append(diff_times(work, args.repeat, args.layers))
             print(parts[-1], flush=True)
