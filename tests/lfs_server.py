@@ -246,7 +246,9 @@ class FaultyLFSServer:
       `Connection: close`), as a server that times idle keep-alive connections out;
     - `expires_in`: actions carry that `expires_in` and their hrefs a token that stops working
       that many seconds after the batch answer (then 401, as a signed URL's expiry);
-    - `delay_downloads`: each download waits that many seconds before answering.
+      `token_lifetime`, when set, is how long the token really works (a server that announces
+      more than it grants, as giftless: 900 s announced, 60 s granted);
+    - `delay_transfers`: each download and upload waits that many seconds before answering.
 
     `auth=(user, password)` demands HTTP Basic on every request. Upload actions carry an
     `X-Upload-Token` header that the PUT must send back, to check clients use action headers.
@@ -280,7 +282,8 @@ class FaultyLFSServer:
         self.connections = 0
         self.drop_idle = False
         self.expires_in: int | None = None
-        self.delay_downloads = 0.0
+        self.token_lifetime: float | None = None
+        self.delay_transfers = 0.0
         self.released = threading.Event()
         self.log: list[tuple[str, str]] = []
         self.token = secrets.token_hex(8)
@@ -478,8 +481,8 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if not self._gate() or self._expired():
                 return
-            if server.delay_downloads:
-                server.released.wait(server.delay_downloads)
+            if server.delay_transfers:
+                server.released.wait(server.delay_transfers)
             path = self.path.split("?")[0]
             m = re.search(r"/(?:objects|public)/([0-9a-f]{64})$", path)
             public = path.startswith("/public/")
@@ -543,6 +546,8 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
         def do_PUT(self) -> None:
             if not self._gate() or self._expired():
                 return
+            if server.delay_transfers:
+                server.released.wait(server.delay_transfers)
             m = re.search(r"/objects/([0-9a-f]{64})$", self.path.split("?")[0])
             if self._prefix() is None or not m:
                 self._body()
@@ -615,7 +620,9 @@ def _make_handler(server: FaultyLFSServer) -> type[BaseHTTPRequestHandler]:
                 elif op == "download":
                     entry["error"] = {"code": 404, "message": "Object does not exist"}
                 if server.expires_in is not None:
-                    until = f"?until={time.time() + server.expires_in:.3f}"
+                    life = server.token_lifetime if server.token_lifetime is not None else server.expires_in
+                    until = f"?until={time.time() + life:.3f}"
+                    entry["authenticated"] = True  # signed hrefs: no credentials needed
                     for a in entry.get("actions", {}).values():
                         if "/verify" not in a["href"]:
                             a["href"] += until

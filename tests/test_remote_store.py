@@ -571,10 +571,28 @@ def test_expired_actions_are_asked_for_again(faulty: FaultyLFSServer, tmp_path: 
     objs = add_objects(a, 3, size=500)
     assert RemoteStore(a).upload(objs) == 3
     faulty.expires_in = 1
-    faulty.delay_downloads = 0.7  # one at a time: the third starts ~1.4 s after the batch answer
+    faulty.delay_transfers = 0.7  # one at a time: the third starts ~1.4 s after the batch answer
     b = make_repo(tmp_path / "b", faulty.git_url)
     before = faulty.count("POST", "/objects/batch")
     assert RemoteStore(b, concurrency=1, retries=1).download(objs) == 3
     assert faulty.count("POST", "/objects/batch") - before >= 2  # fresh actions were asked for
+    for oid, _ in objs:
+        assert store_of(b).path(oid).read_bytes() == store_of(a).path(oid).read_bytes()
+
+
+def test_a_signed_href_refused_before_its_announced_expiry_is_asked_for_again(
+    faulty: FaultyLFSServer, tmp_path: Path
+) -> None:
+    # what giftless does: actions say expires_in 900, their tokens work for 60 s; a transfer
+    # queue longer than that (a 1 GB clone on a slow link) met 401s
+    faulty.expires_in, faulty.token_lifetime = 900, 1.0
+    faulty.delay_transfers = 0.7  # one at a time: the last ones start after the token died
+    a = make_repo(tmp_path / "a", faulty.git_url)
+    objs = add_objects(a, 3, size=500)
+    assert RemoteStore(a, concurrency=1, retries=1).upload(objs) == 3
+    b = make_repo(tmp_path / "b", faulty.git_url)
+    before = faulty.count("POST", "/objects/batch")
+    assert RemoteStore(b, concurrency=1, retries=1).download(objs) == 3
+    assert faulty.count("POST", "/objects/batch") - before >= 2
     for oid, _ in objs:
         assert store_of(b).path(oid).read_bytes() == store_of(a).path(oid).read_bytes()

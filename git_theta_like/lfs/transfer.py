@@ -463,13 +463,14 @@ class RemoteStore:
         return {str(o.get("oid")): {**o, "_asked": asked} for o in doc["objects"] if isinstance(o, dict)}
 
     def _live(
-        self, ep: Endpoint, operation: str, oid: str, size: int, obj: dict[str, Any]
+        self, ep: Endpoint, operation: str, oid: str, size: int, obj: dict[str, Any], force: bool = False
     ) -> dict[str, Any] | None:
-        """obj, or, when its action for `operation` expires within EXPIRY_MARGIN, a fresh batch
-        answer for the object (None: an upload the server no longer needs)."""
+        """obj, or, when its action for `operation` expires within EXPIRY_MARGIN (or `force`), a
+        fresh batch answer for the object (None: an upload the server no longer needs)."""
         actions = obj.get("actions") or {}
         expiry = _expiry(actions.get(operation), obj.get("_asked"))
-        if expiry is None or time.time() < expiry[0] - min(EXPIRY_MARGIN, expiry[1] / 2):
+        fine = expiry is None or time.time() < expiry[0] - min(EXPIRY_MARGIN, expiry[1] / 2)
+        if fine and not force:
             return obj
         fresh = self._batch(ep, operation, [(oid, size)]).get(oid)
         err = self._object_error(ep, operation, oid, fresh)
@@ -529,9 +530,13 @@ class RemoteStore:
 
             href = ""
 
+            refreshed = False
+
             def put() -> None:
-                nonlocal current, href
-                current = self._live(ep, "upload", oid, size, obj)  # an expired action: a new one
+                nonlocal current, href, refreshed
+                if current is None:
+                    return
+                current = self._live(ep, "upload", oid, size, current)  # an expired action: a new one
                 if current is None:
                     return  # meanwhile the server got it (another client's push)
                 href, headers, use_creds = self._action(current, "upload")
@@ -543,6 +548,12 @@ class RemoteStore:
                     self.http.read_body(
                         resp, href, f"upload of {oid}", self.batch_limit, "theta-like.maxBatchResponse"
                     )
+                except RemoteAuthError:
+                    if use_creds or refreshed:
+                        raise
+                    refreshed = True  # a signed href refused before its announced expiry: once more
+                    current = self._live(ep, "upload", oid, size, current, force=True)
+                    put()
                 except HttpStatusError as e:
                     raise RemoteError(
                         f"upload of object {oid} to {href} failed: {e.status} {e.message}", [oid]
@@ -589,14 +600,28 @@ class RemoteStore:
         self, ep: Endpoint, oid: str, size: int, obj: dict[str, Any], progress: Progress
     ) -> Callable[[], bool]:
         def task() -> bool:
+            current, refreshed = obj, False
+
             def get() -> bool:
-                live = self._live(ep, "download", oid, size, obj)  # an expired action: a new one
+                nonlocal current, refreshed
+                live = self._live(ep, "download", oid, size, current)  # an expired action: a new one
                 assert live is not None
+                current = live
                 href, headers, use_creds = self._action(live, "download")
                 try:
                     resp = self.http.open(
                         "GET", href, headers, use_creds=use_creds, what=f"download of {oid}"
                     )
+                except RemoteAuthError:
+                    if use_creds or refreshed:
+                        raise
+                    # a signed href refused: its lifetime was shorter than announced (giftless's
+                    # tokens live 60 s, whatever expires_in says); a new action, once
+                    refreshed = True
+                    fresh = self._live(ep, "download", oid, size, current, force=True)
+                    assert fresh is not None
+                    current = fresh
+                    return get()
                 except HttpStatusError as e:
                     if e.status in (404, 410):
                         raise self._missing_error(href, [oid]) from None
