@@ -1,7 +1,7 @@
 """Git LFS servers for tests, on 127.0.0.1 at a free port.
 
-- `GiftlessServer`: a real LFS server, giftless (PyPI), run in a subprocess: anonymous read+write,
-  or HTTP Basic auth with one user; local storage under `storage/<org>/<repo>/<oid>`. Needs the
+- `GiftlessServer`: a real LFS server, giftless (PyPI) served by waitress, in a subprocess: anonymous
+  read+write, or HTTP Basic auth with one user; local storage under `storage/<org>/<repo>/<oid>`. Needs the
   packages in tests/requirements-lfs-server.txt (`giftless_available()` says whether they are).
 - `FaultyLFSServer`: a small but complete LFS server of our own (batch API, basic upload with
   server-side SHA-256 check, verify, download, optional Basic auth) running in a thread, with
@@ -122,13 +122,17 @@ def basic_auth_factory(username: str, password: str) -> Any:
 
 def _serve_giftless(storage: Path, port: int, auth: tuple[str, str] | None) -> None:
     from giftless.app import init_app
-    from werkzeug.serving import make_server
+    from waitress import create_server
 
     storage.mkdir(parents=True, exist_ok=True)
     app = init_app(additional_config=giftless_config(storage, auth))
-    srv = make_server("127.0.0.1", port, app, threaded=True)
-    print(f"ready {srv.server_port}", flush=True)
-    srv.serve_forever()
+    # waitress, not werkzeug's development server: that one closes every connection after one
+    # request, where production LFS servers (and the Hub) keep them alive
+    srv = create_server(
+        app, host="127.0.0.1", port=port, threads=16, ident=None, clear_untrusted_proxy_headers=True
+    )
+    print(f"ready {srv.effective_port}", flush=True)  # type: ignore[union-attr]
+    srv.run()
 
 
 class GiftlessServer:
