@@ -33,7 +33,16 @@ import zstandard
 
 from git_theta_like import dtypes
 from git_theta_like.codecs.container import Encoded, ObjectHeader
-from git_theta_like.codecs.planes import CHUNK, MAX_CHUNK, PROBE, PROBE_RATIO, MapFn, chunk_bounds
+from git_theta_like.codecs.planes import (
+    CHUNK,
+    MAX_CHUNK,
+    PROBE,
+    PROBE_RATIO,
+    MapFn,
+    chunk_bounds,
+    decode_chunks,
+    iter_decode_chunks,
+)
 
 NAME = "exponent"
 IS_DELTA = False
@@ -292,37 +301,10 @@ def max_raw(payload_len: int) -> int:
 
 def decode(header: ObjectHeader, payload: memoryview, base: object = None) -> bytearray:
     chunk, width = _params(header)
-    chunks = -(-header.size // chunk)
-    if chunks * width * PLANE.size > len(payload) or header.size > max_raw(len(payload)):
-        raise ValueError(f"a {len(payload)}-byte payload cannot hold {header.size} raw bytes")
-    out = bytearray(header.size)  # every byte is written below
-    omv = memoryview(out)
-    pos = 0
-    for start in range(0, header.size, chunk):
-        n = min(chunk, header.size - start)
-        pos = decode_chunk(payload, pos, n, width, omv[start : start + n])
-    if pos != len(payload):
-        raise ValueError(f"{len(payload) - pos} unexpected bytes after the last chunk")
-    return out
+    return decode_chunks(header.size, payload, chunk, width, decode_chunk, max_raw(len(payload)))
 
 
 def iter_decode(header: ObjectHeader, read: Callable[[int], bytes]) -> Iterator[bytes]:
     """Decode chunk by chunk from a sequential reader (memory bounded by one chunk)."""
     chunk, width = _params(header)
-    for start in range(0, header.size, chunk):
-        n = min(chunk, header.size - start)
-        encoded = bytearray()
-        for _ in range(width):
-            head = read(PLANE.size)
-            if len(head) != PLANE.size:
-                raise ValueError("payload ends inside a plane header")
-            _, length = PLANE.unpack(head)
-            if length > n // width:
-                raise ValueError(f"a plane of {length} bytes for {n // width} elements")
-            encoded += head
-            encoded += read(length)
-        out = bytearray(n)
-        end = decode_chunk(memoryview(encoded), 0, n, width, memoryview(out))
-        if end != len(encoded):
-            raise ValueError("payload ends inside a plane")
-        yield bytes(out)
+    return iter_decode_chunks(header.size, read, chunk, width, decode_chunk)

@@ -148,34 +148,46 @@ def max_raw(payload_len: int) -> int:
     return payload_len * MAX_RATIO
 
 
-def decode(header: ObjectHeader, payload: memoryview, base: object = None) -> bytearray:
-    chunk, width = _params(header)
+# A chunk decoder: (payload, position, raw bytes of the chunk, width, out) -> position after it.
+ChunkDecoder = Callable[[memoryview, int, int, int, memoryview], int]
+
+
+def decode_chunks(
+    size: int, payload: memoryview, chunk: int, width: int, decode_chunk: ChunkDecoder, most: int
+) -> bytearray:
+    """A payload of chunks of `width` planes each (planes and the codecs built like it): `size`
+    raw bytes, checked against what the payload can hold (`most` raw bytes, and a plane header
+    per plane and chunk) before anything is allocated."""
     # every chunk holds at least `width` plane headers: a size the payload cannot hold is a lie
-    chunks = -(-header.size // chunk)
-    if chunks * width * PLANE.size > len(payload) or header.size > max_raw(len(payload)):
-        raise ValueError(f"a {len(payload)}-byte payload cannot hold {header.size} raw bytes")
-    out = bytearray(header.size)  # every byte is written below
+    chunks = -(-size // chunk)
+    if chunks * width * PLANE.size > len(payload) or size > most:
+        raise ValueError(f"a {len(payload)}-byte payload cannot hold {size} raw bytes")
+    out = bytearray(size)  # every byte is written below
     omv = memoryview(out)
     pos = 0
-    for start in range(0, header.size, chunk):
-        n = min(chunk, header.size - start)
+    for start in range(0, size, chunk):
+        n = min(chunk, size - start)
         pos = decode_chunk(payload, pos, n, width, omv[start : start + n])
     if pos != len(payload):
         raise ValueError(f"{len(payload) - pos} unexpected bytes after the last chunk")
     return out
 
 
-def iter_decode(header: ObjectHeader, read: Callable[[int], bytes]) -> Iterator[bytes]:
-    """Decode chunk by chunk from a sequential reader (memory bounded by one chunk)."""
-    chunk, width = _params(header)
-    for start in range(0, header.size, chunk):
-        n = min(chunk, header.size - start)
+def iter_decode_chunks(
+    size: int, read: Callable[[int], bytes], chunk: int, width: int, decode_chunk: ChunkDecoder
+) -> Iterator[bytes]:
+    """decode_chunks from a sequential reader, chunk by chunk (memory bounded by one chunk); a
+    plane may not be longer than the chunk's bytes per plane."""
+    for start in range(0, size, chunk):
+        n = min(chunk, size - start)
         encoded = bytearray()
         for _ in range(width):
             head = read(PLANE.size)
             if len(head) != PLANE.size:
                 raise ValueError("payload ends inside a plane header")
             _, length = PLANE.unpack(head)
+            if length > -(-n // width):
+                raise ValueError(f"a plane of {length} bytes for {n} raw bytes in {width} planes")
             encoded += head
             encoded += read(length)
         out = bytearray(n)
@@ -183,3 +195,14 @@ def iter_decode(header: ObjectHeader, read: Callable[[int], bytes]) -> Iterator[
         if end != len(encoded):
             raise ValueError("payload ends inside a plane")
         yield bytes(out)
+
+
+def decode(header: ObjectHeader, payload: memoryview, base: object = None) -> bytearray:
+    chunk, width = _params(header)
+    return decode_chunks(header.size, payload, chunk, width, decode_chunk, max_raw(len(payload)))
+
+
+def iter_decode(header: ObjectHeader, read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """Decode chunk by chunk from a sequential reader (memory bounded by one chunk)."""
+    chunk, width = _params(header)
+    return iter_decode_chunks(header.size, read, chunk, width, decode_chunk)
