@@ -378,16 +378,23 @@ def deltas(work: Path, repeat: int) -> str:
     return "\n".join(out)
 
 
+def _origin(root: Path, tool: str, lfs_url: str) -> tuple[Repo, Path]:
+    """A repository for `tool` whose remote `origin` is a fresh bare repository and whose
+    committed .lfsconfig points at lfs_url."""
+    bare = root / "remote.git"
+    sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], root)
+    r = Repo(root / "origin", tool)
+    (r.root / ".lfsconfig").write_text(f'[lfs]\n\turl = "{lfs_url}"\n')
+    r.git("add", ".lfsconfig")
+    r.git("commit", "-qm", "lfsconfig")
+    r.git("remote", "add", "origin", str(bare))
+    return r, bare
+
+
 def _remote_run(root: Path, tool: str, files: list[Path], rec: dict[str, list[float]], server: type) -> None:
     """One run of the remote workload for one tool, recording into rec."""
     with server(root / "server") as srv:
-        bare = root / "remote.git"
-        sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], root)
-        r = Repo(root / "origin", tool)
-        (r.root / ".lfsconfig").write_text(f'[lfs]\n\turl = "{srv.endpoint}"\n')
-        r.git("add", ".lfsconfig")
-        r.git("commit", "-qm", "lfsconfig")
-        r.git("remote", "add", "origin", str(bare))
+        r, bare = _origin(root, tool, srv.endpoint)
         storage = srv.object_path("0" * 64).parent
 
         def sent() -> int:
@@ -492,13 +499,7 @@ def _net_run(
         # giftless builds its action hrefs from the request's Host header, so with lfs.url at the
         # proxy the objects travel through it too (checked below with the byte counters)
         endpoint = srv.endpoint.replace(srv.base, f"http://127.0.0.1:{link.port}")
-        bare = root / "remote.git"
-        sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], root)
-        r = Repo(root / "origin", tool)
-        (r.root / ".lfsconfig").write_text(f'[lfs]\n\turl = "{endpoint}"\n')
-        r.git("add", ".lfsconfig")
-        r.git("commit", "-qm", "lfsconfig")
-        r.git("remote", "add", "origin", str(bare))
+        r, bare = _origin(root, tool, endpoint)
         clones: list[Path] = []
         committed: dict[str, Path] = {}
 
