@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,15 +85,21 @@ def check_chain_bytes(repo: Path, m: Manifest) -> int:
     return deltas
 
 
-def test_full_finetunes_never_cost_a_checkout_more_than_the_file(repo: Path) -> None:
-    rng = np.random.default_rng(1)
+def commit_history(repo: Path, step: Any, rng: np.random.Generator, versions: int) -> list[bytes]:
+    """model() committed as v0, then `versions` commits, each step(previous, rng); the files."""
     sd = model()
     files = [as_file(sd)]
     commit(repo, files[0], "v0")
-    for i in range(1, 5):
-        files.append(as_file(sd := full_finetune(sd, rng)))
+    for i in range(1, versions + 1):
+        files.append(as_file(sd := step(sd, rng)))
         (repo / NAME).write_bytes(files[-1])
         git(repo, "commit", "-qam", f"v{i}")
+    return files
+
+
+def test_full_finetunes_never_cost_a_checkout_more_than_the_file(repo: Path) -> None:
+    rng = np.random.default_rng(1)
+    files = commit_history(repo, full_finetune, rng, 4)
     for i, data in enumerate(files):
         rev = f"HEAD~{len(files) - 1 - i}"
         m = manifest(repo, rev)
@@ -104,13 +111,7 @@ def test_full_finetunes_never_cost_a_checkout_more_than_the_file(repo: Path) -> 
 
 def test_small_finetunes_still_get_deltas_within_the_bound(repo: Path) -> None:
     rng = np.random.default_rng(2)
-    sd = model()
-    files = [as_file(sd)]
-    commit(repo, files[0], "v0")
-    for i in range(1, 11):
-        files.append(as_file(sd := sparse_finetune(sd, rng)))
-        (repo / NAME).write_bytes(files[-1])
-        git(repo, "commit", "-qam", f"v{i}")
+    files = commit_history(repo, sparse_finetune, rng, 10)
     first = checkout_bytes(repo, manifest(repo, f"HEAD~{len(files) - 1}"))
     deltas = 0
     for i, data in enumerate(files):

@@ -144,12 +144,18 @@ def test_every_pushed_commit_survives_the_hubs_gc(tmp_path: Path, giftless: Remo
     check_every_commit(tmp_path, giftless, h, "after-gc")
 
 
-def test_without_anchors_the_gc_deletes_objects_and_the_clone_fails(tmp_path: Path, giftless: Remote) -> None:
-    work = make_origin(tmp_path, giftless)
+def v1_without_anchors(tmp_path: Path, remote: Remote) -> Path:
+    """A repository for remote with anchors off and V1 committed (not pushed)."""
+    work = make_origin(tmp_path, remote)
     git(work, "config", "theta-like.anchors", "false")
     (work / "model.safetensors").write_bytes(V1)
     git(work, "add", "model.safetensors")
     git(work, "commit", "-qm", "v1")
+    return work
+
+
+def test_without_anchors_the_gc_deletes_objects_and_the_clone_fails(tmp_path: Path, giftless: Remote) -> None:
+    work = v1_without_anchors(tmp_path, giftless)
     r = git(work, "push", "-q", "origin", "main")
     assert "anchored" not in r.stderr
     assert git(giftless.bare, "rev-parse", "--verify", "-q", BRANCH, check=False).returncode != 0
@@ -194,11 +200,7 @@ def test_push_all_repairs_a_remote_that_lost_objects(tmp_path: Path, giftless: R
 
 
 def test_fsck_remote_reports_unanchored_objects_and_the_repair(tmp_path: Path, file_remote: Remote) -> None:
-    work = make_origin(tmp_path, file_remote)
-    git(work, "config", "theta-like.anchors", "false")
-    (work / "model.safetensors").write_bytes(V1)
-    git(work, "add", "model.safetensors")
-    git(work, "commit", "-qm", "v1")
+    work = v1_without_anchors(tmp_path, file_remote)
     git(work, "push", "-q", "origin", "main")
     git(work, "config", "--unset", "theta-like.anchors")
     needed = all_objects(work, ["HEAD"])
