@@ -41,6 +41,7 @@ from git_theta_like.codecs.planes import (
     MapFn,
     chunk_bounds,
     decode_chunks,
+    decompressor,
     iter_decode_chunks,
 )
 
@@ -73,13 +74,6 @@ def _cctx() -> zstandard.ZstdCompressor:
         )
         c = _local.cctx = zstandard.ZstdCompressor(compression_params=params)
     return c
-
-
-def _dctx() -> zstandard.ZstdDecompressor:
-    d = getattr(_local, "dctx", None)
-    if d is None:
-        d = _local.dctx = zstandard.ZstdDecompressor()
-    return d
 
 
 # ------------------------------------------------------------------ planes of one chunk
@@ -198,7 +192,7 @@ def _bytes(mode: int, data: memoryview, n: int) -> np.ndarray:
         declared = zstandard.frame_content_size(data)
         if declared != n:  # also stops a frame that claims a huge size (a decompression bomb)
             raise ValueError(f"zstd frame declares {declared} bytes, expected {n}")
-        dec = _dctx().decompress(data, max_output_size=max(1, n))
+        dec = decompressor().decompress(data, max_output_size=max(1, n))
         if len(dec) != n:
             raise ValueError(f"plane decompresses to {len(dec)} bytes, expected {n}")
         return np.frombuffer(dec, dtype=np.uint8)
@@ -300,11 +294,9 @@ def max_raw(payload_len: int) -> int:
 
 
 def decode(header: ObjectHeader, payload: memoryview, base: object = None) -> bytearray:
-    chunk, width = _params(header)
-    return decode_chunks(header.size, payload, chunk, width, decode_chunk, max_raw(len(payload)))
+    return decode_chunks(header, payload, _params, decode_chunk, max_raw)
 
 
 def iter_decode(header: ObjectHeader, read: Callable[[int], bytes]) -> Iterator[bytes]:
     """Decode chunk by chunk from a sequential reader (memory bounded by one chunk)."""
-    chunk, width = _params(header)
-    return iter_decode_chunks(header.size, read, chunk, width, decode_chunk)
+    return iter_decode_chunks(header, read, _params, decode_chunk)

@@ -42,7 +42,8 @@ def _cctx() -> zstandard.ZstdCompressor:
     return c
 
 
-def _dctx() -> zstandard.ZstdDecompressor:
+def decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's zstd decompressor (every codec that decodes zstd frames shares it)."""
     d = getattr(_local, "dctx", None)
     if d is None:
         d = _local.dctx = zstandard.ZstdDecompressor()
@@ -113,7 +114,7 @@ def _read_plane(payload: memoryview, pos: int, n: int) -> tuple[int, bytes | mem
         declared = zstandard.frame_content_size(data)
         if declared != n:  # also stops a frame that claims a huge size (a decompression bomb)
             raise ValueError(f"zstd frame declares {declared} bytes, expected {n}")
-        dec = _dctx().decompress(data, max_output_size=n)
+        dec = decompressor().decompress(data, max_output_size=n)
         if len(dec) != n:
             raise ValueError(f"plane decompresses to {len(dec)} bytes, expected {n}")
         return pos + length, dec
@@ -153,11 +154,17 @@ ChunkDecoder = Callable[[memoryview, int, int, int, memoryview], int]
 
 
 def decode_chunks(
-    size: int, payload: memoryview, chunk: int, width: int, decode_chunk: ChunkDecoder, most: int
+    header: ObjectHeader,
+    payload: memoryview,
+    params: Callable[[ObjectHeader], tuple[int, int]],
+    decode_chunk: ChunkDecoder,
+    max_raw: Callable[[int], int],
 ) -> bytearray:
-    """A payload of chunks of `width` planes each (planes and the codecs built like it): `size`
-    raw bytes, checked against what the payload can hold (`most` raw bytes, and a plane header
-    per plane and chunk) before anything is allocated."""
+    """A payload of chunks of `width` planes each (planes and the codecs built like it; `params`
+    gives the header's validated chunk size and width): header.size raw bytes, checked against
+    what the payload can hold (max_raw, and a plane header per plane and chunk) before anything
+    is allocated."""
+    size, (chunk, width), most = header.size, params(header), max_raw(len(payload))
     # every chunk holds at least `width` plane headers: a size the payload cannot hold is a lie
     chunks = -(-size // chunk)
     if chunks * width * PLANE.size > len(payload) or size > most:
@@ -174,10 +181,14 @@ def decode_chunks(
 
 
 def iter_decode_chunks(
-    size: int, read: Callable[[int], bytes], chunk: int, width: int, decode_chunk: ChunkDecoder
+    header: ObjectHeader,
+    read: Callable[[int], bytes],
+    params: Callable[[ObjectHeader], tuple[int, int]],
+    decode_chunk: ChunkDecoder,
 ) -> Iterator[bytes]:
     """decode_chunks from a sequential reader, chunk by chunk (memory bounded by one chunk); a
     plane may not be longer than the chunk's bytes per plane."""
+    size, (chunk, width) = header.size, params(header)
     for start in range(0, size, chunk):
         n = min(chunk, size - start)
         encoded = bytearray()
@@ -198,11 +209,9 @@ def iter_decode_chunks(
 
 
 def decode(header: ObjectHeader, payload: memoryview, base: object = None) -> bytearray:
-    chunk, width = _params(header)
-    return decode_chunks(header.size, payload, chunk, width, decode_chunk, max_raw(len(payload)))
+    return decode_chunks(header, payload, _params, decode_chunk, max_raw)
 
 
 def iter_decode(header: ObjectHeader, read: Callable[[int], bytes]) -> Iterator[bytes]:
     """Decode chunk by chunk from a sequential reader (memory bounded by one chunk)."""
-    chunk, width = _params(header)
-    return iter_decode_chunks(header.size, read, chunk, width, decode_chunk)
+    return iter_decode_chunks(header, read, _params, decode_chunk)
