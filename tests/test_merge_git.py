@@ -179,6 +179,9 @@ def test_tensors_added_on_both_sides_get_a_new_header(repo: Path) -> None:
 
 @pytest.mark.slow
 def test_both_sided_changes_are_averaged_by_default(repo: Path) -> None:
+    # an average changes every element: under the default chain-cost bound (1.0x the raw bytes)
+    # these small tensors would be keyframes; a higher bound shows the delta path merges take
+    git(repo, "config", "theta-like.maxChainRatio", "4")
     base = model()
     ours, theirs = finetune(base, 1), finetune(base, 2)
     branches(repo, base, ours, theirs)
