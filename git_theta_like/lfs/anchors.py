@@ -31,6 +31,7 @@ import pygit2
 from git_theta_like import faults
 from git_theta_like.errors import RemoteError
 from git_theta_like.gitio.repo import Repo
+from git_theta_like.lfs.pointer import format_pointer
 from git_theta_like.manifest import is_object_id
 from git_theta_like.store import store_of
 
@@ -60,11 +61,6 @@ name. `git push` adds to this branch; `git theta-like push --all REMOTE` repairs
 def enabled(repo: Repo) -> bool:
     """Whether pushes keep the anchor branch: `theta-like.anchors`, default true."""
     return repo.config_bool(SETTING, default=True)
-
-
-def pointer(oid: str, size: int) -> bytes:
-    """The git-lfs pointer file (spec v1) of an object."""
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n".encode()
 
 
 def path_of(oid: str) -> str:
@@ -153,7 +149,7 @@ def unanchored(tip: pygit2.Commit | None, sizes: dict[str, int]) -> dict[str, in
     return {
         oid: size
         for oid, size in sizes.items()
-        if _entry_id(tree, path_of(oid)) != pygit2.hash(pointer(oid, size))
+        if _entry_id(tree, path_of(oid)) != pygit2.hash(format_pointer(oid, size))
     }
 
 
@@ -180,7 +176,7 @@ def build(repo: Repo, tip: pygit2.Commit | None, add: dict[str, int]) -> pygit2.
             old_b = _subtree(repo, old_a, b)
             tb_b = g.TreeBuilder(old_b) if old_b is not None else g.TreeBuilder()
             for oid, size in sorted(leaves.items()):
-                tb_b.insert(oid, g.create_blob(pointer(oid, size)), blob)
+                tb_b.insert(oid, g.create_blob(format_pointer(oid, size)), blob)
             tb_a.insert(b, tb_b.write(), tree)
         root.insert(a, tb_a.write(), tree)
     root.insert(".gitattributes", g.create_blob(ATTRIBUTES), blob)
