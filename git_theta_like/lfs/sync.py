@@ -145,15 +145,22 @@ def pre_push(repo: Repo, remote: str, url: str | None, updates: list[str]) -> Pu
         return PushResult()
     store = store_of(repo)
     lacking = [(o, s) for o, s in objs if not store.has(o)]
-    if lacking:
-        # a lazy or partial clone pushed to a new host: the objects are on the other remotes
-        warn(f"{len(lacking)} object(s) this push needs are not local: fetching them first")
-        try:
-            ensure_local(repo, lacking, what="push")
-        except ThetaLikeError as e:
-            warn(f"could not fetch them: {e}")  # the upload names what is missing
+    # a lazy or partial clone pushed to a new host: the objects are on the other remotes
+    _fetch_for_push(repo, lacking, "this push needs are not local: fetching them first")
     uploaded = RemoteStore(repo, remote, url).upload(objs)
     return PushResult(len(objs), uploaded, anchors.anchor(repo, remote, objs, url))
+
+
+def _fetch_for_push(repo: Repo, lacking: list[tuple[str, int]], why: str) -> None:
+    """Fetch the objects a push needs that are not local (from the remotes that have them); a
+    failure is only warned about: the upload, or the push's summary, names what is missing."""
+    if not lacking:
+        return
+    warn(f"{len(lacking)} object(s) {why}")
+    try:
+        ensure_local(repo, lacking, what="push")
+    except ThetaLikeError as e:
+        warn(f"could not fetch them: {e}")
 
 
 def push(
@@ -201,12 +208,7 @@ def _repair(repo: Repo, remote: str, objs: list[tuple[str, int]]) -> PushResult:
     missing = set(rs.missing_on_remote(objs))
     store = store_of(repo)
     lacking = [(o, s) for o, s in objs if o in missing and not store.has(o)]
-    if lacking:
-        warn(f"{len(lacking)} object(s) the remote lacks are not local: looking for them on other remotes")
-        try:
-            ensure_local(repo, lacking, what="push")
-        except ThetaLikeError as e:
-            warn(f"could not fetch them: {e}")
+    _fetch_for_push(repo, lacking, "the remote lacks are not local: looking for them on other remotes")
     lost = [o for o, _ in objs if o in missing and not store.has(o)]
     send = [(o, s) for o, s in objs if o in missing and o not in lost]
     uploaded = rs.upload(send)
