@@ -227,6 +227,16 @@ class _Pool:
                 conn.close()
         return None
 
+    def new(
+        self, http_class: Any, host: str, timeout: float | None, conn_args: dict[str, Any]
+    ) -> http.client.HTTPConnection:
+        """A new connection (counted: requests of several threads open them at once)."""
+        conn: http.client.HTTPConnection = http_class(host, timeout=timeout, **conn_args)
+        conn.response_class = _Response
+        with self._lock:
+            self.opened += 1
+        return conn
+
     def give(self, key: tuple[Any, ...], conn: http.client.HTTPConnection, resp: _Response) -> None:
         """conn, for use once resp is read to its end; past IDLE_PER_HOST it is just dropped
         (its socket closes with resp)."""
@@ -254,9 +264,7 @@ class _KeepAlive:
         conn = None if getattr(req, "fresh_connection", False) else self.pool.take(key)
         reused = conn is not None
         if conn is None:
-            conn = http_class(host, timeout=req.timeout, **conn_args)
-            conn.response_class = _Response
-            self.pool.opened += 1
+            conn = self.pool.new(http_class, host, req.timeout, conn_args)
         headers = dict(req.unredirected_hdrs)
         headers.update({k: v for k, v in req.headers.items() if k not in headers})
         headers = {name.title(): val for name, val in headers.items()}
