@@ -19,7 +19,6 @@ missing), verified against its SHA-256 and converted: refs are then updated in o
 from __future__ import annotations
 
 import io
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -485,11 +484,7 @@ class Migrator:
 
 
 def _git(repo: Repo, *args: str, input: str | None = None) -> str:
-    cwd = repo.workdir or repo.git_dir
-    p = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise MigrateError(f"git {' '.join(args)} failed: {p.stderr.strip() or p.stdout.strip()}")
-    return p.stdout
+    return repo.run_git(*args, input=input, error=MigrateError)
 
 
 def select_refs(repo: Repo, refs: list[str], everything: bool) -> list[str]:

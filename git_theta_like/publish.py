@@ -30,7 +30,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -225,11 +224,7 @@ class PublishResult:
 
 
 def _git(repo: Repo, *args: str) -> str:
-    cwd = repo.workdir or repo.git_dir
-    p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise PublishError(f"git {' '.join(args)} failed: {p.stderr.strip() or p.stdout.strip()}")
-    return p.stdout
+    return repo.run_git(*args, error=PublishError)
 
 
 def _ref_target(repo: Repo, ref: str) -> pygit2.Oid | None:

@@ -59,6 +59,17 @@ class Repo:
             return p if p.is_absolute() else self.common_dir / p
         return self.common_dir / "lfs"
 
+    def run_git(
+        self, *args: str, input: str | None = None, error: type[ThetaLikeError] = ThetaLikeError
+    ) -> str:
+        """`git ARGS` here (in the working tree, else the git directory); its stdout. A failure
+        raises `error` with git's message."""
+        cwd = self.workdir or self.git_dir
+        p = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise error(f"git {' '.join(args)} failed: {p.stderr.strip() or p.stdout.strip()}")
+        return p.stdout
+
     def config_get(self, key: str) -> str | None:
         try:
             return str(self.git.config[key])
