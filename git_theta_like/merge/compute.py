@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from git_theta_like import dtypes
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import DeviceError, ThetaLikeError
 from git_theta_like.merge.strategies import make_strategy
-from git_theta_like.merge.strategies.base import Strategy, TensorContext
+from git_theta_like.merge.strategies.base import Strategy, TensorContext, Value
 
 if TYPE_CHECKING:
     import torch
@@ -149,6 +149,39 @@ def run(
     f = (load(fisher[0][0], fisher[0][1]), load(fisher[1][0], fisher[1][1])) if fisher else None
     out = strategy.merge(b, o, t, TensorContext(name=name, fisher=f))
     del b, o, t, f
+    return to_bytes(cast_to(out, dtype))
+
+
+def run_many(
+    strategy: Strategy,
+    dtype: str,
+    shape: Sequence[int],
+    base: Buffer | None,
+    models: Sequence[Buffer],
+    *,
+    name: str = "",
+    per_model: Sequence[Mapping[str, Value]] = (),
+    device: torch.device | None,
+    precision: str = "float32",
+) -> memoryview:
+    """Merge one tensor of N >= 2 models (raw bytes, models[0] is ours) with
+    `strategy.merge_many`; returns the merged raw bytes in `dtype`."""
+    if len(models) == 2 and not any(per_model):
+        return run(
+            strategy, dtype, shape, base, models[0], models[1], name=name, device=device, precision=precision
+        )
+    if strategy.bitwise or strategy.needs_fisher:
+        raise ThetaLikeError(f"strategy {strategy.name} merges two versions, not {len(models)}")
+    assert device is not None, "a torch strategy needs a device"
+    cd = compute_dtype(dtype, precision)
+
+    def load(buf: Buffer) -> torch.Tensor:
+        return from_bytes(buf, dtype, shape, device).to(cd)
+
+    b = load(base) if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    ms = [load(m) for m in models]
+    out = strategy.merge_many(b, ms, TensorContext(name=name, per_model=tuple(per_model)))
+    del b, ms
     return to_bytes(cast_to(out, dtype))
 
 

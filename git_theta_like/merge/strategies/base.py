@@ -4,8 +4,8 @@ per-tensor context, and the `Strategy` base class. Imports torch only for type c
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from git_theta_like.dtypes import Buffer
@@ -91,6 +91,10 @@ class TensorContext:
 
     name: str = ""  # the tensor's name: seeds DARE's masks
     fisher: tuple[torch.Tensor, torch.Tensor] | None = None  # diagonal Fisher of ours, theirs
+    # N-way merges: per model (in the order of `models`), that model's values of the strategy's
+    # `per_model_params` (e.g. {"weight": 0.7, "density": 0.3}); missing keys take the strategy's
+    # value. Empty: every model uses the strategy's values.
+    per_model: Sequence[Mapping[str, Value]] = field(default_factory=tuple)
 
 
 class Strategy:
@@ -106,6 +110,11 @@ class Strategy:
     needs_fisher: ClassVar[bool] = False
     # computes on the tensors' bits in numpy (merge_bits) rather than on torch tensors (merge)
     bitwise: ClassVar[bool] = False
+    # how many models (besides the base) merge_many takes: 2 for a strategy that only has the
+    # three-way `merge`, None for any number
+    max_models: ClassVar[int | None] = 2
+    # parameters a configuration may set per model (weights = {ours = 0.7, feature/x = 0.3})
+    per_model_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, values: Mapping[str, object] | None = None, where: str = "") -> None:
         where = where or f"strategy {self.name}"
@@ -152,6 +161,17 @@ class Strategy:
         self, base: torch.Tensor | None, ours: torch.Tensor, theirs: torch.Tensor, ctx: TensorContext
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def merge_many(
+        self, base: torch.Tensor | None, models: Sequence[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
+        """Merge N >= 2 models (octopus merges; models[0] is ours). Strategies that generalize to
+        N task vectors override this; the default is the three-way `merge` for two models."""
+        if len(models) == 2 and not any(ctx.per_model):
+            return self.merge(base, models[0], models[1], ctx)
+        if len(models) != 2:
+            raise MergeConfigError(f"strategy {self.name} merges two versions, not {len(models)}")
+        raise MergeConfigError(f"strategy {self.name} takes no per-model parameters")
 
     def merge_bits(self, base: Buffer, ours: Buffer, theirs: Buffer, dtype: str, name: str = "") -> bytes:
         """The merged raw bytes, for `bitwise` strategies."""
