@@ -1,6 +1,6 @@
 """Measure git-theta-like against plain git-lfs on the same files, in one run.
 
-    scripts/bench [--repeat N] [--sections foundation,network] [--net-mb N] [--out DIR]
+    scripts/bench [--repeat N] [--sections foundation,network,scale] [--net-mb N] [--out DIR]
 
 Each section builds its workload, runs the same git commands in a fresh repository per tool and
 repetition, and prints a Markdown table of medians with the ratio git-theta-like / git-lfs.
@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -119,6 +120,20 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     return dt
 
 
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a command and every process it waited for (the filter)."""
+    os.sync()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True)
+    dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr.decode(errors='replace')}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return dt, cpu
+
+
 def dir_size(p: Path) -> int:
     """Bytes of the files under p, each inode once (objects have a second hard link)."""
     seen: set[tuple[int, int]] = set()
@@ -158,6 +173,9 @@ class Repo:
 
     def git(self, *args: str) -> float:
         return sh(["git", *args], self.root)
+
+    def timed(self, *args: str) -> tuple[float, float]:
+        return timed(["git", *args], self.root)
 
     def peak_rss(self) -> int:
         """Largest peak RSS (bytes) of any filter process so far; resets the log."""
@@ -990,7 +1008,186 @@ def codec_ratios(repeat: int) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"foundation", "rss", "deltas", "remote", "network", "diff", "merge", "codec"}
+def llama_like(layers: int = 16, d: int = 2048, ff: int = 5632, vocab: int = 32000) -> dict[str, np.ndarray]:
+    """A Llama-shaped bf16 state dict (16 layers, hidden 2048: ~0.95B parameters, 1.8 GiB), as
+    uint16 bit patterns; weights ~ N(0, 0.02) like a trained model's, norms at 1."""
+    rng = np.random.default_rng(7)
+
+    def w(*shape: int) -> np.ndarray:
+        return to_bf16({"": rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)})[""]
+
+    one = to_bf16({"": np.ones(d, np.float32)})[""]
+    sd = {"model.embed_tokens.weight": w(vocab, d)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for m in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            sd[p + f"self_attn.{m}.weight"] = w(d, d)
+        sd[p + "mlp.gate_proj.weight"] = w(ff, d)
+        sd[p + "mlp.up_proj.weight"] = w(ff, d)
+        sd[p + "mlp.down_proj.weight"] = w(d, ff)
+        sd[p + "input_layernorm.weight"] = one
+        sd[p + "post_attention_layernorm.weight"] = one
+    sd["model.norm.weight"] = one
+    sd["lm_head.weight"] = w(vocab, d)
+    return sd
+
+
+def lora_merged(sd: dict[str, np.ndarray], rank: int = 16) -> dict[str, np.ndarray]:
+    """A version with a rank-16 update B @ A merged into every q/v projection (bf16)."""
+    rng = np.random.default_rng(8)
+    out = dict(sd)
+    for name, a in sd.items():
+        if name.endswith(("q_proj.weight", "v_proj.weight")):
+            f = (a.astype(np.uint32) << 16).view(np.float32)
+            b_ = rng.standard_normal((a.shape[0], rank), dtype=np.float32) * np.float32(0.01)
+            a_ = rng.standard_normal((rank, a.shape[1]), dtype=np.float32) * np.float32(0.01)
+            out[name] = to_bf16({"": f + b_ @ a_})[""]
+    return out
+
+
+def write_shards(dirpath: Path, sd: dict[str, np.ndarray], dtype: str, shards: int = 2) -> None:
+    """A Hugging Face sharded checkpoint: model-0000N-of-0000M.safetensors + the index."""
+    dirpath.mkdir(parents=True, exist_ok=True)
+    names = list(sd)
+    total = sum(a.nbytes for a in sd.values())
+    groups: list[list[str]] = [[] for _ in range(shards)]
+    acc = 0
+    for n in names:
+        groups[min(shards - 1, acc * shards // total)].append(n)
+        acc += sd[n].nbytes
+    weight_map = {}
+    for i, g in enumerate(groups):
+        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        write_safetensors(dirpath / fname, {n: sd[n] for n in g}, dtype)
+        weight_map.update({n: fname for n in g})
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (dirpath / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def _scale_once(r: Repo, rec: dict[str, list[float]], v1: Path, v2: Path | None) -> None:
+    files1 = sorted(v1.iterdir())
+
+    def put(src: Path) -> None:
+        for f in sorted(src.iterdir()):
+            shutil.copyfile(f, r.root / f.name)
+
+    def note(key: str, wall_cpu: tuple[float, float]) -> None:
+        rec.setdefault(key, []).append(wall_cpu[0])
+        rec.setdefault(key + " CPU", []).append(wall_cpu[1])
+        rec.setdefault(key + " RSS", []).append(r.peak_rss())
+
+    put(v1)
+    note("add", r.timed("add", "."))
+    r.git("commit", "-qm", "v1")
+    rec.setdefault(".git after v1", []).append(r.git_size())
+    for f in files1:
+        os.utime(r.root / f.name)
+    note("status after touch", r.timed("status", "--porcelain"))
+    if v2 is not None:
+        put(v2)
+        note("add of v2", r.timed("add", "."))
+        r.git("commit", "-qm", "v2")
+        rec.setdefault(".git after v2", []).append(r.git_size())
+        note("checkout of v1", r.timed("checkout", "HEAD~1", "--", "."))
+    else:
+        for f in files1:
+            (r.root / f.name).unlink()
+        note("checkout of v1", r.timed("checkout", "--", "."))
+
+
+def _scale_run(
+    label: str, v1: Path, v2: Path | None, repeat: int, work: Path
+) -> tuple[dict[str, dict[str, list[float]]], int]:
+    """The same git commands through both tools, tools alternating (A B A B); v1/v2 are
+    directories of checkpoint files copied into the repository."""
+    files1 = sorted(v1.iterdir())
+    m: dict[str, dict[str, list[float]]] = {t: {} for t in TOOLS}
+    size = sum(f.stat().st_size for f in files1 if f.suffix == ".safetensors")
+    for rep in range(repeat):
+        for tool in TOOLS:
+            r = Repo(work / f"{label}-{tool}-{rep}", tool)
+            _scale_once(r, m[tool], v1, v2)
+            for f in files1:
+                assert filecmp.cmp(f, r.root / f.name, shallow=False), f"{f.name}: checkout differs"
+            shutil.rmtree(r.root)
+    return m, size
+
+
+def _scale_table(
+    title: str, m: dict[str, dict[str, list[float]]], size: int, largest: int, targets: dict[str, float]
+) -> str:
+    rows: list[tuple[str, float, float, Callable[[float], str]]] = []
+    for key in m["theta-like"]:
+        a, b = med(m["theta-like"][key]), med(m["git-lfs"][key])
+        if key.endswith(" CPU"):
+            rows.append((key + " per GB", a / (size / 1e9), b / (size / 1e9), lambda x: f"{x:.2f} s"))
+        else:
+            rows.append((key, a, b, mib if "RSS" in key or ".git" in key else secs))
+    out = [table(title, rows, targets)]
+    worst = max(v for k, vs in m["theta-like"].items() if k.endswith("RSS") for v in [med(vs)])
+    bound = 2 * largest + 300 * 2**20
+    out.append(
+        f"\nfilter peak RSS {mib(worst)} (largest tensor {mib(largest)}; bound 2x + 300 MiB = "
+        f"{mib(bound)}: {'met' if worst <= bound else 'NOT met'})"
+    )
+    return "\n".join(out)
+
+
+def scale(work: Path, repeat: int, layers: int) -> str:
+    """#16's workloads: the real 87 MB MiniLM (add, status, checkout; many paired runs) and a
+    Llama-shaped bf16 checkpoint in two HF shards with a LoRA-merged second version."""
+    import minilm
+
+    report = []
+    small = work / "scale-minilm"
+    small.mkdir()
+    minilm.save(minilm.load_base(), small / "model.safetensors")
+    largest_small = 30522 * 384 * 4
+    runs = max(5, 2 * repeat)
+    m, size = _scale_run("minilm", small, None, runs, work)
+    report.append(
+        _scale_table(
+            f"Real all-MiniLM-L6-v2 ({size / 2**20:.0f} MiB fp32), median of {runs} paired runs",
+            m,
+            size,
+            largest_small,
+            {"add": 0.8, "checkout of v1": 1.0, "add CPU per GB": 1.5, "checkout of v1 CPU per GB": 1.5},
+        )
+    )
+    print(report[-1], flush=True)
+    shutil.rmtree(small)
+    sd = llama_like(layers)
+    v1, v2 = work / "scale-v1", work / "scale-v2"
+    write_shards(v1, sd, "BF16")
+    write_shards(v2, lora_merged(sd), "BF16")
+    largest = max(a.nbytes for a in sd.values())
+    nparams = sum(a.size for a in sd.values())
+    del sd
+    m, size = _scale_run("llama", v1, v2, repeat, work)
+    report.append(
+        _scale_table(
+            f"Llama-shaped bf16, {nparams / 1e9:.2f}B parameters, {size / 2**30:.2f} GiB in 2 shards "
+            f"({layers} layers, hidden 2048), v2 = rank-16 update merged into every q/v projection, "
+            f"median of {repeat}",
+            m,
+            size,
+            largest,
+            {
+                "add": 0.6,
+                "add of v2": 0.6,
+                "checkout of v1": 0.7,
+                "add CPU per GB": 1.5,
+                "add of v2 CPU per GB": 1.5,
+                "checkout of v1 CPU per GB": 1.5,
+            },
+        )
+    )
+    shutil.rmtree(v1)
+    shutil.rmtree(v2)
+    return "\n".join(report)
+
+
+SECTIONS = {"foundation", "rss", "deltas", "remote", "network", "diff", "merge", "codec", "scale"}
 
 
 def main() -> None:
@@ -1004,6 +1201,9 @@ def main() -> None:
     )
     ap.add_argument("--rtt-ms", type=float, default=40.0, help="network: round-trip time of the link")
     ap.add_argument("--mbit", type=float, default=200.0, help="network: link rate each way, Mbit/s")
+    ap.add_argument(
+        "--scale-layers", type=int, default=16, help="scale: decoder layers of the Llama-shaped model"
+    )
     ap.add_argument("--sections", default=",".join(sorted(SECTIONS)))
     ap.add_argument("--out", type=Path, help="also write the report to this file")
     args = ap.parse_args()
@@ -1040,6 +1240,10 @@ def main() -> None:
             print(parts[-1], flush=True)
         if "codec" in sections:
             parts.append(codec_ratios(args.repeat))
+            print(parts[-1], flush=True)
+        if "scale" in sections:
+            sys.path.insert(0, str(HERE))
+            parts.append(scale(work, args.repeat, args.scale_layers))
             print(parts[-1], flush=True)
         if "rss" in sections:
             parts.append(rss_scaling(work, max(1, args.layers // 6), args.layers))
