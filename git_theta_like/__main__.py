@@ -10,9 +10,10 @@ import sys
 
 def main() -> None:
     if sys.argv[1:] == ["filter-process"]:
-        from git_theta_like.threads import single_threaded_blas
+        from git_theta_like.threads import reuse_freed_memory, single_threaded_blas
 
         single_threaded_blas()
+        reuse_freed_memory()
         from git_theta_like.filters.server import run
 
         sys.exit(run())

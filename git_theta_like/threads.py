@@ -1,4 +1,5 @@
-"""Thread settings made before numpy loads. Bottom layer: imports nothing of ours."""
+"""Process settings made at start-up, before numpy loads: BLAS threads, and how the C allocator
+treats the large buffers tensors live in. Bottom layer: imports nothing of ours."""
 
 from __future__ import annotations
 
@@ -11,3 +12,26 @@ def single_threaded_blas() -> None:
     user's own setting is kept."""
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_KEEP = 1 << 30
+
+
+def reuse_freed_memory() -> None:
+    """Let glibc keep freed tensor buffers for the next tensor instead of returning them to the
+    system: by default each buffer over 32 MiB (and, once its dynamic threshold rises, every
+    large one) is a fresh mmap whose pages fault in one by one as they are first written and are
+    unmapped again when freed. Decoding a checkpoint then costs about a third more CPU (measured
+    on all-MiniLM-L6-v2). Peak RSS is unchanged: memory held is memory that was already in use.
+    A no-op where the C library has no mallopt (macOS, musl)."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, _KEEP)
+    mallopt(_M_TRIM_THRESHOLD, _KEEP)

@@ -37,6 +37,32 @@ def test_clean_and_smudge_through_the_filter_process_never_import_torch(repo: Pa
     assert not {m for m in mods if m == "torch" or m.startswith("torch.")}
 
 
+def test_a_checkout_that_only_smudges_loads_neither_pygit2_nor_the_pickle_reader(repo: Path) -> None:
+    """The filter's fixed cost per git command: a checkout finds the repository with one `git
+    rev-parse`, reads config with one `git config --list` and decodes; pygit2 (a quarter of the
+    start-up) is loaded only to clean (reading the index), the pickle reader only for a PyTorch
+    file."""
+    data = safetensors_bytes(small_model())
+    (repo / "model.safetensors").write_bytes(data)
+    git(repo, "add", "model.safetensors")
+    git(repo, "commit", "-qm", "model")
+    log = repo.parent / "smudge-imports.log"
+    python = shlex.quote(sys.executable)
+    cmd = f"{python} -X importtime -m git_theta_like filter-process 2>>{shlex.quote(str(log))}"
+    git(repo, "config", "filter.theta-like.process", cmd)
+    (repo / "model.safetensors").unlink()
+    git(repo, "checkout", "--", "model.safetensors")
+    assert (repo / "model.safetensors").read_bytes() == data
+    mods = _imported(log)
+    assert "git_theta_like.filters.engine" in mods
+    assert not {m for m in mods if m.split(".")[0] == "pygit2"}
+    assert "git_theta_like.formats.pytorch.pickle_reader" not in mods
+    log.unlink()
+    (repo / "model.safetensors").write_bytes(data + b"")  # touched: git re-cleans it
+    git(repo, "add", "model.safetensors")
+    assert "pygit2" in _imported(log)  # clean reads the index through pygit2
+
+
 def _imports_of(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[set[str], str]:
     """The modules `git-theta-like ARGS` imports, and the value of OPENBLAS_NUM_THREADS when
     numpy was first imported ("" when it never was)."""

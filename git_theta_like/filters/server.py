@@ -12,7 +12,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ProtocolError, ThetaLikeError
@@ -22,9 +22,11 @@ from git_theta_like.formats import ByteReader
 from git_theta_like.gitio.filter_protocol import FilterChannel, Request
 from git_theta_like.gitio.pktline import ContentSource
 from git_theta_like.gitio.repo import Repo
-from git_theta_like.gitio.scan import IndexManifests
 from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
+
+if TYPE_CHECKING:
+    from git_theta_like.gitio.scan import IndexManifests
 
 SPOOL_MEMORY = 8 << 20  # content passed through is held in memory up to this, then in a temp file
 
@@ -50,11 +52,15 @@ def run() -> int:
     """`git-theta-like filter-process`: serve git on stdin/stdout; the exit status. An error
     outside any one file (the handshake, opening the repository) is one line on stderr, status
     1, as every command reports its errors."""
-    import pygit2
-
     try:
         return serve()
-    except (ThetaLikeError, pygit2.GitError, OSError) as e:
+    except (ThetaLikeError, OSError) as e:
+        _err(f"error: {e}")
+        return 1
+    except Exception as e:  # pygit2.GitError (pygit2 is imported only when first needed)
+        pygit2 = sys.modules.get("pygit2")
+        if pygit2 is None or not isinstance(e, pygit2.GitError):
+            raise
         _err(f"error: {e}")
         return 1
 
@@ -67,7 +73,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
 
     repo = Repo(".")
     _ensure_hooks(repo)
-    staged = IndexManifests(repo)
+    staged = _Staged(repo)
     later = Delayed(repo) if "delay" in agreed else None
     with engine_for(repo) as engine:
         while (request := channel.next_request()) is not None:
@@ -100,15 +106,31 @@ def _clean(
     path: str,
     content: ContentSource,
     channel: FilterChannel,
-    staged: IndexManifests,
+    staged: _Staged,
 ) -> None:
     try:
         previous, pointer = staged_previous(repo, path)
-        others = recent_manifests(repo, path) + staged.others(path)
+        others = recent_manifests(repo, path) + staged.get().others(path)
         manifest = engine.clean(ByteReader(content), previous, path, others, lfs_pointer=pointer)
     finally:
         content.drain()
     channel.success(manifest)
+
+
+class _Staged:
+    """The IndexManifests of this process, made on the first clean: a checkout that only
+    smudges never reads the index (nor imports pygit2, which reading it needs)."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self._index: IndexManifests | None = None
+
+    def get(self) -> IndexManifests:
+        if self._index is None:
+            from git_theta_like.gitio.scan import IndexManifests
+
+            self._index = IndexManifests(self.repo)
+        return self._index
 
 
 class Delayed:

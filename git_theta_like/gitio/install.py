@@ -12,11 +12,13 @@ import os
 import stat
 from importlib import resources
 from pathlib import Path
-
-import pygit2
+from typing import TYPE_CHECKING
 
 from git_theta_like.gitio.attributes import DRIVER
 from git_theta_like.gitio.repo import Repo
+
+if TYPE_CHECKING:
+    import pygit2  # imported where config is written: the filter checks hooks without it
 
 CONFIG = {
     f"filter.{DRIVER}.process": "git-theta-like filter-process",
@@ -48,6 +50,8 @@ def hooks_source() -> Path:
 
 def global_config() -> pygit2.Config:
     """The user's global git config, created (empty) if the user has none yet, as git does."""
+    import pygit2
+
     try:
         return pygit2.Config.get_global_config()
     except (OSError, pygit2.GitError):

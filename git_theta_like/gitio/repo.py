@@ -1,5 +1,10 @@
-"""Repository access through pygit2: where git and git-lfs keep things, index and revision
-blobs, config. Builds no object store (store.store_of does, from `lfs_dir`).
+"""Repository access: where git and git-lfs keep things, index and revision blobs, config.
+Builds no object store (store.store_of does, from `lfs_dir`).
+
+A Repo is found with one `git rev-parse` and reads config from one `git config --list` (so `git
+-c key=value` reaches us as it reaches git), re-read only when a config file changes; pygit2 is
+imported on the first use of `Repo.git` (objects, index, references), not before: a checkout
+that only smudges never loads it (about a quarter of the filter's start-up).
 
 Every blob is read through `Repo.blob`: pygit2 first; in a partial clone (a promisor remote,
 `git clone --filter=blob:none`) a blob that was not fetched yet is read through one long-running
@@ -14,11 +19,12 @@ import threading
 import weakref
 from functools import cached_property
 from pathlib import Path
-from typing import IO
-
-import pygit2
+from typing import IO, TYPE_CHECKING
 
 from git_theta_like.errors import NotARepositoryError, ThetaLikeError
+
+if TYPE_CHECKING:
+    import pygit2
 
 CONFIG_SECTION = "theta-like"
 
@@ -27,16 +33,42 @@ class Repo:
     """A Git repository, discovered from a path inside its work tree (or its git dir)."""
 
     def __init__(self, path: str | os.PathLike[str] = ".") -> None:
-        found = pygit2.discover_repository(str(path))
-        if found is None:
+        start = Path(path)
+        if not start.is_dir():
+            start = start.parent if start.parent.is_dir() else start
+        # rev-parse answers in order and stops at the first question it cannot answer (the top
+        # level of a bare repository, or from inside the git dir): read what it printed
+        try:
+            p = subprocess.run(
+                ["git", "rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-toplevel"],
+                cwd=start,
+                env=discovery_env(),
+                capture_output=True,
+                text=True,
+            )
+        except OSError as e:
+            raise NotARepositoryError(f"not a git repository: {os.path.abspath(path)} ({e})") from None
+        lines = p.stdout.splitlines()
+        if not lines:
             raise NotARepositoryError(f"not a git repository: {os.path.abspath(path)}")
-        self.git = pygit2.Repository(found)
+        self._git_dir = Path(lines[0])
+        self._bare = len(lines) > 1 and lines[1] == "true"
+        self._top = Path(lines[2]) if len(lines) > 2 and not self._bare else None
         self._cat_file: _CatFile | None = None
         self._cat_lock = threading.Lock()
+        self._config: dict[str, str | None] | None = None
+        self._config_stamp: tuple[object, ...] | None = None
+
+    @cached_property
+    def git(self) -> pygit2.Repository:
+        """The pygit2 repository (imported and opened on first use)."""
+        import pygit2
+
+        return pygit2.Repository(str(self._git_dir))
 
     @property
     def git_dir(self) -> Path:
-        return Path(self.git.path)
+        return self._git_dir
 
     @cached_property
     def common_dir(self) -> Path:
@@ -48,7 +80,11 @@ class Repo:
 
     @property
     def workdir(self) -> Path | None:
-        return Path(self.git.workdir) if self.git.workdir else None
+        if self._bare:
+            return None
+        if self._top is not None:
+            return self._top
+        return Path(self.git.workdir) if self.git.workdir else None  # asked from inside .git
 
     @cached_property
     def lfs_dir(self) -> Path:
@@ -70,22 +106,78 @@ class Repo:
             raise error(f"git {' '.join(args)} failed: {p.stderr.strip() or p.stdout.strip()}")
         return p.stdout
 
+    def _config_files_stamp(self) -> tuple[object, ...]:
+        home = os.environ.get("HOME", "")
+        xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+        files = [
+            self.common_dir / "config",
+            self.git_dir / "config.worktree",
+            Path(home, ".gitconfig"),
+            Path(xdg, "git", "config"),
+            Path(os.environ.get("GIT_CONFIG_GLOBAL") or os.devnull),
+            Path(os.environ.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig"),
+        ]
+        stamp: list[object] = [os.environ.get("GIT_CONFIG_PARAMETERS"), os.environ.get("GIT_CONFIG_COUNT")]
+        for f in files:
+            try:
+                st = f.stat()
+                stamp.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                stamp.append(None)
+        return tuple(stamp)
+
+    def config_entries(self) -> dict[str, str | None]:
+        """Every config entry git sees here (system, global, repository, worktree, `git -c`):
+        normalized key -> last value (None: a key given without `=`, which git reads as true).
+        One `git config --list`, re-read only when a config file or `git -c` changed."""
+        stamp = self._config_files_stamp()
+        if self._config is None or stamp != self._config_stamp:
+            p = subprocess.run(
+                ["git", f"--git-dir={self.git_dir}", "config", "--list", "-z"],
+                cwd=self.workdir or self.git_dir,
+                env=discovery_env(),
+                capture_output=True,
+            )
+            entries: dict[str, str | None] = {}
+            for item in p.stdout.split(b"\0"):
+                if not item:
+                    continue
+                key, sep, value = item.partition(b"\n")
+                entries[key.decode(errors="replace")] = value.decode(errors="replace") if sep else None
+            self._config, self._config_stamp = entries, stamp
+        return self._config
+
     def config_get(self, key: str) -> str | None:
-        try:
-            return str(self.git.config[key])
-        except KeyError:
+        entries = self.config_entries()
+        norm = config_key(key)
+        if norm not in entries:
             return None
+        value = entries[norm]
+        return "true" if value is None else value
 
     def config_bool(self, key: str, default: bool) -> bool:
+        value = self.config_get(key)
+        if value is None:
+            return default
+        text = value.strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0", ""):
+            return False
         try:
-            return self.git.config.get_bool(key)
-        except (KeyError, pygit2.GitError, ValueError):
+            return int(text, 0) != 0
+        except ValueError:
             return default
 
     def config_int(self, key: str, default: int) -> int:
+        value = self.config_get(key)
+        if value is None:
+            return default
+        text = value.strip().lower()
+        scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:], 1)
         try:
-            return self.git.config.get_int(key)
-        except (KeyError, pygit2.GitError, ValueError):
+            return int(text[:-1] if scale > 1 else text, 0) * scale
+        except ValueError:
             return default
 
     @cached_property
@@ -94,12 +186,9 @@ class Repo:
         demand from a promisor remote (`extensions.partialClone`, `remote.<name>.promisor`)."""
         if self.config_get("extensions.partialclone"):
             return True
-        try:
-            names = {entry.name.lower() for entry in self.git.config}
-        except pygit2.GitError:
-            return False
         return any(
-            n.startswith("remote.") and n.endswith(".promisor") and self.config_bool(n, False) for n in names
+            n.startswith("remote.") and n.endswith(".promisor") and self.config_bool(n, False)
+            for n in self.config_entries()
         )
 
     def blob(self, oid: pygit2.Oid | str) -> bytes | None:
@@ -107,6 +196,8 @@ class Repo:
 
         The one path every blob is read through: pygit2, and in a partial clone, for a blob not
         fetched yet, `git cat-file --batch` (git's promisor remote fetches it)."""
+        import pygit2
+
         try:
             obj = self.git.get(oid)
         except (ValueError, TypeError, pygit2.GitError):
@@ -133,12 +224,33 @@ class Repo:
 
     def rev_blob(self, rev: str, path: str) -> bytes | None:
         """Content of path at revision rev, or None when it does not exist there."""
+        import pygit2
+
         try:
             commit = self.git.revparse_single(rev).peel(pygit2.Commit)
             entry = commit.tree[path]
         except (KeyError, ValueError, pygit2.GitError):
             return None
         return self.blob(entry.id) if entry.type_str == "blob" else None
+
+
+# set by git for hooks and the commands it runs: they name the repository git is working in,
+# which is not necessarily the one a Repo is opened at (a local remote, another clone)
+_REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_PREFIX")
+
+
+def discovery_env() -> dict[str, str]:
+    """The environment for finding a repository from a path, as pygit2 does: the path decides,
+    not a GIT_DIR inherited from the git command that started us."""
+    return {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+
+
+def config_key(key: str) -> str:
+    """A config key as `git config --list` prints it: section and variable lowercased, the
+    subsection (between them) as written."""
+    section, _, rest = key.partition(".")
+    sub, dot, var = rest.rpartition(".")
+    return f"{section.lower()}.{sub}{dot}{var.lower()}" if rest else key.lower()
 
 
 class _CatFile:

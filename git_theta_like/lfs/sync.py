@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import pygit2
-
 from git_theta_like.errors import (
     ManifestError,
     ObjectCorruptError,
@@ -26,7 +24,6 @@ from git_theta_like.errors import (
     ThetaLikeError,
 )
 from git_theta_like.gitio.repo import Repo
-from git_theta_like.lfs import anchors
 from git_theta_like.manifest import Manifest, ObjectRef, is_manifest, is_object_id, parse_count
 from git_theta_like.store import store_of
 
@@ -74,6 +71,8 @@ def _rev_list_new_blobs(
 ) -> list[str]:
     """Blob ids reachable from local_sha but not from what the remote is known to have (with
     whole_history, every blob reachable from local_sha)."""
+    import pygit2
+
     cmd = ["git", "rev-list", "--objects", local_sha]
     if not whole_history:
         cmd += ["--not", f"--remotes={remote}"]
@@ -129,6 +128,7 @@ class PushResult:
 def pre_push(repo: Repo, remote: str, url: str | None, updates: list[str]) -> PushResult:
     """The pre-push hook: upload what the pushed commits need, then anchor it (before git sends
     the refs, so no pushed commit's objects are ever unreferenced on the server)."""
+    from git_theta_like.lfs import anchors  # pushes only: it imports pygit2
     from git_theta_like.lfs.transfer import RemoteStore
 
     if anchors.enabled(repo):
@@ -170,6 +170,8 @@ def push(
     anchor it. The objects of the commits `refs` (default: HEAD) reach and the remote-tracking
     refs of `remote` do not; with `every`, of every commit they reach (every branch and tag
     when no ref is given); with object_ids, those objects."""
+    import pygit2
+
     store = store_of(repo)
     if object_ids is not None:
         bad = [o for o in object_ids if not is_object_id(o)]
@@ -200,6 +202,7 @@ def push(
 def _repair(repo: Repo, remote: str, objs: list[tuple[str, int]]) -> PushResult:
     """Upload those of objs the remote lacks (fetching from the other remotes those that are
     not local either), then anchor every one the remote now has."""
+    from git_theta_like.lfs import anchors  # pushes only: it imports pygit2
     from git_theta_like.lfs.transfer import RemoteStore
 
     if not objs:
@@ -222,6 +225,8 @@ def _repair(repo: Repo, remote: str, objs: list[tuple[str, int]]) -> PushResult:
 
 def default_remote(repo: Repo) -> str:
     """theta-like.remote, else the current branch's remote, else origin."""
+    import pygit2
+
     configured = repo.config_get("theta-like.remote")
     if configured:
         return configured
@@ -382,6 +387,8 @@ def fetch(
 ) -> FetchResult:
     """Prefetch the objects that checking out `revs` needs (optionally only some tensors);
     with every_ref, those of every commit reachable from any ref (git lfs fetch --all)."""
+    import pygit2
+
     from git_theta_like.gitio.scan import reachable_manifests, tracked_files
 
     objs: dict[str, int] = {}

@@ -32,11 +32,14 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError, TruncatedError
 from git_theta_like.formats.base import ByteReader, Event, Skeleton, Tensor, TensorInfo
-from git_theta_like.formats.pytorch.pickle_reader import MAX_PICKLE_BYTES, PickleContents, read_torch_pickle
+
+if TYPE_CHECKING:
+    from git_theta_like.formats.pytorch.pickle_reader import PickleContents
 
 LOCAL_SIG = b"PK\x03\x04"
 CENTRAL_SIG = b"PK\x01\x02"
@@ -54,7 +57,7 @@ FLAG_DESCRIPTOR = 0x0008
 FLAG_UTF8 = 0x0800
 STORED, DEFLATED = 0, 8
 
-MAX_SMALL_RECORD = 32 * 1024 * 1024  # a non-storage record is held whole (as MAX_PICKLE_BYTES)
+MAX_SMALL_RECORD = 32 * 1024 * 1024  # a non-storage record is held whole (as the pickle is)
 MAX_TAIL = 64 * 1024 * 1024  # central directory and end records
 CRC_CHECK_LIMIT = 1024 * 1024  # storages up to this size get their CRC-32 checked
 MAX_STORAGE = 1 << 48
@@ -234,7 +237,12 @@ class _Splitter:
             return
 
         is_pickle = len(self.records) == 0
-        limit = MAX_PICKLE_BYTES if is_pickle else MAX_SMALL_RECORD
+        if is_pickle:  # the pickle reader is loaded only for a PyTorch file
+            from git_theta_like.formats.pytorch.pickle_reader import MAX_PICKLE_BYTES
+
+            limit = MAX_PICKLE_BYTES
+        else:
+            limit = MAX_SMALL_RECORD
         if has_descriptor:
             if method != STORED:
                 raise FormatError(f"zip record {name!r} is compressed and its size only follows its data")
@@ -251,6 +259,8 @@ class _Splitter:
             raise FormatError(f"zip record {name!r} fails its CRC-32 check")
         self.records.append(_Record(raw_name, offset, method, crc, csize, usize))
         if is_pickle:
+            from git_theta_like.formats.pytorch.pickle_reader import read_torch_pickle
+
             self.regions = plan_regions(read_torch_pickle(content))
         elif name == f"{self.prefix}/byteorder" and content != b"little":
             raise FormatError(
