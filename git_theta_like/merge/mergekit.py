@@ -32,7 +32,7 @@ from git_theta_like.merge.strategies.base import Strategy, Value
 from git_theta_like.merge.strategies.task_vectors import check_della
 
 MAX_TEXT = 1 << 20  # bytes of YAML
-MAX_ITEMS = 100_000  # scalars, lists and mappings walked in one config
+MAX_ITEMS = 20_000  # scalars, lists and mappings walked in one config
 MAX_MODELS = 1024
 
 Scalar = float | int | bool | str
