@@ -570,3 +570,39 @@ def test_methods_agree_with_mergekit(
     want = merge(inputs, theirs, parameters=mk_params, base_index=0 if use_base else None).double()
     got = merge_many_tensors(base, tunes, ours, per_model=per, **ours_params).double()
     assert float((got - want).norm() / want.norm()) < 1e-6
+
+
+# ------------------------------------------------------------------ CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ties",
+        "dare-ties",
+        "breadcrumbs-ties",
+        "della",
+        "della-linear",
+        "sce",
+        "model-stock",
+        "karcher",
+        "linear",
+    ],
+)
+def test_cuda_gives_the_cpu_result_for_n_models(models, name: str) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    cpu = merge_many_tensors(base, tunes, name, name=NAME, device="cpu")
+    gpu = merge_many_tensors(base, tunes, name, name=NAME, device="cuda")
+    assert rel_err(gpu, cpu.astype(np.float64)) < RTOL
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_ties_conventions_mergekit_on_cuda_is_mergekit_on_cuda() -> None:
+    merge = mergekit_api()
+    ts = [t.cuda() for t in mk_tensors(5, 3, (256, 192), torch.float32, True)]
+    params = {"weight": [0.5, 0.3, 0.2], "density": [0.3, 0.5, 0.4]}
+    want = merge(ts, "ties", parameters=params, base_index=0)
+    per = [{"weight": w, "density": d} for w, d in zip(params["weight"], params["density"], strict=True)]
+    got = merge_many_tensors(ts[0], ts[1:], "ties", per_model=per, conventions="mergekit")
+    assert got.device.type == "cuda" and torch.equal(got, want)
