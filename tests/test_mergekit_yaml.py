@@ -303,6 +303,12 @@ TWO = "models: [{model: x}, {model: y}]\nbase_model: b\n"
             "models: [{model: x, parameters: {density: [0.5, 0.1]}}, y]\n",
             "m.yaml: models[0]: della needs density - epsilon > 0",
         ),
+        (  # the middle knot of a gradient breaks the rule
+            "merge_method: della\nbase_model: b\nparameters: {epsilon: [0.1, 0.3]}\n"
+            "models: [{model: x, parameters: {density: [0.5, 0.2, 0.5]}}, y]\n",
+            "m.yaml: models[0]: della needs density - epsilon > 0 and density + epsilon <= 1 "
+            "(keep probabilities in (0, 1]), not density=0.2, epsilon=0.2",
+        ),
         (
             "merge_method: linear\n"
             "models: [{model: x, parameters: {weight: 1}}, {model: y, parameters: {weight: -1}}]\n",

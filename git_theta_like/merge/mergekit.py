@@ -438,13 +438,16 @@ def _plain(value: object, cls: type[Strategy], key: str, where: str, budget: _Bu
 
 
 def _check_values(recipe: Recipe) -> None:
-    """Checks across parameters (DELLA's density and epsilon, linear's weights, ...), at each
-    gradient's ends and for every condition, by making the strategy there."""
-    probes: set[tuple[str, float]] = {("", 0.0), ("", 1.0)}
-    for setting in [*recipe.params.values(), *(s for m in recipe.models for s in m.params.values())]:
-        if isinstance(setting, tuple):
-            probes |= {(c.filter or "", t) for c in setting for t in (0.0, 1.0)}
-    for tensor, t in sorted(probes):
+    """Checks across parameters (DELLA's density and epsilon, linear's weights, ...), at every
+    gradient knot and for every condition, by making the strategy there."""
+    settings = [*recipe.params.values(), *(s for m in recipe.models for s in m.params.values())]
+    plain = [c.value for s in settings if isinstance(s, tuple) for c in s] + settings
+    # every gradient knot: between knots all settings are linear, so are the checks
+    ts = {0.0, 1.0} | {
+        i / (len(g.values) - 1) for g in plain if isinstance(g, Gradient) for i in range(len(g.values))
+    }
+    names = {""} | {c.filter or "" for s in settings if isinstance(s, tuple) for c in s}
+    for tensor, t in sorted((n, t) for n in names for t in ts):
         s = recipe.strategy(tensor, t)
         per = [{**{k: s[k] for k in s.per_model_params}, **vals} for vals in recipe.per_model(tensor, t)]
         for i, merged in enumerate(per):
