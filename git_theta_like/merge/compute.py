@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from git_theta_like import dtypes
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import DeviceError, ThetaLikeError
-from git_theta_like.merge.strategies import make_strategy
+from git_theta_like.merge.strategies import make_strategy, parse_value
 from git_theta_like.merge.strategies.base import Strategy, TensorContext, Value
 
 if TYPE_CHECKING:
@@ -259,8 +259,86 @@ def merge_tensors(
         t.to(dev, cd),
         TensorContext(name=name, fisher=f),
     )
-    if o.dtype.itemsize == 1:
-        fin = torch.finfo(o.dtype)
+    res = _cast_like(out, o)
+    return res.numpy() if as_numpy else res
+
+
+def _cast_like(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The result in `like`'s dtype (round to nearest even; float8 saturates) and device."""
+    import torch
+
+    if like.dtype.itemsize == 1:
+        fin = torch.finfo(like.dtype)
         out = torch.where(out.isnan(), out, out.clamp(fin.min, fin.max))
-    res = out.to(o.dtype).to(o.device)
+    return out.to(like.dtype).to(like.device)
+
+
+def merge_many_tensors(
+    base: Any,
+    models: Sequence[Any],
+    /,
+    strategy: str | Strategy = "average",
+    *,
+    per_model: Sequence[Mapping[str, object]] = (),
+    name: str = "",
+    device: str | None = None,
+    precision: str = "float32",
+    **params: object,
+) -> Any:
+    """Merge one tensor of N >= 2 models in-process, exactly as an N-way (octopus) merge does.
+
+    base: the merge base θ₀ (None for strategies that do not use it); models: the models'
+    versions (torch tensors or numpy arrays of one shape and float dtype; models[0] is ours).
+    `strategy` and its parameters as for merge_tensors; `per_model`: per model, its values of
+    the strategy's `per_model_params` (e.g. `[{"weight": 0.7, "density": 0.3}, {"weight": 0.3}]`;
+    a missing key takes the strategy's value). `name` seeds DARE's and DELLA's masks. Returns
+    the merged tensor in models[0]'s dtype (numpy for numpy input). Two models and no
+    per-model values: merge_tensors(base, *models, ...), the same bits.
+    """
+    import numpy as np
+    import torch
+
+    strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, params)
+    if isinstance(strategy, Strategy) and params:
+        raise TypeError("pass parameters either in the Strategy or as keywords, not both")
+    if len(models) < 2:
+        raise ThetaLikeError(f"merge_many_tensors: needs at least two models, not {len(models)}")
+    if per_model and len(per_model) != len(models):
+        raise ThetaLikeError(
+            f"merge_many_tensors: {len(per_model)} per-model entries for {len(models)} models"
+        )
+    if len(models) == 2 and not any(per_model):
+        return merge_tensors(base, models[0], models[1], strat, name=name, device=device, precision=precision)
+    if strat.max_models is not None and len(models) > strat.max_models:
+        raise ThetaLikeError(
+            f"merge_many_tensors: strategy {strat.name} merges two versions, not {len(models)}"
+        )
+    if strat.selects is not None or strat.bitwise or strat.needs_fisher:
+        raise ThetaLikeError(f"merge_many_tensors: strategy {strat.name} merges two versions")
+    as_numpy = isinstance(models[0], np.ndarray)
+
+    def tt(x: Any) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+
+    ms = [tt(m) for m in models]
+    b = tt(base) if base is not None else None
+    first = ms[0]
+    if any((m.shape, m.dtype) != (first.shape, first.dtype) for m in [*ms, *([b] if b is not None else [])]):
+        raise ThetaLikeError("merge_many_tensors: base and models must have one shape and dtype")
+    if strat.needs_base and b is None:
+        raise ThetaLikeError(f"merge_many_tensors: strategy {strat.name} needs the base tensor")
+    if not first.is_floating_point():
+        raise ThetaLikeError(f"merge_many_tensors: {first.dtype} tensors cannot be merged arithmetically")
+    dev = resolve_device(device) if device else first.device
+    cd = torch.float64 if first.dtype == torch.float64 or precision == "float64" else torch.float32
+    values = tuple(
+        {k: parse_value(type(strat), k, v, f"merge_many_tensors: model {i + 1}") for k, v in d.items()}
+        for i, d in enumerate(per_model)
+    )
+    out = strat.merge_many(
+        b.to(dev, cd) if b is not None else None,
+        [m.to(dev, cd) for m in ms],
+        TensorContext(name=name, per_model=values),
+    )
+    res = _cast_like(out, first)
     return res.numpy() if as_numpy else res

@@ -7,8 +7,11 @@ base is θ₀, the pre-trained model, so the task vectors are τ_ours = ours - b
 τ_theirs = theirs - base. Formulas are in docs/merging.md; each one is tested against an
 independent float64 reference (tests/test_merge_strategies.py).
 
-The strategies live one family per module (basic, task_vectors, slerp, fisher; the base class
-in base.py); this package is their registry. They import torch only inside the functions that
+The strategies live one family per module (basic; task_vectors: the generalized task-vector
+method and its configurations task-arithmetic, ties, dare, dare-ties, breadcrumbs, della, ...;
+slerp; geometric: model-stock, nuslerp, karcher; sce; fisher; patch; the base class in base.py);
+this package is their registry. `merge_many` merges N models where a strategy's `max_models`
+allows it (None: any number). They import torch only inside the functions that
 compute, so that declaring, listing and validating strategies (CLI, config) stays cheap.
 """
 
@@ -19,12 +22,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from git_theta_like.errors import MergeConfigError
-from git_theta_like.merge.strategies.base import Param, Strategy, format_value
+from git_theta_like.merge.strategies.base import Param, Strategy, Value, format_value
 from git_theta_like.merge.strategies.basic import Average, Base, Linear, Ours, Theirs
 from git_theta_like.merge.strategies.fisher import Fisher
+from git_theta_like.merge.strategies.geometric import Karcher, ModelStock, NuSlerp
 from git_theta_like.merge.strategies.patch import Patch
+from git_theta_like.merge.strategies.sce import Sce
 from git_theta_like.merge.strategies.slerp import Slerp
-from git_theta_like.merge.strategies.task_vectors import Dare, DareTies, TaskArithmetic, Ties
+from git_theta_like.merge.strategies.task_vectors import (
+    Breadcrumbs,
+    BreadcrumbsTies,
+    Dare,
+    DareTies,
+    Della,
+    DellaLinear,
+    TaskArithmetic,
+    Ties,
+)
 
 # ------------------------------------------------------------------ parameters
 
@@ -45,7 +59,15 @@ STRATEGIES: dict[str, type[Strategy]] = {
         Ties,
         Dare,
         DareTies,
+        Breadcrumbs,
+        BreadcrumbsTies,
+        Della,
+        DellaLinear,
+        Sce,
+        ModelStock,
         Slerp,
+        NuSlerp,
+        Karcher,
         Fisher,
         Patch,
         Ours,
@@ -95,7 +117,20 @@ def check_overrides(values: Mapping[str, object], where: str) -> None:
                 f"{where}: no strategy has a parameter {key!r} (parameters: {', '.join(known)})"
             )
         for cls in owners:
-            cls({key: value}, f"{where} ({cls.name})")
+            parse_value(cls, key, value, f"{where} ({cls.name})")
+
+
+def parse_value(cls: type[Strategy], key: str, value: object, where: str) -> Value:
+    """One parameter's value as `cls` declares it (an alias: its target's value), without the
+    checks across parameters (those need the strategy's other values)."""
+    declared = {p.name: p for p in cls.params}
+    if key in cls.aliases:
+        target, factor = cls.aliases[key]
+        num = Param(key, float, 0.0, "").parse(value, where)
+        return declared[target].parse(float(num) / factor, f"{where} ({key}={value})")
+    if key not in declared:
+        raise MergeConfigError(f"{where}: {cls.name} has no parameter {key!r}")
+    return declared[key].parse(value, where)
 
 
 @dataclass
@@ -108,6 +143,8 @@ class StrategyHelp:
 def _domain(p: Param) -> str:
     if p.kind is bool:
         return " (true/false)"
+    if p.kind is str:
+        return f" (one of {', '.join(p.choices)})"
     if p.kind is int:
         return " (an integer >= 0)" if p.lo == 0 else ""
     if p.lo is None and p.hi is None:

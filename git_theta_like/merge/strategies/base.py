@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import MergeConfigError
 
-Value = float | int | bool
+Value = float | int | bool | str
 
 if TYPE_CHECKING:
     import torch
@@ -19,20 +19,30 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Param:
-    """A declared strategy parameter: name, type, default and allowed range."""
+    """A declared strategy parameter: name, type, default and allowed range (or, for a `str`
+    parameter, its choices). An `option` is a refinement with a default that keeps the method
+    as it was (a per-model weight, mergekit's conventions, ...): recipes show it only when it is
+    set to something else, and error messages list it apart from the method's parameters."""
 
     name: str
-    kind: type  # float, int or bool
+    kind: type  # float, int, bool or str (one of `choices`)
     default: Value
     help: str
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False  # the range excludes lo
     hi_open: bool = False
+    choices: tuple[str, ...] = ()
+    option: bool = False
 
     def parse(self, value: object, where: str) -> Value:
         """The value as this parameter's type, or MergeConfigError naming `where`."""
         what = f"{where}: parameter {self.name}"
+        if self.kind is str:
+            text = str(value).strip().lower() if isinstance(value, str) else None
+            if text not in self.choices:
+                raise MergeConfigError(f"{what} must be one of {', '.join(self.choices)}, not {value!r}")
+            return text
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
@@ -49,7 +59,7 @@ class Param:
                 if isinstance(value, float):
                     if not value.is_integer():
                         raise ValueError
-                    out: Value = int(value)
+                    out: float | int = int(value)
                 else:
                     out = int(str(value).strip())
             else:
@@ -127,9 +137,11 @@ class Strategy:
                 parsed[target] = declared[target].parse(float(num) / factor, f"{where} ({key}={raw})")
                 continue
             if key not in declared:
-                known = sorted([*declared, *self.aliases])
+                known = sorted([*(p.name for p in self.params if not p.option), *self.aliases])
+                options = sorted(p.name for p in self.params if p.option)
                 hint = f"parameters: {', '.join(known)}" if known else "it takes no parameters"
-                raise MergeConfigError(f"{where}: {self.name} has no parameter {key!r} ({hint})")
+                more = f"; options: {', '.join(options)}" if options else ""
+                raise MergeConfigError(f"{where}: {self.name} has no parameter {key!r} ({hint}){more}")
             parsed[key] = declared[key].parse(raw, where)
         self.values: dict[str, Value] = {p.name: parsed.get(p.name, p.default) for p in self.params}
         self.validate(where)
@@ -146,12 +158,20 @@ class Strategy:
     def __hash__(self) -> int:
         return hash((self.name, tuple(sorted(self.values.items()))))
 
+    def recorded(self) -> list[tuple[str, Value]]:
+        """The values a recipe shows: every parameter, and each option set away from its default."""
+        return [
+            (p.name, self.values[p.name])
+            for p in self.params
+            if not p.option or self.values[p.name] != p.default
+        ]
+
     def recipe(self) -> str:
         """Parameters as `key:value,...`, as the manifest records them (empty: none)."""
-        return ",".join(f"{k}:{format_value(v)}" for k, v in self.values.items())
+        return ",".join(f"{k}:{format_value(v)}" for k, v in self.recorded())
 
     def describe(self) -> str:
-        args = " ".join(f"{k}={format_value(v)}" for k, v in self.values.items())
+        args = " ".join(f"{k}={format_value(v)}" for k, v in self.recorded())
         return f"{self.name} {args}".strip()
 
     def __repr__(self) -> str:
@@ -172,6 +192,29 @@ class Strategy:
         if len(models) != 2:
             raise MergeConfigError(f"strategy {self.name} merges two versions, not {len(models)}")
         raise MergeConfigError(f"strategy {self.name} takes no per-model parameters")
+
+    def model_values(self, ctx: TensorContext, n: int) -> list[dict[str, Value]]:
+        """For each of the n models, its values of `per_model_params`: ctx.per_model's, parsed
+        and range-checked here (nothing there is trusted), else the strategy's own."""
+        if ctx.per_model and len(ctx.per_model) != n:
+            raise MergeConfigError(
+                f"strategy {self.name}: {len(ctx.per_model)} sets of per-model parameters for {n} models"
+            )
+        declared = {p.name: p for p in self.params}
+        out = []
+        for i in range(n):
+            given = ctx.per_model[i] if ctx.per_model else {}
+            vals: dict[str, Value] = {k: self.values[k] for k in self.per_model_params}
+            for key, raw in given.items():
+                if key not in self.per_model_params:
+                    allowed = ", ".join(self.per_model_params) or "none"
+                    raise MergeConfigError(
+                        f"strategy {self.name}: {key!r} cannot be set per model "
+                        f"(per-model parameters: {allowed})"
+                    )
+                vals[key] = declared[key].parse(raw, f"strategy {self.name}, model {i + 1}")
+            out.append(vals)
+        return out
 
     def merge_bits(self, base: Buffer, ours: Buffer, theirs: Buffer, dtype: str, name: str = "") -> bytes:
         """The merged raw bytes, for `bitwise` strategies."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from git_theta_like.errors import MergeConfigError
@@ -37,10 +40,17 @@ Base = _selecting("base", "go back to the merge base (drop both changes)")
 
 class Average(Strategy):
     name = "average"
-    summary = "element-wise mean (ours + theirs) / 2"
+    summary = "element-wise mean (ours + theirs) / 2; of N models, sum / N"
+    max_models = None
 
     def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
         return (ours + theirs) * 0.5
+
+    def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
+        self.model_values(ctx, len(models))  # average takes no per-model parameters
+        if len(models) == 2:
+            return self.merge(base, models[0], models[1], ctx)
+        return functools.reduce(operator.add, models) / len(models)
 
 
 class Linear(Strategy):
@@ -50,7 +60,10 @@ class Linear(Strategy):
         Param("ours", float, 0.5, "weight of our version"),
         Param("theirs", float, 0.5, "weight of their version"),
         Param("normalize", bool, True, "divide by the sum of the weights"),
+        Param("weight", float, 1.0, "N-way merges: weight of each model (set per model)", option=True),
     )
+    max_models = None
+    per_model_params = ("weight",)
 
     def validate(self, where: str) -> None:
         if self["normalize"] and self["ours"] + self["theirs"] == 0:
@@ -62,3 +75,16 @@ class Linear(Strategy):
             s = wo + wt
             wo, wt = wo / s, wt / s
         return ours * wo + theirs * wt
+
+    def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
+        """Σ w_i θ_i (/ Σ w_i with normalize), w_i the per-model weights (ours/theirs are the
+        two-model merge's weights)."""
+        if len(models) == 2 and not any(ctx.per_model):
+            return self.merge(base, models[0], models[1], ctx)
+        weights = [float(v["weight"]) for v in self.model_values(ctx, len(models))]
+        if self["normalize"]:
+            total = sum(weights)
+            if total == 0:
+                raise MergeConfigError("strategy linear: weights sum to 0 and normalize is true")
+            weights = [w / total for w in weights]
+        return functools.reduce(operator.add, [m * w for m, w in zip(models, weights, strict=True)])

@@ -1,27 +1,42 @@
-"""Task-vector strategies (τ = side - base): task arithmetic, TIES (trim, elect sign,
-disjoint merge), DARE (drop and rescale) and DARE-TIES."""
+"""Task-vector strategies (τ_i = model_i - base), as configurations of ONE generalized method
+(mergekit's "generalized task arithmetic"):
+
+    θ = θ₀ + λ · combine(w_i · sparsify(τ_i))
+
+sparsify: none (task arithmetic), TIES's magnitude trim, DARE's random drop, Model Breadcrumbs'
+outlier-and-small drop, DELLA's magnitude-ranked random drop; combine: the weighted sum (divided
+by Σ w_i with `normalize`), or TIES's sign election and disjoint (weighted) mean. Every
+strategy takes any number of models (octopus merges); the two-model `merge` is `merge_many` of
+[ours, theirs].
+
+`conventions = "mergekit"` follows mergekit's code where it departs from the papers, so that a
+mergekit merge is reproduced bit for bit (TIES-family; the random masks of DARE and DELLA are
+ours, seeded): k = max(1, int(density · n)) entries kept by `argsort` order (exactly k, ties
+broken as torch's argsort breaks them), the sign elected positive where the weighted sum is 0,
+`rescale` matching each sparsified task vector's L1 norm to the original's, and mergekit's
+order of operations.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from typing import TYPE_CHECKING
+import operator
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
-from git_theta_like.merge.strategies.base import Param, Strategy, TensorContext
+from git_theta_like.errors import MergeConfigError
+from git_theta_like.merge.strategies.base import Param, Strategy, TensorContext, Value
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
+CONVENTIONS = ("paper", "mergekit")
+SIGN_METHODS = ("sum", "count")
 
-class TaskArithmetic(Strategy):
-    name = "task-arithmetic"
-    summary = "base + lambda * (tau_ours + tau_theirs)  (Ilharco et al. 2023)"
-    params = (Param("lambda", float, 1.0, "scale of the summed task vectors"),)
-    needs_base = True
 
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        assert base is not None
-        return base + ((ours - base) + (theirs - base)) * float(self["lambda"])
+# ------------------------------------------------------------------ sparsifiers
 
 
 def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
@@ -40,45 +55,55 @@ def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
     )
 
 
-def disjoint_merge(taus: list[torch.Tensor]) -> torch.Tensor:
-    """TIES's elect + disjoint mean: the sign with the larger total mass wins (sign of the sum),
-    then the mean over the task vectors that agree with it (zero where none does)."""
+def l1_rescale(tau: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """masked scaled so that its L1 norm is tau's (unchanged when either norm is below eps):
+    mergekit's `rescale` (RescaleNorm.l1), operation for operation."""
+    before = tau.abs().sum()
+    after = masked.abs().sum()
+    if before < eps or after < eps:
+        return masked
+    return masked * (before / after)
+
+
+def trim_top_k_mergekit(tau: torch.Tensor, density: float, rescale: bool) -> torch.Tensor:
+    """mergekit's `magnitude`: exactly k = max(1, int(density * n)) entries, the first k of a
+    descending argsort of |tau| (on the CPU in float32), kept through a 0/1 mask."""
     import torch
 
-    total = taus[0] + taus[1] if len(taus) == 2 else torch.stack(taus).sum(0)
-    sign = torch.sign(total)
-    agree_sum = torch.zeros_like(total)
-    count = torch.zeros_like(total)
-    for tau in taus:
-        agree = (torch.sign(tau) == sign) & (tau != 0)
-        agree_sum += torch.where(agree, tau, torch.zeros((), dtype=tau.dtype, device=tau.device))
-        count += agree
-    return agree_sum / count.clamp(min=1)
+    if density >= 1:
+        return tau
+    if tau.numel() == 0:
+        return torch.zeros_like(tau)
+    k = max(1, int(density * tau.numel()))
+    mask = torch.zeros(tau.numel(), dtype=tau.dtype, device=tau.device)
+    w = tau.abs().reshape(-1)
+    if w.device.type == "cpu":
+        w = w.float()
+    mask[torch.argsort(w, descending=True)[:k]] = 1
+    masked = tau * mask.reshape_as(tau)
+    return l1_rescale(tau, masked) if rescale else masked
 
 
-class Ties(Strategy):
-    name = "ties"
-    summary = "trim, elect sign, disjoint mean of task vectors  (Yadav et al. 2023)"
-    params = (
-        Param(
-            "density",
-            float,
-            0.2,
-            "fraction of each task vector kept (largest magnitudes)",
-            0,
-            1,
-            lo_open=True,
-        ),
-        Param("lambda", float, 1.0, "scale of the merged task vector"),
-    )
-    aliases = {"k": ("density", 100.0)}  # k: the paper's top-k%, in percent
-    needs_base = True
+def breadcrumbs(tau: torch.Tensor, density: float, gamma: float, rescale: bool) -> torch.Tensor:
+    """Model Breadcrumbs (Davari & Belilovsky 2024): drop the int(gamma * n) entries of largest
+    magnitude (outliers) and the smallest, so that int(density * n) remain (fewer outliers are
+    dropped when density + gamma > 1), as mergekit counts them; `rescale`: to the L1 norm."""
+    import torch
 
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        assert base is not None
-        d = float(self["density"])
-        taus = [trim_top_k(ours - base, d), trim_top_k(theirs - base, d)]
-        return base + disjoint_merge(taus) * float(self["lambda"])
+    if density >= 1:
+        return tau
+    n = tau.numel()
+    target = int(density * n)
+    n_top = int(gamma * n)
+    n_bot = max(0, n - target - n_top)
+    w = tau.abs().reshape(-1)
+    if w.device.type == "cpu":
+        w = w.float()
+    order = torch.sort(w, descending=False).indices
+    mask = torch.zeros(n, dtype=tau.dtype, device=tau.device)
+    mask[order[n_bot : n_bot + target]] = 1
+    masked = tau * mask.reshape_as(tau)
+    return l1_rescale(tau, masked) if rescale else masked
 
 
 def tensor_seed(seed: int, name: str, side: str) -> int:
@@ -87,14 +112,25 @@ def tensor_seed(seed: int, name: str, side: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def dare_mask(shape: tuple[int, ...] | torch.Size, drop: float, seed: int) -> torch.Tensor:
-    """Keep-mask of DARE: each entry kept with probability 1 - drop. Drawn on the CPU generator,
-    so a seed gives the same mask on any device."""
+def side_name(index: int) -> str:
+    """The name that seeds model `index`'s masks: ours, theirs, then model3, model4, ..."""
+    return ("ours", "theirs")[index] if index < 2 else f"model{index + 1}"
+
+
+def uniform(shape: tuple[int, ...] | torch.Size, seed: int) -> torch.Tensor:
+    """Uniform [0, 1) float32 draws from the CPU generator seeded with `seed` (the same on
+    every device)."""
     import torch
 
     g = torch.Generator(device="cpu")
     g.manual_seed(seed)
-    return torch.rand(tuple(shape), generator=g, dtype=torch.float32) >= drop
+    return torch.rand(tuple(shape), generator=g, dtype=torch.float32)
+
+
+def dare_mask(shape: tuple[int, ...] | torch.Size, drop: float, seed: int) -> torch.Tensor:
+    """Keep-mask of DARE: each entry kept with probability 1 - drop. Drawn on the CPU generator,
+    so a seed gives the same mask on any device."""
+    return uniform(shape, seed) >= drop
 
 
 def dare_sparsify(tau: torch.Tensor, drop: float, rescale: bool, seed: int) -> torch.Tensor:
@@ -108,37 +144,376 @@ def dare_sparsify(tau: torch.Tensor, drop: float, rescale: bool, seed: int) -> t
     return out * (1.0 / (1.0 - drop)) if rescale else out
 
 
+def della_keep_probabilities(tau: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    """DELLA's MagPrune: within each row (the tensor as [shape[0], -1]; a vector is one row),
+    the entry of rank r (0 = smallest magnitude, m - 1 = largest; ties by position) is kept with
+    probability density - epsilon + 2 epsilon r / (m - 1) (density for a one-entry row)."""
+    import torch
+
+    rows = tau.reshape(1, -1) if tau.dim() < 2 else tau.reshape(tau.shape[0], -1)
+    m = rows.shape[1]
+    order = torch.argsort(rows.abs(), dim=1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(m, device=tau.device).expand_as(order))
+    scaled = ranks.to(tau.dtype) / (m - 1) if m > 1 else torch.full_like(rows, 0.5)
+    return ((density - epsilon) + scaled * (2 * epsilon)).reshape(tau.shape)
+
+
+def della_sparsify(
+    tau: torch.Tensor, density: float, epsilon: float, rescale: bool, seed: int, l1: bool = False
+) -> torch.Tensor:
+    """DELLA (Deep et al. 2024): keep each entry with its MagPrune probability p_i, rescale the
+    kept ones by 1 / p_i (the paper), or to the original L1 norm (`l1`: mergekit's rescale)."""
+    import torch
+
+    if density >= 1.0 or tau.numel() == 0:
+        return tau
+    p = della_keep_probabilities(tau, density, epsilon)
+    keep = uniform(tau.shape, seed).to(tau.device) < p
+    masked = torch.where(keep, tau, torch.zeros((), dtype=tau.dtype, device=tau.device))
+    if not rescale:
+        return masked
+    return l1_rescale(tau, masked) if l1 else masked / p
+
+
+def check_della(density: float, epsilon: float, where: str) -> None:
+    if density < 1.0 and not (density - epsilon > 0 and density + epsilon <= 1):
+        raise MergeConfigError(
+            f"{where}: della needs density - epsilon > 0 and density + epsilon <= 1 "
+            f"(keep probabilities in (0, 1]), not density={density!r}, epsilon={epsilon!r}"
+        )
+
+
+# ------------------------------------------------------------------ sign election
+
+
+def elect_sign(taus: Sequence[torch.Tensor], method: str = "sum") -> torch.Tensor:
+    """TIES's elect: per entry, the sign of Σ τ_i (`sum`: the total mass, the paper's) or of
+    Σ sgn(τ_i) (`count`: the majority of signs); a tie is 0 (no task vector agrees)."""
+    import torch
+
+    if method == "count":
+        total = functools.reduce(operator.add, [torch.sign(t) for t in taus])
+    else:
+        total = taus[0] + taus[1] if len(taus) == 2 else torch.stack(list(taus)).sum(0)
+    return torch.sign(total)
+
+
+def disjoint_merge(
+    taus: Sequence[torch.Tensor],
+    weights: Sequence[float] | None = None,
+    sign_method: str = "sum",
+    normalize: bool = True,
+) -> torch.Tensor:
+    """TIES's elect + disjoint mean: the elected sign (see elect_sign), then the sum of the
+    (weighted) task vectors that agree with it, divided by the sum of their weights (the mean
+    for unit weights; zero where none agrees); without `normalize`, the sum alone."""
+    import torch
+
+    sign = elect_sign(taus, sign_method)
+    agree_sum = torch.zeros_like(sign)
+    count = torch.zeros_like(sign)
+    zero = torch.zeros((), dtype=sign.dtype, device=sign.device)
+    for i, tau in enumerate(taus):
+        agree = (torch.sign(tau) == sign) & (tau != 0)
+        agree_sum += torch.where(agree, tau, zero)
+        if weights is None or weights[i] == 1.0:
+            count += agree
+        else:
+            count += torch.where(
+                agree, torch.full((), weights[i], dtype=sign.dtype, device=sign.device), zero
+            )
+    if not normalize:
+        return agree_sum
+    if weights is None or all(w == 1.0 for w in weights):
+        return agree_sum / count.clamp(min=1)
+    return agree_sum / torch.where(count == 0, torch.ones((), dtype=count.dtype, device=count.device), count)
+
+
+# ------------------------------------------------------------------ the generalized method
+
+
+def _option(
+    name: str,
+    kind: type,
+    default: Value,
+    text: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    choices: tuple[str, ...] = (),
+) -> Param:
+    return Param(name, kind, default, text, lo, hi, lo_open, choices=choices, option=True)
+
+
+LAMBDA = Param("lambda", float, 1.0, "scale of the merged task vector")
+WEIGHT = _option("weight", float, 1.0, "weight w_i of a model's task vector (set per model)")
+CONVENTIONS_PARAM = _option(
+    "conventions",
+    str,
+    "paper",
+    "paper, or mergekit: follow mergekit's code (integer k, argsort order, + on a tie, L1 rescale)",
+    choices=CONVENTIONS,
+)
+SIGN_METHOD = _option(
+    "sign_method",
+    str,
+    "sum",
+    "sign election: sum (the larger total mass, the paper's) or count (the majority of signs)",
+    choices=SIGN_METHODS,
+)
+
+
+def normalize_param(default: bool) -> Param:
+    return _option("normalize", bool, default, "divide by the sum of the weights (of the agreeing models)")
+
+
+def rescale_l1_param(default: bool) -> Param:
+    return _option("rescale", bool, default, "rescale each sparsified task vector to its L1 norm")
+
+
+def density_param(default: float, text: str) -> Param:
+    return Param("density", float, default, text, 0, 1, lo_open=True)
+
+
+class TaskVectorMerge(Strategy):
+    """θ₀ + λ · combine(w_i · sparsify(τ_i)); subclasses choose `sparsifier` and `consensus`."""
+
+    sparsifier: ClassVar[str | None] = None  # None, "magnitude", "random", "breadcrumbs", "della"
+    consensus: ClassVar[bool] = False  # TIES's sign election and disjoint mean
+    needs_base = True
+    max_models = None
+    per_model_params: ClassVar[tuple[str, ...]] = ("weight",)
+
+    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
+        return self.merge_many(base, [ours, theirs], ctx)
+
+    def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
+        if base is None:
+            raise MergeConfigError(f"strategy {self.name} needs the tensor in the merge base")
+        vals = self.model_values(ctx, len(models))
+        if self["conventions"] == "mergekit":
+            return self._merge_mergekit(base, models, vals, ctx)
+        taus = [
+            self.sparsify(m - base, v, ctx.name, i, l1=False)
+            for i, (m, v) in enumerate(zip(models, vals, strict=True))
+        ]
+        weights = [float(v["weight"]) for v in vals]
+        if any(w != 1.0 for w in weights):
+            taus = [tau * w for tau, w in zip(taus, weights, strict=True)]
+        if self.consensus:
+            mixed = disjoint_merge(taus, weights, str(self["sign_method"]), bool(self["normalize"]))
+        else:
+            mixed = functools.reduce(operator.add, taus)
+            if self["normalize"]:
+                total = sum(weights)
+                if total == 0:
+                    raise MergeConfigError(f"strategy {self.name}: weights sum to 0 and normalize is true")
+                if total != 1.0:
+                    mixed = mixed / total
+        return base + mixed * float(self["lambda"])
+
+    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
+        """One model's task vector, sparsified with its values `v` (paper conventions unless l1)."""
+        return tau
+
+    def _merge_mergekit(
+        self, base: Tensor, models: Sequence[Tensor], vals: list[dict[str, Value]], ctx: TensorContext
+    ) -> Tensor:
+        """mergekit's GeneralizedTaskArithmeticMerge.merge_group, operation for operation."""
+        import torch
+
+        deltas = base.new_empty((len(models), *base.shape))
+        for i, (m, v) in enumerate(zip(models, vals, strict=True)):
+            deltas[i] = self.sparsify(m - base, v, ctx.name, i, l1=True)
+        weights = torch.tensor([float(v["weight"]) for v in vals], dtype=deltas.dtype, device=deltas.device)
+        while deltas.dim() > weights.dim():
+            weights.unsqueeze_(-1)
+        deltas.mul_(weights)
+        if self.consensus:
+            sign = deltas.sign().to(base.dtype)
+            if self["sign_method"] == "count":
+                majority = (sign.sum(dim=0) >= 0).to(base.dtype) * 2 - 1
+            else:
+                majority = (deltas.sum(dim=0) >= 0).to(base.dtype) * 2 - 1
+            mask = sign == majority
+            mixed = (deltas * mask).sum(dim=0)
+            divisor = (weights * mask).sum(dim=0)
+            divisor[divisor == 0] = 1
+        else:
+            mixed = deltas.sum(dim=0)
+            divisor = weights.sum(dim=0)
+            divisor[divisor.abs() < 1e-8] = 1
+        if self["normalize"]:
+            mixed /= divisor
+        if self["lambda"] != 1:
+            mixed *= self["lambda"]
+        return (base + mixed).to(base.dtype)
+
+
+class TaskArithmetic(TaskVectorMerge):
+    name = "task-arithmetic"
+    summary = "base + lambda * sum_i w_i tau_i  (Ilharco et al. 2023)"
+    params = (
+        Param("lambda", float, 1.0, "scale of the summed task vectors"),
+        WEIGHT,
+        normalize_param(False),
+        CONVENTIONS_PARAM,
+    )
+
+
+class Ties(TaskVectorMerge):
+    name = "ties"
+    summary = "trim, elect sign, disjoint mean of task vectors  (Yadav et al. 2023)"
+    params = (
+        density_param(0.2, "fraction of each task vector kept (largest magnitudes)"),
+        LAMBDA,
+        WEIGHT,
+        normalize_param(True),
+        rescale_l1_param(False),
+        SIGN_METHOD,
+        CONVENTIONS_PARAM,
+    )
+    aliases = {"k": ("density", 100.0)}  # k: the paper's top-k%, in percent
+    sparsifier = "magnitude"
+    consensus = True
+    per_model_params = ("weight", "density")
+
+    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
+        d, rescale = float(v["density"]), bool(self["rescale"])
+        if l1:
+            return trim_top_k_mergekit(tau, d, rescale)
+        trimmed = trim_top_k(tau, d)
+        return l1_rescale(tau, trimmed) if rescale and d < 1.0 else trimmed
+
+
 _DARE_PARAMS = (
     Param("drop", float, 0.5, "probability of dropping each task-vector entry", 0, 1, hi_open=True),
     Param("rescale", bool, True, "rescale kept entries by 1 / (1 - drop)"),
     Param("seed", int, 0, "random seed: the same seed gives the same merge", 0, 2**63 - 1),
-    Param("lambda", float, 1.0, "scale of the merged task vector"),
+    LAMBDA,
+    WEIGHT,
+    _option(
+        "density",
+        float,
+        0.5,
+        "keep probability, 1 - drop (mergekit's name; set per model)",
+        0,
+        1,
+        lo_open=True,
+    ),
 )
 
 
-class Dare(Strategy):
+class Dare(TaskVectorMerge):
     name = "dare"
     summary = "drop and rescale task vectors, then add them  (Yu et al. 2024)"
-    params = _DARE_PARAMS
-    needs_base = True
+    params: ClassVar[tuple[Param, ...]] = (*_DARE_PARAMS, normalize_param(False), CONVENTIONS_PARAM)
+    sparsifier = "random"
+    per_model_params = ("weight", "density")
 
-    def sparse_taus(self, base: Tensor, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> list[Tensor]:
-        p, rescale, seed = float(self["drop"]), bool(self["rescale"]), int(self["seed"])
-        return [
-            dare_sparsify(ours - base, p, rescale, tensor_seed(seed, ctx.name, "ours")),
-            dare_sparsify(theirs - base, p, rescale, tensor_seed(seed, ctx.name, "theirs")),
-        ]
+    def __init__(self, values: Mapping[str, object] | None = None, where: str = "") -> None:
+        vals = dict(values or {})
+        where = where or f"strategy {self.name}"
+        if "density" in vals:
+            density = float(self._declared("density").parse(vals.pop("density"), where))
+            if "drop" in vals:
+                drop = float(self._declared("drop").parse(vals["drop"], where))
+                if abs((1.0 - drop) - density) > 1e-12:
+                    raise MergeConfigError(
+                        f"{where}: drop={drop!r} and density={density!r} disagree (density = 1 - drop)"
+                    )
+            else:
+                vals["drop"] = 1.0 - density
+        super().__init__(vals, where)
+        self.values["density"] = 1.0 - float(self["drop"])
 
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        assert base is not None
-        t_o, t_t = self.sparse_taus(base, ours, theirs, ctx)
-        return base + (t_o + t_t) * float(self["lambda"])
+    @classmethod
+    def _declared(cls, name: str) -> Param:
+        return next(p for p in cls.params if p.name == name)
+
+    def recorded(self) -> list[tuple[str, Value]]:
+        return [(k, v) for k, v in super().recorded() if k != "density"]  # drop says it
+
+    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
+        # the strategy's own drop unless this model has its own density (no rounding through 1 - x)
+        drop = float(self["drop"]) if v["density"] == self["density"] else 1.0 - float(v["density"])
+        seed = tensor_seed(int(self["seed"]), name, side_name(index))
+        if not l1:
+            return dare_sparsify(tau, drop, bool(self["rescale"]), seed)
+        masked = dare_sparsify(tau, drop, False, seed)
+        return l1_rescale(tau, masked) if self["rescale"] and drop > 0 else masked
 
 
 class DareTies(Dare):
     name = "dare-ties"
     summary = "DARE's drop and rescale, then TIES's sign election and disjoint mean"
+    params = (*_DARE_PARAMS, normalize_param(True), SIGN_METHOD, CONVENTIONS_PARAM)
+    consensus = True
 
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        assert base is not None
-        return base + disjoint_merge(self.sparse_taus(base, ours, theirs, ctx)) * float(self["lambda"])
+
+_BREADCRUMBS_PARAMS = (
+    density_param(0.9, "fraction of each task vector kept, after the outliers"),
+    Param("gamma", float, 0.01, "fraction of largest-magnitude entries (outliers) dropped", 0, 1),
+    LAMBDA,
+    WEIGHT,
+    rescale_l1_param(False),
+)
+
+
+class Breadcrumbs(TaskVectorMerge):
+    name = "breadcrumbs"
+    summary = "drop outliers and small entries of each task vector, then add them  (Davari & Belilovsky 2024)"
+    params: ClassVar[tuple[Param, ...]] = (*_BREADCRUMBS_PARAMS, normalize_param(False), CONVENTIONS_PARAM)
+    sparsifier = "breadcrumbs"
+    per_model_params = ("weight", "density", "gamma")
+
+    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
+        return breadcrumbs(tau, float(v["density"]), float(v["gamma"]), bool(self["rescale"]))
+
+
+class BreadcrumbsTies(Breadcrumbs):
+    name = "breadcrumbs-ties"
+    summary = "breadcrumbs' drop, then TIES's sign election and disjoint sum (mean with normalize)"
+    params = (*_BREADCRUMBS_PARAMS, normalize_param(False), SIGN_METHOD, CONVENTIONS_PARAM)
+    consensus = True
+
+
+_DELLA_PARAMS = (
+    density_param(0.5, "mean keep probability of each task-vector entry"),
+    Param("epsilon", float, 0.15, "keep probabilities range over density -/+ epsilon by magnitude rank", 0),
+    Param("rescale", bool, True, "rescale kept entries by 1 / (their keep probability)"),
+    Param("seed", int, 0, "random seed: the same seed gives the same merge", 0, 2**63 - 1),
+    LAMBDA,
+    WEIGHT,
+)
+
+
+class Della(TaskVectorMerge):
+    name = "della"
+    summary = "magnitude-ranked random drop (MagPrune), sign election, disjoint mean  (Deep et al. 2024)"
+    params: ClassVar[tuple[Param, ...]] = (
+        *_DELLA_PARAMS,
+        normalize_param(True),
+        SIGN_METHOD,
+        CONVENTIONS_PARAM,
+    )
+    sparsifier = "della"
+    consensus = True
+    per_model_params = ("weight", "density", "epsilon")
+
+    def validate(self, where: str) -> None:
+        check_della(float(self["density"]), float(self["epsilon"]), where)
+
+    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
+        d, e = float(v["density"]), float(v["epsilon"])
+        check_della(d, e, f"strategy {self.name}, model {index + 1}")
+        seed = tensor_seed(int(self["seed"]), name, side_name(index))
+        return della_sparsify(tau, d, e, bool(self["rescale"]), seed, l1=l1)
+
+
+class DellaLinear(Della):
+    name = "della-linear"
+    summary = "DELLA's magnitude-ranked drop, then the weighted sum of task vectors"
+    params = (*_DELLA_PARAMS, normalize_param(False), CONVENTIONS_PARAM)
+    consensus = False

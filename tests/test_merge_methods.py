@@ -1,0 +1,608 @@
+"""Merge methods of N models (octopus merges) and the mergekit-era methods (breadcrumbs, DELLA,
+SCE, Model Stock, NuSLERP, Karcher), each against an independent float64 numpy reference of
+its paper's formula written here; TIES (and the other generalized task-vector methods) with
+conventions=mergekit against mergekit's own code, bit for bit."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from git_theta_like.merge import MergeConfigError, make_strategy, merge_tensors
+from git_theta_like.merge.compute import merge_many_tensors
+from git_theta_like.merge.strategies import STRATEGIES
+from git_theta_like.merge.strategies.base import TensorContext
+
+SHAPE = (48, 40)
+RTOL = 1e-6
+NAME = "layer.3.mlp.weight"
+
+
+def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(got.astype(np.float64) - ref) / max(np.linalg.norm(ref), 1e-300))
+
+
+@pytest.fixture
+def models() -> tuple[np.ndarray, list[np.ndarray]]:
+    """A pre-trained tensor and three fine-tunes of it (float32)."""
+    rng = np.random.default_rng(17)
+    base = (rng.standard_normal(SHAPE) * 0.05).astype(np.float32)
+    tunes = [(base + rng.standard_normal(SHAPE) * s).astype(np.float32) for s in (0.01, 0.012, 0.008)]
+    return base, tunes
+
+
+def f64(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64)
+
+
+def taus_of(base: np.ndarray, tunes: list[np.ndarray]) -> list[np.ndarray]:
+    return [f64(t) - f64(base) for t in tunes]
+
+
+# ------------------------------------------------------------------ references (numpy, float64)
+
+
+def uniform(seed: int, name: str, index: int) -> np.ndarray:
+    """The documented seeding: sha256(f"{seed}\\0{name}\\0{side}") -> torch's CPU generator,
+    side = ours, theirs, model3, ...; float32 uniforms."""
+    side = ("ours", "theirs")[index] if index < 2 else f"model{index + 1}"
+    digest = hashlib.sha256(f"{seed}\0{name}\0{side}".encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.rand(SHAPE, generator=g, dtype=torch.float32).numpy().astype(np.float64)
+
+
+def ref_trim(tau: np.ndarray, density: float) -> np.ndarray:
+    k = max(1, round(density * tau.size))
+    threshold = np.sort(np.abs(tau).ravel())[::-1][k - 1]
+    return np.where(np.abs(tau) >= threshold, tau, 0.0)
+
+
+def ref_l1(tau: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    return masked * (np.abs(tau).sum() / np.abs(masked).sum())
+
+
+def ref_ties_combine(taus: list[np.ndarray], weights: list[float], method: str = "sum") -> np.ndarray:
+    """gamma = sgn(sum_i w_i tau_i) (count: sgn(sum_i sgn(w_i tau_i)));
+    result = sum_{i agrees} w_i tau_i / sum_{i agrees} w_i (0 where none agrees)."""
+    wt = [w * t for w, t in zip(weights, taus, strict=True)]
+    gamma = np.sign(sum(np.sign(x) for x in wt)) if method == "count" else np.sign(sum(wt))
+    num = np.zeros_like(taus[0])
+    den = np.zeros_like(taus[0])
+    for w, x in zip(weights, wt, strict=True):
+        agree = (np.sign(x) == gamma) & (x != 0)
+        num += np.where(agree, x, 0.0)
+        den += np.where(agree, w, 0.0)
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+
+
+def ref_breadcrumbs(tau: np.ndarray, density: float, gamma: float) -> np.ndarray:
+    """Drop the int(gamma n) largest magnitudes and the smallest, so int(density n) remain."""
+    n = tau.size
+    target, top = int(density * n), int(gamma * n)
+    bottom = max(0, n - target - top)
+    order = np.argsort(np.abs(tau).ravel(), kind="stable")
+    keep = np.zeros(n, bool)
+    keep[order[bottom : bottom + target]] = True
+    return np.where(keep.reshape(tau.shape), tau, 0.0)
+
+
+def ref_della(tau: np.ndarray, density: float, eps: float, u: np.ndarray) -> np.ndarray:
+    """MagPrune: in each row, rank r of |tau| (0 = smallest), keep probability
+    p = density - eps + 2 eps r / (m - 1), kept entries divided by p."""
+    ranks = np.argsort(np.argsort(np.abs(tau), axis=1, kind="stable"), axis=1, kind="stable")
+    p = density - eps + 2 * eps * ranks / (tau.shape[1] - 1)
+    return np.where(u < p, tau / p, 0.0)
+
+
+def ref_slerp(t: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    cos = float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    om = math.acos(max(-1.0, min(1.0, cos)))
+    return (math.sin((1 - t) * om) * a + math.sin(t * om) * b) / math.sin(om)
+
+
+def ref_karcher(xs: list[np.ndarray], w: list[float], iters: int = 200) -> np.ndarray:
+    """The weighted Riemannian mean on the unit sphere (fixed point of the gradient step
+    mu <- exp_mu(sum a_i log_mu(u_i))), scaled by the weighted mean norm."""
+    a = np.array(w) / sum(w)
+    norms = [np.linalg.norm(x) for x in xs]
+    us = [x.ravel() / n for x, n in zip(xs, norms, strict=True)]
+    mu = sum(ai * u for ai, u in zip(a, us, strict=True))
+    mu /= np.linalg.norm(mu)
+    for _ in range(iters):
+        tangent = np.zeros_like(mu)
+        for ai, u in zip(a, us, strict=True):
+            c = float(np.clip(mu @ u, -1, 1))
+            th = math.acos(c)
+            if th > 1e-12:
+                tangent += ai * th / math.sin(th) * (u - c * mu)
+        s = np.linalg.norm(tangent)
+        if s < 1e-15:
+            break
+        mu = math.cos(s) * mu + math.sin(s) * tangent / s
+        mu /= np.linalg.norm(mu)
+    return (float(a @ np.array(norms)) * mu).reshape(xs[0].shape)
+
+
+# ------------------------------------------------------------------ N-model generalizations
+
+WEIGHTS = [0.5, 0.3, 0.2]
+
+
+def test_average_and_linear_of_n_models(models) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    m = [f64(t) for t in tunes]
+    assert rel_err(merge_many_tensors(base, tunes, "average"), sum(m) / 3) < RTOL
+    per = [{"weight": w} for w in (3.0, 1.0, 1.0)]
+    got = merge_many_tensors(base, tunes, "linear", per_model=per)
+    assert rel_err(got, (3 * m[0] + m[1] + m[2]) / 5) < RTOL
+    got = merge_many_tensors(base, tunes, "linear", per_model=per, normalize=False)
+    assert rel_err(got, 3 * m[0] + m[1] + m[2]) < RTOL
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_task_arithmetic_of_n_models(models, normalize: bool) -> None:  # type: ignore[no-untyped-def]
+    """theta_0 + lambda sum_i w_i tau_i (/ sum_i w_i with normalize, mergekit's option)."""
+    base, tunes = models
+    taus = taus_of(base, tunes)
+    mixed = sum(w * t for w, t in zip(WEIGHTS, taus, strict=True)) / (sum(WEIGHTS) if normalize else 1)
+    per = [{"weight": w} for w in WEIGHTS]
+    got = merge_many_tensors(
+        base, tunes, "task-arithmetic", per_model=per, normalize=normalize, **{"lambda": 0.8}
+    )
+    assert rel_err(got, f64(base) + 0.8 * mixed) < RTOL
+
+
+@pytest.mark.parametrize(("method", "rescale"), [("sum", False), ("count", False), ("sum", True)])
+def test_ties_of_n_models_with_weights_and_densities(models, method: str, rescale: bool) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    dens = [0.2, 0.5, 0.35]
+    trimmed = [ref_trim(t, d) for t, d in zip(taus_of(base, tunes), dens, strict=True)]
+    if rescale:
+        trimmed = [ref_l1(t, x) for t, x in zip(taus_of(base, tunes), trimmed, strict=True)]
+    ref = f64(base) + 1.2 * ref_ties_combine(trimmed, WEIGHTS, method)
+    per = [{"weight": w, "density": d} for w, d in zip(WEIGHTS, dens, strict=True)]
+    got = merge_many_tensors(
+        base, tunes, "ties", per_model=per, sign_method=method, rescale=rescale, **{"lambda": 1.2}
+    )
+    assert rel_err(got, ref) < RTOL
+
+
+def test_ties_without_normalize_sums_the_agreeing(models) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    trimmed = [ref_trim(t, 0.3) for t in taus_of(base, tunes)]
+    gamma = np.sign(sum(trimmed))
+    ref = f64(base) + sum(np.where((np.sign(t) == gamma) & (t != 0), t, 0.0) for t in trimmed)
+    assert rel_err(merge_many_tensors(base, tunes, "ties", density=0.3, normalize=False), ref) < RTOL
+
+
+@pytest.mark.parametrize("name", ["dare", "dare-ties"])
+def test_dare_of_n_models_with_per_model_density(models, name: str) -> None:  # type: ignore[no-untyped-def]
+    """tau_i' = m_i tau_i / p_i, m_i ~ Bernoulli(p_i), p_i the keep probability (density)."""
+    base, tunes = models
+    dens = [0.4, 0.7, 0.5]  # the third takes the strategy's: 1 - drop
+    sparse = [
+        np.where(uniform(5, NAME, i) >= 1 - d, t / d, 0.0)
+        for i, (t, d) in enumerate(zip(taus_of(base, tunes), dens, strict=True))
+    ]
+    per = [
+        {"density": 0.4, "weight": WEIGHTS[0]},
+        {"density": 0.7, "weight": WEIGHTS[1]},
+        {"weight": WEIGHTS[2]},
+    ]
+    got = merge_many_tensors(base, tunes, name, per_model=per, drop=0.5, seed=5, name=NAME)
+    if name == "dare":
+        ref = f64(base) + sum(w * t for w, t in zip(WEIGHTS, sparse, strict=True))
+    else:
+        ref = f64(base) + ref_ties_combine(sparse, WEIGHTS)
+    assert rel_err(got, ref) < RTOL
+    # density is the keep probability: the same strategy as drop = 1 - density
+    assert make_strategy(name, {"density": 0.25}) == make_strategy(name, {"drop": 0.75})
+
+
+# ------------------------------------------------------------------ the new methods
+
+
+@pytest.mark.parametrize("name", ["breadcrumbs", "breadcrumbs-ties"])
+def test_breadcrumbs(models, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Davari & Belilovsky 2024: per task vector, drop the gamma fraction of largest magnitudes
+    and the smallest ones so that density remains; then sum (or TIES's election)."""
+    base, tunes = models
+    crumbs = [ref_breadcrumbs(t, 0.6, 0.05) for t in taus_of(base, tunes)]
+    got = merge_many_tensors(base, tunes, name, density=0.6, gamma=0.05)
+    mixed = sum(crumbs)
+    if name == "breadcrumbs-ties":  # mergekit's default: no normalize, the sum of the agreeing
+        gamma = np.sign(sum(crumbs))
+        mixed = sum(np.where((np.sign(c) == gamma) & (c != 0), c, 0.0) for c in crumbs)
+    assert rel_err(got, f64(base) + mixed) < RTOL
+    kept = np.count_nonzero(crumbs[0])
+    assert kept == int(0.6 * crumbs[0].size)
+    assert np.abs(crumbs[0]).max() < np.abs(taus_of(base, tunes)[0]).max()  # the outliers went
+
+
+@pytest.mark.parametrize("name", ["della", "della-linear"])
+def test_della(models, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Deep et al. 2024: MagPrune keep probabilities by magnitude rank, rescale 1/p, then TIES's
+    election and disjoint mean (della) or the sum (della-linear)."""
+    base, tunes = models
+    dens, eps = [0.5, 0.4, 0.6], [0.15, 0.1, 0.2]
+    pruned = [
+        ref_della(t, d, e, uniform(9, NAME, i))
+        for i, (t, d, e) in enumerate(zip(taus_of(base, tunes), dens, eps, strict=True))
+    ]
+    per = [{"density": d, "epsilon": e} for d, e in zip(dens, eps, strict=True)]
+    got = merge_many_tensors(base, tunes, name, per_model=per, seed=9, name=NAME)
+    mixed = ref_ties_combine(pruned, [1.0] * 3) if name == "della" else sum(pruned)
+    assert rel_err(got, f64(base) + mixed) < RTOL
+    # larger magnitudes are kept more often: the probabilities do what the paper says
+    tau = taus_of(base, tunes)[0]
+    big = np.abs(tau) > np.median(np.abs(tau))
+    kept = pruned[0] != 0
+    assert kept[big].mean() > kept[~big].mean() + 0.05
+
+
+def ref_sce(base: np.ndarray, tunes: list[np.ndarray], topk: float) -> np.ndarray:
+    """FuseChat's SCE: Select the top-k entries by variance across the task vectors,
+    Calculate w_i = mean(tau_i^2) / sum_j mean(tau_j^2), Erase the entries whose sign is not
+    the elected one (+ where sum_i tau_i >= 0), theta_0 + sum w_i tau_i / sum w_i (agreeing)."""
+    tvs = np.stack(taus_of(base, tunes))
+    if topk < 1:
+        var = tvs.var(axis=0)
+        k = int(np.count_nonzero(var) * topk)
+        keep = np.zeros(var.size, bool)
+        keep[np.argsort(var.ravel())[::-1][:k]] = True
+        tvs = tvs * keep.reshape(var.shape)
+    gamma = np.where(tvs.sum(0) >= 0, 1.0, -1.0)
+    energy = (tvs**2).reshape(len(tunes), -1).mean(1)
+    w = (energy / energy.sum())[:, None, None] * (np.sign(tvs) == gamma)
+    return f64(base) + (tvs * w).sum(0) / np.maximum(w.sum(0), 1e-6)
+
+
+@pytest.mark.parametrize("topk", [1.0, 0.3])
+def test_sce(models, topk: float) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    assert (
+        rel_err(merge_many_tensors(base, tunes, "sce", select_topk=topk), ref_sce(base, tunes, topk)) < RTOL
+    )
+
+
+def ref_model_stock(base: np.ndarray, tunes: list[np.ndarray], filter_wise: bool) -> np.ndarray:
+    """Jang et al. 2024: t = k cos / (1 + (k - 1) cos), cos the mean angle between the task
+    vectors; theta = t * mean(theta_i) + (1 - t) * theta_0 (per row with filter_wise)."""
+    taus = taus_of(base, tunes)
+    k = len(tunes)
+    axis = -1 if filter_wise else None
+    cos = np.mean(
+        [
+            np.sum(taus[i] * taus[j], axis=axis)
+            / (np.linalg.norm(taus[i], axis=axis) * np.linalg.norm(taus[j], axis=axis))
+            for i in range(k)
+            for j in range(i + 1, k)
+        ],
+        axis=0,
+    )
+    t = k * cos / (1 + (k - 1) * cos)
+    if filter_wise:
+        t = t[:, None]
+    return t * (sum(f64(x) for x in tunes) / k) + (1 - t) * f64(base)
+
+
+@pytest.mark.parametrize("filter_wise", [False, True])
+def test_model_stock(models, filter_wise: bool) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    # fine-tunes that share a direction, as in the paper (cos well above 0)
+    shared = (tunes[0] - base) * 0.8
+    tunes = [(t + shared).astype(np.float32) for t in tunes]
+    got = merge_many_tensors(base, tunes, "model-stock", filter_wise=filter_wise)
+    assert rel_err(got, ref_model_stock(base, tunes, filter_wise)) < RTOL
+    got2 = merge_tensors(base, tunes[0], tunes[1], "model-stock", filter_wise=filter_wise)
+    assert rel_err(got2, ref_model_stock(base, tunes[:2], filter_wise)) < RTOL
+
+
+@pytest.mark.parametrize(("flatten", "row_wise"), [(True, False), (False, False), (False, True)])
+def test_nuslerp(models, flatten: bool, row_wise: bool) -> None:  # type: ignore[no-untyped-def]
+    """slerp of the two task vectors with t = w_2 / (w_1 + w_2): whole, or vector by vector along
+    the last dimension (row_wise: along the first)."""
+    base, tunes = models
+    a, b = taus_of(base, tunes[:2])
+    t = 0.7 / (0.3 + 0.7)
+    if flatten:
+        mixed = ref_slerp(t, a, b)
+    elif row_wise:
+        mixed = np.stack([ref_slerp(t, a[:, j], b[:, j]) for j in range(SHAPE[1])], axis=1)
+    else:
+        mixed = np.stack([ref_slerp(t, a[i], b[i]) for i in range(SHAPE[0])])
+    got = merge_many_tensors(
+        base,
+        tunes[:2],
+        "nuslerp",
+        per_model=[{"weight": 0.3}, {"weight": 0.7}],
+        nuslerp_flatten=flatten,
+        nuslerp_row_wise=row_wise,
+    )
+    assert rel_err(got, f64(base) + mixed) < RTOL
+    with pytest.raises(Exception, match="nuslerp merges two versions, not 3"):
+        merge_many_tensors(base, tunes, "nuslerp")
+
+
+def test_karcher(models) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    xs = [f64(t) for t in tunes]
+    got = merge_many_tensors(base, tunes, "karcher", max_iter=100, tol=1e-9)
+    assert rel_err(got, ref_karcher(xs, [1, 1, 1])) < RTOL
+    per = [{"weight": w} for w in WEIGHTS]
+    got = merge_many_tensors(base, tunes, "karcher", per_model=per, max_iter=100, tol=1e-9)
+    assert rel_err(got, ref_karcher(xs, WEIGHTS)) < RTOL
+    # two models of one norm: the geodesic midpoint, i.e. slerp at t = 1/2
+    a = xs[0]
+    b = xs[1] * (np.linalg.norm(a) / np.linalg.norm(xs[1]))
+    got = merge_tensors(base, a.astype(np.float32), b.astype(np.float32), "karcher", tol=1e-9, max_iter=50)
+    assert rel_err(got, ref_slerp(0.5, a, b)) < RTOL
+
+
+# ------------------------------------------------------------------ two models: merge_many is merge
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, c in STRATEGIES.items() if c.max_models != 2 or n == "nuslerp")
+)
+def test_merge_many_of_two_models_is_the_two_model_merge(models, name: str) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    b, o, t = (torch.from_numpy(x) for x in (base, tunes[0], tunes[1]))
+    s = make_strategy(name)
+    ctx = TensorContext(name=NAME)
+    two = s.merge(b, o, t, ctx)
+    assert torch.equal(s.merge_many(b, [o, t], ctx), two)
+    unit = TensorContext(name=NAME, per_model=({}, {}))
+    assert torch.equal(s.merge_many(b, [o, t], unit), two)
+    assert np.array_equal(merge_many_tensors(base, tunes[:2], name, name=NAME), two.numpy())
+
+
+# ------------------------------------------------------------------ parameters and recipes
+
+
+def test_options_are_shown_only_when_set_and_validated() -> None:
+    s = make_strategy("ties", {"density": 0.3})
+    assert s.recipe() == "density:0.3,lambda:1.0"
+    s = make_strategy("ties", {"density": 0.3, "conventions": "MergeKit", "sign_method": "count"})
+    assert s.describe() == "ties density=0.3 lambda=1.0 sign_method=count conventions=mergekit"
+    assert (
+        make_strategy("dare", {"density": 0.3}).describe() == "dare drop=0.7 rescale=true seed=0 lambda=1.0"
+    )
+    with pytest.raises(MergeConfigError, match=r"conventions must be one of paper, mergekit, not 'mk'"):
+        make_strategy("ties", {"conventions": "mk"})
+    with pytest.raises(MergeConfigError, match=r"sign_method must be one of sum, count, not 3"):
+        make_strategy("ties", {"sign_method": 3})
+    with pytest.raises(
+        MergeConfigError,
+        match=r"ties has no parameter 'x' \(parameters: density, k, lambda\); options: conventions, "
+        r"normalize, rescale, sign_method, weight",
+    ):
+        make_strategy("ties", {"x": 1})
+    with pytest.raises(MergeConfigError, match=r"drop=0.5 and density=0.3 disagree"):
+        make_strategy("dare", {"drop": 0.5, "density": 0.3})
+    with pytest.raises(MergeConfigError, match=r"della needs density - epsilon > 0"):
+        make_strategy("della", {"density": 0.1})
+    with pytest.raises(MergeConfigError, match=r"gamma must be in \[0, 1\]"):
+        make_strategy("breadcrumbs", {"gamma": 2})
+    with pytest.raises(MergeConfigError, match=r"select_topk must be in \[0, 1\]"):
+        make_strategy("sce", {"select_topk": -0.1})
+    with pytest.raises(MergeConfigError, match=r"max_iter must be in \[1, 10000\]"):
+        make_strategy("karcher", {"max_iter": 0})
+
+
+def test_per_model_values_are_checked_at_merge_time(models) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    with pytest.raises(
+        MergeConfigError, match=r"'lambda' cannot be set per model \(per-model parameters: weight, density\)"
+    ):
+        merge_many_tensors(base, tunes, "ties", per_model=[{}, {}, {"lambda": 0.1}])
+    with pytest.raises(MergeConfigError, match=r"model 3: ties has no parameter 'gamma'"):
+        merge_many_tensors(base, tunes, "ties", per_model=[{}, {}, {"gamma": 0.1}])
+    with pytest.raises(MergeConfigError, match=r"model 2: parameter density must be in \(0, 1\], not 1.5"):
+        merge_many_tensors(base, tunes, "ties", per_model=[{}, {"density": 1.5}, {}])
+    with pytest.raises(MergeConfigError, match=r"model 3: della needs density - epsilon > 0"):
+        merge_many_tensors(base, tunes, "della", per_model=[{}, {}, {"density": 0.1}])
+    with pytest.raises(MergeConfigError, match=r"weights sum to 0 and normalize is true"):
+        merge_many_tensors(base, tunes[:2], "linear", per_model=[{"weight": 1}, {"weight": -1}])
+    with pytest.raises(MergeConfigError, match=r"model 1: average has no parameter 'weight'"):
+        merge_many_tensors(base, tunes, "average", per_model=[{"weight": 1}, {}, {}])
+    with pytest.raises(
+        MergeConfigError, match=r"'weight' cannot be set per model \(per-model parameters: none\)"
+    ):
+        make_strategy("average").model_values(TensorContext(per_model=({"weight": 1}, {})), 2)
+    s = make_strategy("ties")
+    with pytest.raises(MergeConfigError, match=r"2 sets of per-model parameters for 3 models"):
+        s.model_values(TensorContext(per_model=({}, {})), 3)
+
+
+# ------------------------------------------------------------------ bit for bit with mergekit
+
+
+def mergekit_api() -> Callable[..., torch.Tensor]:
+    mk = pytest.importorskip(
+        "mergekit.merge_methods.api", reason="mergekit is not installed (pip install mergekit)"
+    )
+    return mk.merge_tensors  # type: ignore[no-any-return]
+
+
+def mk_tensors(
+    seed: int, n: int, shape: tuple[int, ...], dtype: torch.dtype, quantize: bool
+) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(shape, generator=g) * 0.05
+    out = [base]
+    for _ in range(n):
+        d = torch.randn(shape, generator=g) * 0.01
+        if quantize:  # many equal magnitudes: exercises the tie-breaking of the trim
+            d = torch.round(d * 300) / 300
+        out.append(base + d)
+    return [x.to(dtype) for x in out]
+
+
+TIES_CASES = [
+    # (n models, weights, densities, extra parameters, dtype, quantize)
+    (2, [1.0, 1.0], [0.3, 0.3], {}, torch.float32, False),
+    (3, [0.5, 0.3, 0.2], [0.3, 0.5, 0.7], {}, torch.float32, False),
+    (3, [1.0, -0.5, 2.0], [0.1, 0.9, 1.0], {"normalize": False, "lambda": 0.7}, torch.float32, True),
+    (4, [0.4, 0.4, 0.1, 0.1], [0.25, 0.25, 0.33, 0.5], {"rescale": True}, torch.float32, True),
+    (2, [0.6, 0.4], [0.37, 0.21], {}, torch.bfloat16, True),
+    (3, [1.0, 1.0, 1.0], [0.5, 0.5, 0.5], {"lambda": 1.3}, torch.float64, True),
+]
+
+
+@pytest.mark.parametrize(("n", "weights", "dens", "extra", "dtype", "quantize"), TIES_CASES)
+def test_ties_conventions_mergekit_is_mergekit_bit_for_bit(n, weights, dens, extra, dtype, quantize) -> None:  # type: ignore[no-untyped-def]
+    merge = mergekit_api()
+    ts = mk_tensors(n * 7 + len(extra), n, (64, 48), dtype, quantize)
+    params = {"weight": weights, "density": dens, **extra}
+    want = merge(
+        ts,
+        "ties",
+        parameters=params,
+        base_index=0,
+        dtype=torch.float32 if dtype != torch.float64 else None,
+        out_dtype=dtype,
+    )
+    per = [{"weight": w, "density": d} for w, d in zip(weights, dens, strict=True)]
+    got = merge_many_tensors(ts[0], ts[1:], "ties", per_model=per, conventions="mergekit", **extra)
+    assert got.dtype == want.dtype and torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+    if not quantize and dtype == torch.float32:  # the paper's conventions differ, a little
+        paper = merge_many_tensors(ts[0], ts[1:], "ties", per_model=per, **extra)
+        assert not torch.equal(paper, want)
+
+
+def test_ties_conventions_mergekit_sign_ties_and_count(models) -> None:  # type: ignore[no-untyped-def]
+    merge = mergekit_api()
+    from mergekit.merge_methods.generalized_task_arithmetic import (
+        ConsensusMethod,
+        GeneralizedTaskArithmeticMerge,
+    )
+    from mergekit.sparsify import SparsificationMethod
+
+    # a weighted sum of exactly 0: mergekit elects +, the paper elects nothing
+    base = torch.zeros(4)
+    ours, theirs = torch.tensor([1.0, -2.0, 3.0, 0.5]), torch.tensor([-1.0, 2.0, 1.0, -0.5])
+    got = merge_many_tensors(base, [ours, theirs], "ties", density=1.0, conventions="mergekit")
+    want = merge([base, ours, theirs], "ties", parameters={"weight": 1.0, "density": 1.0}, base_index=0)
+    assert torch.equal(got, want) and got.tolist() == [1.0, 2.0, 2.0, 0.5]
+    assert merge_tensors(base, ours, theirs, "ties", density=1.0).tolist() == [0.0, 0.0, 2.0, 0.0]
+    # the count vote (mergekit's ConsensusMethod.count, not registered under a name there)
+    count_ties = GeneralizedTaskArithmeticMerge(
+        consensus_method=ConsensusMethod.count,
+        sparsification_method=SparsificationMethod.magnitude,
+        default_normalize=True,
+        default_rescale=False,
+        method_name="ties_count",
+        method_pretty_name=None,
+        method_reference_url=None,
+    )
+    ts = mk_tensors(3, 3, (32, 24), torch.float32, True)
+    params = {"weight": [0.2, 0.5, 0.3], "density": [0.4, 0.4, 0.6]}
+    want = merge(ts, count_ties, parameters=params, base_index=0)
+    per = [{"weight": w, "density": d} for w, d in zip(params["weight"], params["density"], strict=True)]
+    got = merge_many_tensors(
+        ts[0], ts[1:], "ties", per_model=per, conventions="mergekit", sign_method="count"
+    )
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "extra"),
+    [
+        ("task-arithmetic", "task_arithmetic", {"normalize": True}),
+        ("breadcrumbs", "breadcrumbs", {"density": [0.5, 0.6, 0.7], "gamma": [0.05, 0.01, 0.1]}),
+        ("breadcrumbs-ties", "breadcrumbs_ties", {"density": [0.5, 0.6, 0.7], "gamma": [0.05, 0.01, 0.1]}),
+    ],
+)
+def test_other_task_vector_methods_conventions_mergekit_bit_for_bit(
+    ours: str, theirs: str, extra: dict
+) -> None:  # type: ignore[type-arg]
+    merge = mergekit_api()
+    ts = mk_tensors(11, 3, (40, 30), torch.float32, True)
+    weights = [0.5, 0.2, 0.3]
+    want = merge(ts, theirs, parameters={"weight": weights, **extra}, base_index=0)
+    lists = {k: v for k, v in extra.items() if isinstance(v, list)}
+    per = [{"weight": w, **{k: v[i] for k, v in lists.items()}} for i, w in enumerate(weights)]
+    shared = {k: v for k, v in extra.items() if not isinstance(v, list)}
+    got = merge_many_tensors(ts[0], ts[1:], ours, per_model=per, conventions="mergekit", **shared)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "ours_params", "mk_params", "use_base"),
+    [
+        ("linear", "linear", {}, {}, False),
+        ("model-stock", "model_stock", {}, {}, True),
+        ("model-stock", "model_stock", {"filter_wise": True}, {"filter_wise": True}, True),
+        ("sce", "sce", {"select_topk": 0.4}, {"select_topk": 0.4}, True),
+        ("karcher", "karcher", {}, {}, False),
+        ("nuslerp", "nuslerp", {"nuslerp_flatten": False}, {"nuslerp_flatten": False}, True),
+        (
+            "nuslerp",
+            "nuslerp",
+            {"nuslerp_flatten": False, "nuslerp_row_wise": True},
+            {"nuslerp_flatten": False, "nuslerp_row_wise": True},
+            True,
+        ),
+    ],
+)
+def test_methods_agree_with_mergekit(
+    ours: str, theirs: str, ours_params: dict, mk_params: dict, use_base: bool
+) -> None:  # type: ignore[type-arg]
+    merge = mergekit_api()
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(36, 28, generator=g) * 0.05
+    shared = torch.randn(36, 28, generator=g) * 0.01
+    n = 2 if ours == "nuslerp" else 3
+    tunes = [base + shared + torch.randn(36, 28, generator=g) * 0.01 for _ in range(n)]
+    weights = [0.6, 0.4] if n == 2 else [0.5, 0.3, 0.2]
+    if ours in ("linear", "nuslerp"):
+        mk_params = {**mk_params, "weight": weights}
+        per = [{"weight": w} for w in weights]
+    else:
+        per = []
+    inputs = [base, *tunes] if use_base else tunes
+    want = merge(inputs, theirs, parameters=mk_params, base_index=0 if use_base else None).double()
+    got = merge_many_tensors(base, tunes, ours, per_model=per, **ours_params).double()
+    assert float((got - want).norm() / want.norm()) < 1e-6
+
+
+# ------------------------------------------------------------------ CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ties",
+        "dare-ties",
+        "breadcrumbs-ties",
+        "della",
+        "della-linear",
+        "sce",
+        "model-stock",
+        "karcher",
+        "linear",
+    ],
+)
+def test_cuda_gives_the_cpu_result_for_n_models(models, name: str) -> None:  # type: ignore[no-untyped-def]
+    base, tunes = models
+    cpu = merge_many_tensors(base, tunes, name, name=NAME, device="cpu")
+    gpu = merge_many_tensors(base, tunes, name, name=NAME, device="cuda")
+    assert rel_err(gpu, cpu.astype(np.float64)) < RTOL
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_ties_conventions_mergekit_on_cuda_is_mergekit_on_cuda() -> None:
+    merge = mergekit_api()
+    ts = [t.cuda() for t in mk_tensors(5, 3, (256, 192), torch.float32, True)]
+    params = {"weight": [0.5, 0.3, 0.2], "density": [0.3, 0.5, 0.4]}
+    want = merge(ts, "ties", parameters=params, base_index=0)
+    per = [{"weight": w, "density": d} for w, d in zip(params["weight"], params["density"], strict=True)]
+    got = merge_many_tensors(ts[0], ts[1:], "ties", per_model=per, conventions="mergekit")
+    assert got.device.type == "cuda" and torch.equal(got, want)
