@@ -1,9 +1,10 @@
 """`git theta-like diff --plot`: the matplotlib heat map (the `plot` extra), what it marks, a
-whole-model cast, and the message when matplotlib is missing."""
+whole-model cast, two checkpoints in one figure, and the message when matplotlib is missing."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,17 +45,18 @@ def _st(tensors: dict[str, np.ndarray], dtypes: dict[str, str] | None = None) ->
     return safetensors_bytes(out)
 
 
-def _commit(repo: Path, data: bytes, msg: str) -> None:
-    (repo / "m.safetensors").write_bytes(data)
-    git(repo, "add", "m.safetensors")
+def _commit(repo: Path, files: dict[str, bytes], msg: str) -> None:
+    for name, data in files.items():
+        (repo / name).write_bytes(data)
+    git(repo, "add", *files)
     git(repo, "commit", "-qm", msg)
 
 
 @pytest.fixture
 def history(repo: Path) -> Path:
-    """HEAD~2: BASE; HEAD~1: three tensors nudged, one removed, one added, one reshaped, one cast
-    to F16, one changed from zeros; HEAD: BASE cast to BF16 as a whole."""
-    _commit(repo, _st(BASE), "base")
+    """HEAD~1: m and c are BASE. HEAD: in m three tensors nudged, one removed, one added, one
+    reshaped, one cast to F16, one changed from zeros; c is BASE cast to BF16 as a whole."""
+    _commit(repo, {"m.safetensors": _st(BASE), "c.safetensors": _st(BASE)}, "base")
     v2 = dict(BASE)
     for k, s in SCALES.items():
         d = RNG.standard_normal(BASE[k].shape)
@@ -63,14 +65,20 @@ def history(repo: Path) -> Path:
     v2["head.new"] = np.ones(3, np.float32)
     v2["head.shape"] = BASE["head.shape"].reshape(6, 4)
     v2["head.zero"] = np.ones(8, np.float32)
-    _commit(repo, _st(v2, {"head.cast": "F16"}), "nudge")
-    _commit(repo, _st(BASE, dict.fromkeys(BASE, "BF16")), "bf16")
+    cast = _st(BASE, dict.fromkeys(BASE, "BF16"))
+    _commit(repo, {"m.safetensors": _st(v2, {"head.cast": "F16"}), "c.safetensors": cast}, "v2")
     return repo
 
 
-def _figure(repo: Path, a: str, b: str) -> object:
-    result = sides.diff_sides(Repo(str(repo)), Side("rev", a), Side("rev", b))
-    return plot.build_figure(result)
+def _panels(repo: Path) -> dict[str, tuple[Any, Any]]:
+    """HEAD~1 -> HEAD's figure: file name -> (heat map axes, colour bar axes)."""
+    result = sides.diff_sides(Repo(str(repo)), Side("rev", "HEAD~1"), Side("rev", "HEAD"))
+    axes = plot.build_figure(result).axes
+    assert len(axes) == 4
+    return {
+        ax.get_title(loc="left").split(":")[0]: (ax, cax)
+        for ax, cax in zip(axes[::2], axes[1::2], strict=True)
+    }
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -87,10 +95,10 @@ def _has(px: np.ndarray, hex_color: str) -> int:
 
 def test_heat_map_marks_each_kind_of_change_and_a_cast(history: Path, tmp_path: Path) -> None:
     out = tmp_path / "heat.png"
-    gtl(history, "diff", "HEAD~2", "HEAD~1", "--plot", str(out))
+    gtl(history, "diff", "HEAD~1", "HEAD", "--plot", str(out))
     px = _rgb(out)
     h, w = px.shape[:2]
-    assert 300 < w < 3000 and 200 < h < 2000, (w, h)
+    assert 300 < w < 3000 and 400 < h < 3000, (w, h)  # two panels
     assert _has(px, plot.GREY) > 500  # unchanged cells
     assert _has(px, plot.PINK) > 500  # added / removed / reshaped / from zero
     assert _has(px, plot.OUTLINE) > 20  # the F16 cast's outline
@@ -98,8 +106,9 @@ def test_heat_map_marks_each_kind_of_change_and_a_cast(history: Path, tmp_path: 
     assert len({tuple(c) for c in px.reshape(-1, 3)[::7]}) > 50
 
     # the same diff's figure: what each cell shows
-    fig = _figure(history, "HEAD~2", "HEAD~1")
-    ax, cax = fig.axes  # type: ignore[attr-defined]
+    panels = _panels(history)
+    assert sorted(panels) == ["c.safetensors", "m.safetensors"]
+    ax, cax = panels["m.safetensors"]
     texts = [t.get_text() for t in ax.texts]
     for mark in ("+", "\u2212", "\u2194", "\u221e"):
         assert texts.count(mark) == 1, (mark, texts)
@@ -121,8 +130,7 @@ def test_heat_map_marks_each_kind_of_change_and_a_cast(history: Path, tmp_path: 
     assert "dtype F32 \u2192 F16: 1 tensor" in ax.get_title(loc="left")
 
     # a whole-model cast reads as a heat map of the rounding error, not as a wall of marks
-    fig = _figure(history, "HEAD~2", "HEAD")
-    ax, cax = fig.axes  # type: ignore[attr-defined]
+    ax, cax = panels["c.safetensors"]
     gids = [p.get_gid() for p in ax.patches]
     assert gids.count("cell:value:cast") == len(BASE) - 1  # every tensor but the zeros
     assert gids.count("cell:same:cast") == 1  # head.zero: zeros stay zeros
@@ -135,18 +143,15 @@ def test_heat_map_marks_each_kind_of_change_and_a_cast(history: Path, tmp_path: 
     assert f"dtype F32 \u2192 BF16: {len(BASE)} tensors" in ax.get_title(loc="left")
 
 
-def test_without_matplotlib_the_extra_is_named_and_diff_never_imports_it(
+def test_without_matplotlib_the_extra_is_named_before_any_work(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _commit(repo, _st(BASE), "base")
-    _commit(repo, _st({**BASE, "head.new": np.ones(3, np.float32)}), "add")
+    """(That diffs without --plot never import matplotlib: tests/test_deps.py, whose import
+    blocker has matplotlib too.)"""
     block = blocker_dir(tmp_path, "matplotlib")
     monkeypatch.setenv("PYTHONPATH", f"{block}:{Path(__file__).resolve().parents[1]}")
-    text = gtl(repo, "diff", "HEAD~1", "HEAD").stdout  # no plot asked: matplotlib not imported
-    assert "head.new" in text
-    assert attempts(block) == ""
     out = tmp_path / "heat.png"
-    p = gtl(repo, "diff", "HEAD~1", "HEAD", "--plot", str(out), check=False)
+    p = gtl(repo, "diff", "HEAD", "--plot", str(out), check=False)
     assert p.returncode == 1
     assert "git theta-like diff --plot needs matplotlib, which is not installed" in p.stderr
     assert "pip install 'git-theta-like[plot]'" in p.stderr

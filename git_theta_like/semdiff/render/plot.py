@@ -218,6 +218,9 @@ def _draw(fig: Figure, spec: Any, g: Grid) -> None:
         title += "\n" + ", ".join(f"dtype {k}: {n} tensor{'s' if n > 1 else ''}" for k, n in g.casts.items())
     legend_rows = _legend(ax, g)
     ax.set_title(title, fontsize=10, loc="left", pad=8 + 15 * legend_rows)
+    if not g.values:  # nothing to put on a scale
+        cax.axis("off")
+        return
     sm = mpl.cm.ScalarMappable(norm=norm, cmap=cm)
     bar = fig.colorbar(sm, cax=cax)
     ticks = list(range(lo, hi + 1))
@@ -282,4 +285,4 @@ def build_figure(r: DiffResult) -> Figure:
 def render_plot(r: DiffResult, path: str | Path) -> None:
     """Write the heat map as a PNG."""
     fig = build_figure(r)
-    fig.savefig(str(path), format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    fig.savefig(str(path), format="png", dpi=DPI, facecolor="white")  # constrained layout: no clipping
