@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,58 @@ from git_theta_like.manifest import Manifest
 RECIPE = Path(__file__).resolve().parents[1] / "docs" / "ci" / "github-actions-model-diff.yml"
 PR = "7"
 ARTIFACT_URL = "https://github.com/org/model/actions/runs/1/artifacts/2"
-FAKE_GH = """#!/usr/bin/env bash
-# a stand-in for GitHub's CLI: records its arguments and the comment body
-[ -n "$GH_TOKEN" ] && [ -n "$GH_REPO" ] || { echo "gh: no GH_TOKEN/GH_REPO" >&2; exit 4; }
-printf '%s\\n' "$*" >> "$FAKE_GH_LOG"
-if [ -n "$FAKE_GH_READONLY" ]; then
-    echo "GraphQL: Resource not accessible by integration (addComment)" >&2
-    exit 1
-fi
-while [ $# -gt 0 ]; do
-    if [ "$1" = --body-file ]; then cp "$2" "$FAKE_GH_BODY"; fi
-    shift
-done
+FAKE_GH = r"""
+# A stand-in for GitHub's CLI: the few calls the recipe makes, over comments kept as files in
+# $FAKE_GH_STATE (one ID.md each); every call is logged; FAKE_GH_READONLY=1 refuses writes as
+# GitHub does for a fork's token.
+import json, os, re, shutil, subprocess, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+if not (os.environ.get("GH_TOKEN") and os.environ.get("GH_REPO")):
+    sys.exit("gh: no GH_TOKEN/GH_REPO")
+with open(os.environ["FAKE_GH_LOG"], "a") as f:
+    f.write(" ".join(args) + "\n")
+state = Path(os.environ["FAKE_GH_STATE"])
+state.mkdir(exist_ok=True)
+repo = os.environ["GH_REPO"]
+readonly = bool(os.environ.get("FAKE_GH_READONLY"))
+
+
+def refuse():
+    print("GraphQL: Resource not accessible by integration (addComment)", file=sys.stderr)
+    sys.exit(1)
+
+
+if args[:2] == ["pr", "comment"] and args[3] == "--body-file":
+    readonly and refuse()
+    new = 1000 + len(list(state.iterdir()))
+    shutil.copy(args[4], state / f"{new}.md")
+    print(f"https://github.com/{repo}/pull/{args[2]}#issuecomment-{new}")
+elif args[:2] == ["api", "--paginate"] and args[3] == "--jq":
+    assert re.fullmatch(rf"repos/{repo}/issues/\d+/comments", args[2]), args
+    comments = [{"id": int(p.stem), "body": p.read_text()} for p in sorted(state.iterdir())]
+    if shutil.which("jq"):
+        jq = ["jq", "-r", args[4]]
+        out = subprocess.run(jq, input=json.dumps(comments), capture_output=True, text=True)
+        sys.stdout.write(out.stdout)
+        sys.exit(out.returncode)
+    m = re.fullmatch(r'\.\[\] \| select\(\.body \| startswith\("(.*)"\)\) \| \.id', args[4])
+    assert m, args[4]
+    for c in comments:
+        if c["body"].startswith(m.group(1)):
+            print(c["id"])
+elif args[:3] == ["api", "--method", "PATCH"] and args[4] == "-F":
+    readonly and refuse()
+    m = re.fullmatch(rf"repos/{repo}/issues/comments/(\d+)", args[3])
+    assert m and args[5].startswith("body=@"), args
+    target = state / f"{m.group(1)}.md"
+    if not target.exists():
+        sys.exit("HTTP 404: Not Found")
+    shutil.copy(args[5][len("body=@"):], target)
+    print("{}")
+else:
+    sys.exit(f"fake gh: unexpected call {args}")
 """
 
 
@@ -80,10 +121,10 @@ class Runner:
         self.context = context
         self.summary = root / "step-summary.md"
         self.gh_log = root / "gh.log"
-        self.gh_body = root / "gh-body.md"
+        self.comments = root / "gh-comments"
         bin_dir = root / "fake-bin"
         bin_dir.mkdir(exist_ok=True)
-        (bin_dir / "gh").write_text(FAKE_GH)
+        (bin_dir / "gh").write_text(f"#!{sys.executable}\n{FAKE_GH}")
         (bin_dir / "gh").chmod(0o755)
         self.path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
 
@@ -107,7 +148,7 @@ class Runner:
             "GITHUB_BASE_REF": self.context["github.base_ref"],
             "GITHUB_REPOSITORY": self.context["github.repository"],
             "FAKE_GH_LOG": str(self.gh_log),
-            "FAKE_GH_BODY": str(self.gh_body),
+            "FAKE_GH_STATE": str(self.comments),
             **{k: self.expand(v) for k, v in doc["env"].items()},
         }
         done = []
@@ -190,11 +231,14 @@ def test_recipe_runs_comments_falls_back_to_the_summary_gates_and_fails_on_a_bad
             ("Post or update the comment (job summary when the token is read-only)", 0),
             ("Gate on the size of the change", 0),
         ], done
-        assert (
-            runner.gh_log.read_text()
-            == f"pr comment {PR} --edit-last --create-if-none --body-file comment.md\n"
-        )
-        body = runner.gh_body.read_text()
+        calls = runner.gh_log.read_text().splitlines()
+        assert calls == [
+            f"api --paginate repos/org/model/issues/{PR}/comments --jq "
+            '.[] | select(.body | startswith("<!-- git-theta-like diff -->")) | .id',
+            f"pr comment {PR} --body-file comment.md",
+        ], calls
+        (comment,) = runner.comments.iterdir()
+        body = comment.read_text()
         assert body.startswith("<!-- git-theta-like diff -->")
         assert "| `layers.0.attn.weight` |" in body
         assert f"[model-diff.png]({ARTIFACT_URL})" in body
@@ -210,20 +254,30 @@ def test_recipe_runs_comments_falls_back_to_the_summary_gates_and_fails_on_a_bad
         assert new[t] in store and old[t] in store
         assert not store & {old[n] for n in old if n not in changed}, "unchanged tensors were fetched"
 
-        # 2. a fork's read-only token: the comment fails, the table goes to the job summary
+        # 2. a later push updates that comment in place, even after someone else's comment
         step = {"Post or update the comment (job summary when the token is read-only)"}
+        (runner.comments / "1500.md").write_text("LGTM")
+        (ci / "model-diff.md").write_text("<!-- git-theta-like diff -->\nsecond push\n")
+        assert runner.run(only=step)[0][1] == 0
+        assert runner.gh_log.read_text().splitlines()[-1] == (
+            f"api --method PATCH repos/org/model/issues/comments/{comment.stem} -F body=@comment.md"
+        )
+        assert comment.read_text().startswith("<!-- git-theta-like diff -->\nsecond push\n")
+        assert (runner.comments / "1500.md").read_text() == "LGTM"
+        assert len(list(runner.comments.iterdir())) == 2
+
+        # 3. a fork's read-only token: the comment is refused, the table goes to the job summary
         done = runner.run(only=step, FAKE_GH_READONLY="1")
         assert done[0][1] == 0 and "job summary" in done[0][2], done
-        summary = runner.summary.read_text()
-        assert summary.startswith("<!-- git-theta-like diff -->") and "`layers.0.attn.weight`" in summary
+        assert runner.summary.read_text().startswith("<!-- git-theta-like diff -->\nsecond push\n")
 
-        # 3. the gate: a tiny threshold fails the check, a large one passes
+        # 4. the gate: a tiny threshold fails the check, a large one passes
         gate = {"Gate on the size of the change"}
         done = runner.run(only=gate, MAX_RELATIVE_CHANGE="1e-9")
         assert done[0][1] == 1 and "::error::a tensor changed by more than 1e-9" in done[0][2], done
         assert runner.run(only=gate, MAX_RELATIVE_CHANGE="0.5")[0][1] == 0
 
-        # 4. the cache: a new runner with the store restored diffs with the server gone
+        # 5. the cache: a new runner with the store restored diffs with the server gone
         cached = tmp_path / "ci-cached"
         run("git", "clone", "-q", str(bare), str(cached), cwd=tmp_path)
         git(cached, "checkout", "-q", "--detach", "origin/feature")
@@ -235,12 +289,13 @@ def test_recipe_runs_comments_falls_back_to_the_summary_gates_and_fails_on_a_bad
         assert [rc for _, rc, _ in done] == [0, 0], done
         assert "| `layers.0.attn.weight` |" in (cached / "model-diff.md").read_text()
 
-        # 5. a bad base ref fails the job at the diff, before anything is posted
+        # 6. a bad base ref fails the job at the diff, before anything is posted
         runner.gh_log.unlink()
+        (ci / "model-diff.md").unlink()
         bad = Runner(tmp_path, ci, {**context, "github.base_ref": "no-such-branch"})
         done = bad.run()
         assert [(n, rc) for n, rc, _ in done][-1] == ("Diff the checkpoints", 1), done
         assert "::error::base ref origin/no-such-branch does not resolve to a commit" in done[-1][2]
-        assert not runner.gh_log.exists()
+        assert not runner.gh_log.exists() and not (ci / "model-diff.md").exists()
     finally:
         server.stop()
