@@ -655,20 +655,6 @@ def test_missing_objects_are_named_or_downloaded(repo: Path, tmp_path: Path) -> 
     assert r.returncode == 1 and "layer.2.weight" in r.stderr and "corrupt" in r.stderr
 
 
-def test_ci_workflow_posts_the_markdown_summary() -> None:
-    yaml = pytest.importorskip("yaml")
-    wf = yaml.safe_load((DOCS / "ci" / "github-actions-model-diff.yml").read_text())
-    steps = wf["jobs"]["model-diff"]["steps"]
-    script = "\n".join(s.get("run", "") for s in steps)
-    assert 'git theta-like diff "origin/$BASE" HEAD --format markdown' in script
-    assert "git theta-like install" in script
-    post = next(s for s in steps if s.get("uses", "").startswith("actions/github-script"))
-    assert (
-        "<!-- git-theta-like diff -->" in post["with"]["script"] and "createComment" in post["with"]["script"]
-    )
-    assert wf["permissions"]["pull-requests"] == "write"
-
-
 @pytest.mark.slow
 def test_diff_of_100m_parameters_reads_only_the_changed_tensors(repo: Path) -> None:
     """bert-base (~110M parameters, 420 MB fp32), 3 tensors changed: the diff reads the objects
