@@ -73,6 +73,11 @@ def _row_key(row: str) -> tuple[int, str, int]:
     return (1, head, int(num) if num.isdigit() else 0)
 
 
+def _natural(name: str) -> list[str | int]:
+    """Sort key that puts `part2` before `part10` (strings at even places, numbers at odd)."""
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", name))]
+
+
 @dataclass
 class Cell:
     """What one cell shows: `kind` is "same", "value" (relative change `value`, 0 when only
@@ -135,7 +140,7 @@ def file_grid(f: FileDiff, title: str) -> Grid:
             casts[f"{e.old.dtype} \u2192 {e.new.dtype}"] += 1
     rows = sorted({r for r, _ in cells}, key=_row_key)
     in_layers = {c for r, c in cells if r}
-    cols = sorted(in_layers) + sorted({c for r, c in cells if not r} - in_layers)
+    cols = sorted(in_layers, key=_natural) + sorted({c for r, c in cells if not r} - in_layers, key=_natural)
     return Grid(title, rows, cols, cells, casts)
 
 
