@@ -171,3 +171,13 @@ class HttpStatusError(RemoteError):
 
 class MergeConflictError(ThetaLikeError):
     """A tensor cannot be merged: the merge stops with a conflict that names it."""
+
+
+class MissingExtraError(ThetaLikeError):
+    """A feature needs an optional dependency that is not installed; the message names the extra
+    that installs it (`pip install 'git-theta-like[merge]'`)."""
+
+    def __init__(self, message: str, extra: str, module: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.module = module

@@ -1,13 +1,11 @@
 """Semantic diffs: statistics against numpy, renames and reshapes, JSON schema, exit codes,
-thresholds, Markdown, the heat map, git's diff driver and textconv, log, and what is read."""
+thresholds, Markdown, git's diff driver and textconv, log, and what is read."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import jsonschema
@@ -21,7 +19,6 @@ from git_theta_like.codecs import bits
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest
 from git_theta_like.semdiff import compare, model, sides, stats
-from git_theta_like.semdiff.render.plot import split_layer
 from git_theta_like.store import store_of
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -421,52 +418,6 @@ def test_markdown(repo: Path) -> None:
     assert "| `m.safetensors` (modified) | 2 | 0 | 0 | 0 | 0 | - |" in stat and "| tensor |" not in stat
 
 
-def _png(path: Path) -> tuple[int, int, np.ndarray]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, []
-    while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
-        (crc,) = struct.unpack(">I", data[pos + 8 + n : pos + 12 + n])
-        assert crc == zlib.crc32(kind + body), kind
-        chunks.append((kind, body))
-        pos += 12 + n
-    assert [k for k, _ in chunks][0] == b"IHDR" and chunks[-1][0] == b"IEND"
-    w, h, depth, color, _, _, _ = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, color) == (8, 2)
-    raw = zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT"))
-    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + 3 * w)
-    assert np.all(rows[:, 0] == 0)
-    return w, h, rows[:, 1:].reshape(h, w, 3)
-
-
-def test_plot_writes_a_png_heat_map(repo: Path, tmp_path: Path) -> None:
-    rng = np.random.default_rng(9)
-    layers = {
-        f"encoder.layer.{i}.{m}.weight": (rng.standard_normal((16, 16)) * 0.05).astype(np.float32)
-        for i in range(4)
-        for m in ("query", "key", "value")
-    }
-    layers["embeddings.weight"] = (rng.standard_normal((10, 16)) * 0.05).astype(np.float32)
-    commit(repo, "m.safetensors", st({k: ("F32", a) for k, a in layers.items()}), "v1")
-    changed = {
-        k: (a * (1 + 10.0 ** -(1 + i % 4))).astype(np.float32) if i % 3 else a
-        for i, (k, a) in enumerate(layers.items())
-    }
-    commit(repo, "m.safetensors", st({k: ("F32", a) for k, a in changed.items()}), "v2")
-    out = tmp_path / "heat.png"
-    gtl(repo, "diff", "HEAD~1", "HEAD", "--plot", str(out))
-    w, h, px = _png(out)
-    assert w > 100 and h > 100
-    colors = {tuple(c) for c in px.reshape(-1, 3)}
-    assert (205, 205, 205) in colors  # unchanged cells
-    assert len(colors) > 5  # several shades of the colour map
-    assert split_layer("encoder.layer.3.attention.q.weight") == ("encoder.layer.3", "attention.q.weight")
-    assert split_layer("embeddings.weight") == ("", "embeddings.weight")
-    assert split_layer("h.0") == ("h.0", "")
-
-
 # ------------------------------------------------------------------ revisions and paths
 
 
@@ -702,20 +653,6 @@ def test_missing_objects_are_named_or_downloaded(repo: Path, tmp_path: Path) -> 
     p.write_bytes(bytes(data))
     r = gtl(repo, "diff", "HEAD~1", "HEAD", check=False)
     assert r.returncode == 1 and "layer.2.weight" in r.stderr and "corrupt" in r.stderr
-
-
-def test_ci_workflow_posts_the_markdown_summary() -> None:
-    yaml = pytest.importorskip("yaml")
-    wf = yaml.safe_load((DOCS / "ci" / "github-actions-model-diff.yml").read_text())
-    steps = wf["jobs"]["model-diff"]["steps"]
-    script = "\n".join(s.get("run", "") for s in steps)
-    assert 'git theta-like diff "origin/$BASE" HEAD --format markdown' in script
-    assert "git theta-like install" in script
-    post = next(s for s in steps if s.get("uses", "").startswith("actions/github-script"))
-    assert (
-        "<!-- git-theta-like diff -->" in post["with"]["script"] and "createComment" in post["with"]["script"]
-    )
-    assert wf["permissions"]["pull-requests"] == "write"
 
 
 @pytest.mark.slow

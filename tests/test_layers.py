@@ -30,6 +30,7 @@ RANKS = {
     "manifest": 9,
     "dtypes": 9,
     "errors": 9,
+    "extras": 9,
     "threads": 9,
     "display": 9,
     "faults": 9,

@@ -101,7 +101,8 @@ def _revs_and_paths(repo: Any, args: tuple[str, ...], max_revs: int) -> tuple[li
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, writable=True),
-    help="Also write a per-layer heat map of relative change to this PNG file.",
+    help="Also write a per-layer heat map of relative change to this PNG file "
+    "(needs matplotlib: pip install 'git-theta-like[plot]').",
 )
 def diff_cmd(
     args: tuple[str, ...],
@@ -128,6 +129,10 @@ def diff_cmd(
     from git_theta_like.semdiff.render import RENDERERS
     from git_theta_like.semdiff.sides import diff_sides, remote_fetcher, resolve_sides
 
+    if plot:  # a missing `plot` extra is said before any work
+        from git_theta_like.semdiff.render.plot import check_available
+
+        check_available()
     repo = open_repo()
     revs, paths = _revs_and_paths(repo, args, 2)
     old, new = resolve_sides(repo, revs, cached)
