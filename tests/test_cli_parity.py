@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import click
 import pytest
 from conftest import git, gtl, gtl_here, objects_in, run
 from fixtures import safetensors_bytes, small_model
@@ -285,3 +286,30 @@ def test_fetch_and_pull_settings_more(tmp_path: Path) -> None:
     assert "checked out a/x.safetensors" in gtl(c2, "pull").stdout
     assert (c2 / "a/x.safetensors").read_bytes() == (work / "a/x.safetensors").read_bytes()
     assert git(c2, "status", "--porcelain").stdout == ""
+
+
+def test_man_pages_from_the_command_tree(tmp_path: Path) -> None:
+    """One page per command a user runs, saying what --help says, valid roff; `git help
+    theta-like` finds the overview on MANPATH."""
+    from git_theta_like.cli import COMMANDS, main
+    from git_theta_like.cli.manpage import write_pages
+
+    written = {p.name: p.read_text() for p in write_pages(tmp_path / "man1")}
+    ctx = click.Context(main)
+    shown = {c for c in COMMANDS if not main.get_command(ctx, c).hidden}  # type: ignore[union-attr]
+    assert "status" in shown and "pre-push" not in shown
+    assert set(written) == {"git-theta-like.1"} | {f"git-theta-like-{c}.1" for c in shown}
+    status = written["git-theta-like-status.1"]
+    assert status.startswith('.TH "GIT-THETA-LIKE-STATUS" "1"')
+    assert ".B \\-p, \\-\\-porcelain\n" in status and ".BR git-theta-like (1)" in status
+    assert ".BR git-theta-like\\-pull (1)" in written["git-theta-like.1"]
+    every = "".join(written.values())  # one groff for all: each page starts with its .TH
+    groff = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", "-z"], input=every, capture_output=True, text=True
+    )
+    assert (groff.returncode, groff.stderr) == (0, "")
+    env = {**os.environ, "MANPATH": str(tmp_path), "MANPAGER": "cat", "MANWIDTH": "100"}
+    page = subprocess.run(
+        ["git", "help", "theta-like"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert page.returncode == 0 and "git-theta-like-status(1)" in page.stdout
