@@ -296,7 +296,7 @@ def _env_lines(repo: Repo | None) -> list[str]:
             f"LocalMediaDir={store.objects}",
             f"LocalKeepDir={store.keep}",
             f"TempDir={store.tmp}",
-            f"SharedStorage={','.join(store.users_recorded())}",
+            f"StoreUsers={','.join(store.users_recorded())}",
             f"DefaultRemote={default}",
             f"SearchAllRemotes={str(sync.search_all_remotes(repo)).lower()}",
             f"SkipSmudge={str(sync.skip_smudge(repo)).lower()}",
@@ -304,9 +304,13 @@ def _env_lines(repo: Repo | None) -> list[str]:
             f"FetchExclude={','.join(exc)}",
             f"HooksDir={install.hooks_dir(repo)}",
         ]
+        uses_lfs = bool(repo.config_get("filter.lfs.process"))
         for h in install.hook_states(repo):
             if h.ours:
-                state = "git-theta-like" + (f" (runs {h.chained.name} first)" if h.chained else "")
+                first = h.chained.name if h.chained else None
+                if first is None and h.name == "pre-push" and uses_lfs:
+                    first = "git lfs pre-push"  # what hooks/pre-push does without a chained hook
+                state = "git-theta-like" + (f" (runs {first} first)" if first else "")
             else:
                 state = "another tool's or yours (not git-theta-like's)" if h.present else "not installed"
             out.append(f"Hook {h.name}={state}")
