@@ -132,6 +132,10 @@ def test_version_and_env(tmp_path: Path) -> None:
     assert "Hook post-merge=git-theta-like" in lines
     assert 'git config filter.theta-like.process = "git-theta-like filter-process" (local)' in lines
     assert 'git config diff.theta-like.textconv = "git-theta-like diff-textconv" (local)' in lines
+    # without a chained hook, in a repository that uses git-lfs, ours runs git lfs pre-push
+    (hooks / "pre-push.theta-like-chained").unlink()
+    git(r, "config", "filter.lfs.process", "git-lfs filter-process")
+    assert "Hook pre-push=git-theta-like (runs git lfs pre-push first)" in gtl(r, "env").stdout
     # outside a repository: the versions and the global config
     out = gtl(tmp_path, "env").stdout
     assert "Repository=(not in a git repository)" in out

@@ -56,7 +56,7 @@ def ls_files(rev: str | None, verbose: bool, as_json: bool) -> None:
         return
     lines: list[tuple[str, str]] = []
     for u in raw:
-        note = f"not converted: {u.what} is in Git; fix: {u.fix}"
+        note = _not_converted(u)
         lines.append(
             (
                 u.path,
@@ -107,6 +107,10 @@ def ls_files(rev: str | None, verbose: bool, as_json: bool) -> None:
         )
 
 
+def _not_converted(u: UnconvertedFile) -> str:
+    return f"not converted: {u.what} is in Git; fix: {u.fix}"
+
+
 def _sharded(repo: Repo, files: list[TrackedFile], rev: str | None) -> list[ShardedModel]:
     from git_theta_like.formats.sharded import sharded_models
 
@@ -146,7 +150,7 @@ def _ls_files_json(repo: Repo, rev: str | None, files: list[TrackedFile], raw: l
                 "tensors": None,
                 "size": u.size,
                 "stored_size": None,
-                "error": f"not converted: {u.what} is in Git; fix: {u.fix}",
+                "error": _not_converted(u),
             }
         )
     rows.sort(key=lambda r: str(r["path"]))
