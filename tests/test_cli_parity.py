@@ -62,7 +62,8 @@ def test_status_and_ls_files_json(repo: Path) -> None:
     ]
     assert doc["files"][1]["error"].startswith("not converted: the raw file is in Git")
     assert json.loads(gtl(repo, "ls-files", "HEAD~1", "-j").stdout)["files"] == []  # at a revision
-    write(repo, "a/m.safetensors", 3)  # modified, not staged
+    # modified, not staged; another size, so git status needs no filter to see it
+    (repo / "a/m.safetensors").write_bytes(safetensors_bytes(small_model(seed=3), metadata={"v": "2"}))
     write(repo, "n.safetensors", 4)
     write(repo, "o.safetensors", 5)
     git(repo, "add", "n.safetensors", "o.safetensors")  # staged; o then deleted in the working tree
@@ -248,6 +249,39 @@ def _manifest_left(c: Path, path: str) -> bool:
     return (c / path).read_bytes().startswith(b"git-theta-like manifest v")
 
 
+def test_fetch_paths_read_as_git_lfs_reads_them(tmp_path: Path) -> None:
+    """lfs.fetchinclude / lfs.fetchexclude: git config, else .lfsconfig, comma-separated; a flag
+    replaces the setting, an empty one clears it; patterns match as gitignore(5) patterns."""
+    from git_theta_like.gitio.attributes import selects
+    from git_theta_like.gitio.repo import Repo
+    from git_theta_like.lfs.sync import fetch_paths, path_selected
+
+    r = tmp_path / "r"
+    r.mkdir()
+    git(r, "init", "-q")
+    (r / ".lfsconfig").write_text("[lfs]\n\tfetchinclude = models, *.pt\n\tfetchexclude = big/\n")
+    assert fetch_paths(Repo(r), None, None) == (["models", "*.pt"], ["big/"])
+    git(r, "config", "lfs.fetchexclude", "old/*")  # git config wins over .lfsconfig
+    assert fetch_paths(Repo(r), None, None) == (["models", "*.pt"], ["old/*"])
+    assert fetch_paths(Repo(r), ["a,b/", "c"], [""]) == (["a", "b/", "c"], [])
+    for pattern, path, expected in [
+        ("models", "models/x.bin", True),
+        ("models", "sub/models/x.bin", True),  # no slash: a name at any depth
+        ("models/", "models", False),  # a directory only
+        ("models/", "models/x.bin", True),
+        ("*.pt", "a/b/c.pt", True),
+        ("ckpt/v*", "ckpt/v1/x.bin", True),
+        ("ckpt/v*", "other/ckpt/v1/x.bin", False),  # with a slash: from the root
+        ("/x.bin", "x.bin", True),
+        ("/x.bin", "a/x.bin", False),
+    ]:
+        assert selects(pattern, path) is expected, (pattern, path)
+    assert path_selected("models/x.pt", ["models"], ["*.pt"]) is False
+    assert path_selected("models/x.bin", ["models"], ["*.pt"]) is True
+    assert path_selected("y.bin", [], []) is True
+
+
+@pytest.mark.slow
 def test_fetch_and_pull_honour_lfs_fetchinclude_and_fetchexclude(tmp_path: Path) -> None:
     work, c = _origin_and_clone(tmp_path)
     a = Manifest.from_text(git(work, "show", "HEAD:a/x.safetensors").stdout)
