@@ -200,11 +200,12 @@ def test_errors_are_gits(tmp_path: Path, repo: Path) -> None:
     """fatal: and 128 where git dies, error: and 1 where a command fails (outside a repository:
     test_git_roundtrip.test_cli_errors_are_clear)."""
     run("git", "init", "-q", "--bare", "b.git", cwd=tmp_path)
-    bare = gtl(tmp_path / "b.git", "status", check=False)
-    assert (bare.returncode, bare.stderr) == (
-        128,
-        "fatal: this operation must be run in a work tree (status)\n",
-    )
+    for cmd in ("status", "pull", "track"):
+        bare = gtl(tmp_path / "b.git", cmd, "x" if cmd == "track" else "--", check=False)
+        assert (bare.returncode, bare.stderr) == (
+            128,
+            f"fatal: this operation must be run in a work tree ({cmd})\n",
+        )
     missing = gtl(repo, "show", "nosuch.safetensors", check=False)
     assert (missing.returncode, missing.stderr) == (
         1,

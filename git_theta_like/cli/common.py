@@ -6,21 +6,13 @@ from __future__ import annotations
 import click
 
 from git_theta_like.display import printable
-from git_theta_like.errors import ThetaLikeError, WorkTreeRequiredError
+from git_theta_like.errors import ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 
 
 def open_repo() -> Repo:
     """The repository of the current directory."""
     return Repo(".")
-
-
-def open_worktree(command: str) -> Repo:
-    """The repository of the current directory, which must have a work tree (git's wording)."""
-    repo = open_repo()
-    if repo.workdir is None:
-        raise WorkTreeRequiredError(f"this operation must be run in a work tree ({command})")
-    return repo
 
 
 def error_line(e: ThetaLikeError | Exception) -> tuple[str, int]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from git_theta_like.cli.common import VERSION_LINE, open_repo, open_worktree
+from git_theta_like.cli.common import VERSION_LINE, open_repo
 from git_theta_like.gitio.repo import Repo
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def status(porcelain: bool, as_json: bool) -> None:
     from git_theta_like.display import human_size, printable
     from git_theta_like.gitio.status import Change, Version, checkpoint_status
 
-    st = checkpoint_status(open_worktree("status"))
+    st = checkpoint_status(open_repo())
     if porcelain:
         for path, xy in st.porcelain():
             click.echo(f"{xy} {printable(path)}")

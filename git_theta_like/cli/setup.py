@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from git_theta_like.cli.common import note, open_repo
-from git_theta_like.errors import ThetaLikeError
+from git_theta_like.errors import ThetaLikeError, WorkTreeRequiredError
 
 
 def _scope(local: bool, global_: bool) -> bool:
@@ -76,7 +76,7 @@ def uninstall(local: bool, global_: bool) -> None:
 def _attributes_path() -> Path:
     repo = open_repo()
     if repo.workdir is None:
-        raise ThetaLikeError("track needs a repository with a work tree")
+        raise WorkTreeRequiredError("this operation must be run in a work tree (track)")
     return repo.workdir / ".gitattributes"
 
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from git_theta_like.cli.common import error, note, open_repo, open_worktree
+from git_theta_like.cli.common import error, note, open_repo
 
 
 @click.command()
@@ -97,7 +97,7 @@ def pull(remote: str | None, include: tuple[str, ...], exclude: tuple[str, ...])
     from git_theta_like.filters.checkout import pull as run_pull
 
     inc, exc = (list(include) if include else None), (list(exclude) if exclude else None)
-    r, done = run_pull(open_worktree("pull"), remote, inc, exc, note)
+    r, done = run_pull(open_repo(), remote, inc, exc, note)
     click.echo(
         f"git-theta-like: {r.files} checkpoint(s), {r.objects} object(s) needed, {r.downloaded} downloaded"
     )

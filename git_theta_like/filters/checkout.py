@@ -9,7 +9,7 @@ from pathlib import Path
 
 from git_theta_like import display
 from git_theta_like.dtypes import Buffer
-from git_theta_like.errors import ThetaLikeError
+from git_theta_like.errors import ThetaLikeError, WorkTreeRequiredError
 from git_theta_like.filters.engine import Engine
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs import sync
@@ -39,7 +39,7 @@ def materialize(
     from git_theta_like.gitio.scan import tracked_files
 
     if repo.workdir is None:
-        raise ThetaLikeError("checkout needs a work tree")
+        raise WorkTreeRequiredError("this operation must be run in a work tree (checkout)")
     say = warn or (lambda msg: None)
     wanted = set(paths)
     done = []
@@ -98,7 +98,7 @@ def pull(
     `lfs.fetchexclude` (sync.fetch_paths); the others are left as they are. Returns the fetch's
     result and the paths checked out."""
     if repo.workdir is None:
-        raise ThetaLikeError("pull needs a work tree")
+        raise WorkTreeRequiredError("this operation must be run in a work tree (pull)")
     inc, exc = sync.fetch_paths(repo, include, exclude)
     fetched = sync.fetch(repo, remote, ["HEAD"], paths=inc, exclude_paths=exc)
     done = materialize(repo, [], warn, only=lambda p: sync.path_selected(p, inc, exc))
