@@ -21,7 +21,13 @@ def redact(text: str) -> str:
 
 
 class ThetaLikeError(Exception):
-    """Base class: an error with a message meant for the user (credentials in it redacted)."""
+    """Base class: an error with a message meant for the user (credentials in it redacted).
+
+    `exit_status` is the command line's: 1, printed as git's `error: ...` line (a command that
+    failed); 128 for the few where git itself dies with `fatal: ...` (not a repository, no work
+    tree, a bad revision)."""
+
+    exit_status = 1
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
@@ -147,7 +153,16 @@ class RevisionError(ThetaLikeError):
 
 
 class NotARepositoryError(ThetaLikeError):
-    """The current directory is not inside a Git repository."""
+    """The current directory is not inside a Git repository (git's `fatal:`, status 128)."""
+
+    exit_status = 128
+
+
+class WorkTreeRequiredError(ThetaLikeError):
+    """A command that needs a work tree ran in a bare repository (git's `fatal: this operation
+    must be run in a work tree`, status 128)."""
+
+    exit_status = 128
 
 
 class RetryableError(ThetaLikeError):

@@ -9,18 +9,22 @@ before numpy is imported. May import every other room; nothing imports `cli`.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
 import pygit2
 
 from git_theta_like import __version__
-from git_theta_like.errors import RevisionError, ThetaLikeError
+from git_theta_like.cli.common import VERSION_LINE, error_line
+from git_theta_like.errors import ThetaLikeError
 from git_theta_like.threads import single_threaded_blas
 
 # command name -> module:attribute (families: setup, inspect, transfer, diff, merge, migrate,
 # publish, maintenance, plumbing)
 COMMANDS = {
+    "version": "inspect:version",
+    "env": "inspect:env",
     "install": "setup:install",
     "uninstall": "setup:uninstall",
     "track": "setup:track",
@@ -30,6 +34,7 @@ COMMANDS = {
     "ls-files": "inspect:ls_files",
     "status": "inspect:status",
     "fetch": "transfer:fetch",
+    "pull": "transfer:pull",
     "push": "transfer:push",
     "checkout": "transfer:checkout",
     "diff": "diff:diff_cmd",
@@ -58,8 +63,9 @@ SINGLE_THREADED_BLAS = {"filter-process", "clean", "smudge", "diff", "log", "dif
 
 
 class _Group(click.Group):
-    """Loads commands lazily; turns our errors into one clear line and exit status 1 (2 for
-    usage errors; a bad revision is git's `fatal:` line and status 128)."""
+    """Loads commands lazily. Every error that ends a command is printed here, as git prints
+    them (common.error_line): `error: ...` and exit status 1, or `fatal: ...` and 128 where git
+    itself dies (not a repository, no work tree, a bad revision); usage errors are click's (2)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -78,16 +84,20 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
-        except RevisionError as e:
-            click.echo(f"fatal: {e}" + (f"\n{e.hint}" if e.hint else ""), err=True)
-            sys.exit(e.exit_status)
+        except BrokenPipeError:
+            # `git theta-like ls-files | head`: the reader is gone; say nothing, as git does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        except KeyboardInterrupt:
+            sys.exit(130)
         except (ThetaLikeError, pygit2.GitError, OSError) as e:
-            click.echo(f"git-theta-like: error: {e}", err=True)
-            sys.exit(1)
+            text, status = error_line(e)
+            click.echo(text, err=True)
+            sys.exit(status)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="git-theta-like")
+@click.version_option(__version__, "--version", "-V", prog_name="git-theta-like", message=VERSION_LINE)
 def main() -> None:
     """Version-control ML checkpoints with Git: per-tensor, lossless, deduplicated.
 

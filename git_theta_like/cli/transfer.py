@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from git_theta_like.cli.common import open_repo
+from git_theta_like.cli.common import error, note, open_repo
 
 
 @click.command()
@@ -19,7 +19,19 @@ from git_theta_like.cli.common import open_repo
 @click.option(
     "--exclude", "-X", multiple=True, help="Skip tensors whose name matches this glob (repeatable)."
 )
-@click.option("--path", "paths", multiple=True, help="Only these checkpoint files (globs, repeatable).")
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    help="Only checkpoint files these patterns select (gitignore rules, comma-separated, repeatable; "
+    "default lfs.fetchinclude).",
+)
+@click.option(
+    "--exclude-path",
+    "exclude_paths",
+    multiple=True,
+    help="Skip checkpoint files these patterns select (default lfs.fetchexclude).",
+)
 @click.option(
     "--all", "every_ref", is_flag=True, help="Every version any ref reaches (before pushing to a new host)."
 )
@@ -29,14 +41,17 @@ def fetch(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     paths: tuple[str, ...],
+    exclude_paths: tuple[str, ...],
     every_ref: bool,
 ) -> None:
     """Download the objects that checking out REVS (default HEAD) needs, for offline work.
 
     REMOTE defaults to theta-like.remote, the branch's remote, or origin (objects it lacks are
     looked for on the other remotes). With --include / --exclude only some tensors are fetched
-    (the rest can be fetched later); with --all, those of every commit any branch or tag
-    reaches, as `git lfs fetch --all`.
+    (the rest can be fetched later); --path / --exclude-path select files, by default as
+    git-lfs's lfs.fetchinclude / lfs.fetchexclude do (an empty pattern clears the setting);
+    with --all, those of every commit any branch or tag reaches, as `git lfs fetch --all`
+    (which ignores those two settings).
     """
     from git_theta_like.lfs import sync
 
@@ -50,12 +65,44 @@ def fetch(
         list(revs),
         list(include) or None,
         list(exclude) or None,
-        list(paths) or None,
+        list(paths) if paths else None,
         every_ref=every_ref,
+        exclude_paths=list(exclude_paths) if exclude_paths else None,
     )
     click.echo(
         f"git-theta-like: {r.files} checkpoint(s), {r.objects} object(s) needed, {r.downloaded} downloaded"
     )
+
+
+@click.command()
+@click.argument("remote", required=False)
+@click.option(
+    "--include",
+    "-I",
+    multiple=True,
+    help="Only checkpoint files these path patterns select (gitignore rules, comma-separated, "
+    "repeatable; default lfs.fetchinclude).",
+)
+@click.option(
+    "--exclude", "-X", multiple=True, help="Skip files these path patterns select (default lfs.fetchexclude)."
+)
+def pull(remote: str | None, include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+    """Download the objects of the checkpoints at HEAD and check out those left as manifests, as
+    `git lfs pull` (fetch, then checkout).
+
+    REMOTE defaults as for fetch. --include / --exclude select files by path, as git-lfs's do
+    (not tensors, as fetch's do): by default lfs.fetchinclude / lfs.fetchexclude; an empty
+    pattern clears the setting. The files left out stay as they are.
+    """
+    from git_theta_like.filters.checkout import pull as run_pull
+
+    inc, exc = (list(include) if include else None), (list(exclude) if exclude else None)
+    r, done = run_pull(open_repo(), remote, inc, exc, note)
+    click.echo(
+        f"git-theta-like: {r.files} checkpoint(s), {r.objects} object(s) needed, {r.downloaded} downloaded"
+    )
+    for path in done:
+        click.echo(f"git-theta-like: checked out {path}")
 
 
 @click.command()
@@ -85,10 +132,9 @@ def push(remote: str, refs: tuple[str, ...], every: bool, object_id: bool) -> No
     )
     if r.lost:
         shown = ", ".join(r.lost[:10]) + (" ..." if len(r.lost) > 10 else "")
-        click.echo(
-            f"git-theta-like: error: {len(r.lost)} object(s) are neither in the local store nor on "
-            f"{remote} (nor on the other remotes); they cannot be pushed from here: {shown}",
-            err=True,
+        error(
+            f"{len(r.lost)} object(s) are neither in the local store nor on "
+            f"{remote} (nor on the other remotes); they cannot be pushed from here: {shown}"
         )
         sys.exit(1)
 
@@ -101,8 +147,5 @@ def checkout(paths: tuple[str, ...]) -> None:
     checkout that ran out of disk space), downloading what is needed."""
     from git_theta_like.filters.checkout import materialize
 
-    def warn(msg: str) -> None:
-        click.echo(f"git-theta-like: {msg}", err=True)
-
-    for path in materialize(open_repo(), list(paths), warn):
+    for path in materialize(open_repo(), list(paths), note):
         click.echo(f"git-theta-like: checked out {path}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from git_theta_like import display
 from git_theta_like.dtypes import Buffer
-from git_theta_like.errors import ThetaLikeError
+from git_theta_like.errors import ThetaLikeError, WorkTreeRequiredError
 from git_theta_like.filters.engine import Engine
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs import sync
@@ -17,13 +17,19 @@ from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.store.atomic import AtomicFile
 
 
-def materialize(repo: Repo, paths: list[str], warn: Callable[[str], None] | None = None) -> list[str]:
+def materialize(
+    repo: Repo,
+    paths: list[str],
+    warn: Callable[[str], None] | None = None,
+    only: Callable[[str], bool] | None = None,
+) -> list[str]:
     """Write the checkpoint of each staged manifest whose working-tree file is a manifest (a
     skip-smudge checkout) or a truncated copy of that checkpoint (a checkout interrupted by a
     full disk: shorter than the manifest's size and equal to the start of its checkpoint);
     returns the paths written.
 
-    With no paths, every tracked checkpoint in one of those states. A file of another size that
+    With no paths, every tracked checkpoint in one of those states (those `only` accepts, when
+    given). A file of another size that
     is not such a prefix is the user's change: it is left alone, and named through warn with the
     commands that resolve it (an error when the path was asked for by name). Files are written
     to a temp file and renamed into place, so an interrupted checkout leaves the file as it was;
@@ -33,11 +39,11 @@ def materialize(repo: Repo, paths: list[str], warn: Callable[[str], None] | None
     from git_theta_like.gitio.scan import tracked_files
 
     if repo.workdir is None:
-        raise ThetaLikeError("checkout needs a work tree")
+        raise WorkTreeRequiredError("this operation must be run in a work tree (checkout)")
     say = warn or (lambda msg: None)
     wanted = set(paths)
     done = []
-    files = [f for f in tracked_files(repo) if not wanted or f.path in wanted]
+    files = [f for f in tracked_files(repo) if (f.path in wanted if wanted else only is None or only(f.path))]
     missing = wanted - {f.path for f in files}
     if missing:
         raise ThetaLikeError(f"not tracked checkpoints in the index: {', '.join(sorted(missing))}")
@@ -77,6 +83,26 @@ def materialize(repo: Repo, paths: list[str], warn: Callable[[str], None] | None
         # per tensor) and the index entry takes the checkpoint's stat data.
         subprocess.run(["git", "add", "--", *done], cwd=repo.workdir, capture_output=True, check=True)
     return done
+
+
+def pull(
+    repo: Repo,
+    remote: str | None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[sync.FetchResult, list[str]]:
+    """`git theta-like pull`, as `git lfs pull`: fetch from remote what the checkpoints at HEAD
+    need, then check out those the working tree holds as manifests (or truncated). The files are
+    those the include / exclude path patterns select, by default `lfs.fetchinclude` /
+    `lfs.fetchexclude` (sync.fetch_paths); the others are left as they are. Returns the fetch's
+    result and the paths checked out."""
+    if repo.workdir is None:
+        raise WorkTreeRequiredError("this operation must be run in a work tree (pull)")
+    inc, exc = sync.fetch_paths(repo, include, exclude)
+    fetched = sync.fetch(repo, remote, ["HEAD"], paths=inc, exclude_paths=exc)
+    done = materialize(repo, [], warn, only=lambda p: sync.path_selected(p, inc, exc))
+    return fetched, done
 
 
 def _repair(repo: Repo, engine: Engine, m: Manifest, path: str, target: Path, size: int) -> bool:

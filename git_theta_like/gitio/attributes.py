@@ -68,8 +68,9 @@ def tracked_patterns(path: Path) -> list[str]:
     return out
 
 
-def track(path: Path, patterns: list[str]) -> list[str]:
-    """Add our attributes for each pattern; returns the patterns that changed."""
+def track(path: Path, patterns: list[str], dry_run: bool = False) -> list[str]:
+    """Add our attributes for each pattern; returns the patterns that changed (with dry_run,
+    those that would, writing nothing)."""
     lines = path.read_text().splitlines() if path.is_file() else []
     changed = []
     for pat in patterns:
@@ -86,7 +87,7 @@ def track(path: Path, patterns: list[str]) -> list[str]:
         else:
             lines.append(want)
             changed.append(pat)
-    if changed:
+    if changed and not dry_run:
         path.write_text("\n".join(lines) + "\n")
     return changed
 
@@ -173,6 +174,20 @@ def pattern_matches(pattern: str, path: str) -> bool:
         _REGEX_CACHE[pattern] = regex
     target = path if "/" in pattern else path.rsplit("/", 1)[-1]
     return regex.fullmatch(target) is not None
+
+
+def selects(pattern: str, path: str) -> bool:
+    """Whether an include/exclude path pattern (gitignore(5) rules, as git-lfs reads
+    `lfs.fetchinclude` and `fetch -I`) names path: the file itself, or a directory above it
+    (`models` and `models/` select everything under a `models` directory, `*.bin` every .bin
+    file, `ckpt/v*` what is under ckpt/v1/ too)."""
+    dir_only = pattern.endswith("/")
+    pat = pattern.rstrip("/")
+    if not pat:
+        return False
+    parts = path.split("/")
+    last = len(parts) - 1 if dir_only else len(parts)
+    return any(pattern_matches(pat, "/".join(parts[:i])) for i in range(1, last + 1))
 
 
 def _attr_lines(text: str) -> Iterator[tuple[int, str, list[str]]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import subprocess
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,12 +108,59 @@ def install_hooks(repo: Repo, quiet_if_present: bool = False) -> list[str]:
     return notes
 
 
-def uninstall_hooks(repo: Repo) -> None:
+def uninstall_hooks(repo: Repo) -> list[str]:
+    """Remove our hooks, putting back the hooks they chained; a hook that is not ours stays.
+    Returns what was done, one note per hook."""
+    notes = []
+    for h in hook_states(repo):
+        if not h.ours:
+            if h.present:
+                notes.append(f"{h.name}: not installed by git-theta-like, left as it is")
+            continue
+        h.path.unlink()
+        if h.chained is not None:
+            os.replace(h.chained, h.path)
+            notes.append(f"{h.name}: removed ours, put back the hook it ran first")
+        else:
+            notes.append(f"{h.name}: removed")
+    return notes
+
+
+@dataclass
+class HookState:
+    name: str
+    path: Path
+    present: bool  # a hook file is there (ours or another's)
+    ours: bool  # it is ours
+    chained: Path | None  # the hook ours runs first (kept by install), if any
+
+
+def hook_states(repo: Repo) -> list[HookState]:
+    """Each of our hooks in the repository's hooks dir: absent, ours (chaining another or not),
+    or another tool's / the user's."""
     d = hooks_dir(repo)
+    out = []
     for name in HOOKS:
         dest = d / name
-        if dest.exists() and MARKER in dest.read_text(errors="replace"):
-            dest.unlink()
-            chained = d / (name + CHAINED_SUFFIX)
-            if chained.exists():
-                os.replace(chained, dest)
+        present = dest.is_file()
+        ours = present and MARKER in dest.read_text(errors="replace")
+        chained = d / (name + CHAINED_SUFFIX)
+        out.append(HookState(name, dest, present, ours, chained if ours and chained.is_file() else None))
+    return out
+
+
+def configured(cwd: Path) -> dict[str, tuple[str, str]]:
+    """Our driver keys as git reads them from cwd: key -> (value, scope: local, global, system,
+    worktree or command), for the keys set in any config file."""
+    p = subprocess.run(
+        ["git", "config", "--show-scope", "-z", "--get-regexp", rf"^(filter|diff|merge)\.{DRIVER}\."],
+        cwd=cwd,
+        capture_output=True,
+    )
+    out: dict[str, tuple[str, str]] = {}
+    # -z: scope NUL key LF value NUL, for each entry (the last one of a key wins, as for git)
+    fields = p.stdout.decode("utf-8", "surrogateescape").split("\0")
+    for scope, entry in zip(fields[0::2], fields[1::2], strict=False):
+        key, _, value = entry.partition("\n")
+        out[key] = (value, scope)
+    return out

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pygit2
 
-from git_theta_like.errors import ManifestError, ThetaLikeError
+from git_theta_like.errors import ManifestError, ThetaLikeError, WorkTreeRequiredError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import (
     MANIFEST_READ_LIMIT,
@@ -46,6 +46,7 @@ class Change:
 @dataclass
 class CheckpointStatus:
     branch: str  # "On branch main" / "HEAD detached at abc1234" / "No commits yet on main"
+    branch_name: str | None = None  # "main"; None when HEAD is detached
     staged: list[Change] = field(default_factory=list)
     unstaged: list[Change] = field(default_factory=list)
     unconverted: list[UnconvertedFile] = field(default_factory=list)
@@ -53,6 +54,57 @@ class CheckpointStatus:
     @property
     def clean(self) -> bool:
         return not (self.staged or self.unstaged or self.unconverted)
+
+    def porcelain(self) -> list[tuple[str, str]]:
+        """(path, XY) per checkpoint, sorted by path, as `git status --porcelain` codes them: X
+        the index against HEAD, Y the working tree against the index (space: unchanged); Y is
+        `N` for a checkpoint not converted whose working tree has no other change."""
+        codes: dict[str, list[str]] = {}
+        for c in self.staged:
+            codes.setdefault(c.path, [" ", " "])[0] = _CODE[c.status]
+        for c in self.unstaged:
+            xy = codes.setdefault(c.path, [" ", " "])
+            xy[1] = _CODE[c.status]
+            if c.status == "unmerged":
+                xy[0] = "U"
+        for u in self.unconverted:
+            xy = codes.setdefault(u.path, [" ", " "])
+            if xy[1] == " ":
+                xy[1] = "N"
+        return [(path, "".join(xy)) for path, xy in sorted(codes.items())]
+
+    def as_json(self) -> dict[str, object]:
+        """`status --json`: the same three lists, every entry with the same keys."""
+
+        def change(c: Change) -> dict[str, object]:
+            return {
+                "path": c.path,
+                "status": c.status,
+                "from_path": c.from_path,
+                "old": asdict(c.old) if c.old else None,
+                "new": asdict(c.new) if c.new else None,
+            }
+
+        return {
+            "version": 1,
+            "branch": self.branch_name,
+            "staged": [change(c) for c in self.staged],
+            "unstaged": [change(c) for c in self.unstaged],
+            "not_converted": [
+                {
+                    "path": u.path,
+                    "oid": u.blob,
+                    "size": u.size,
+                    "stored_as": u.kind,
+                    "committed": u.committed,
+                    "fix": u.fix,
+                }
+                for u in self.unconverted
+            ],
+        }
+
+
+_CODE = {"new": "A", "modified": "M", "deleted": "D", "renamed": "R", "unmerged": "U"}
 
 
 _STATUS = {"A": "new", "M": "modified", "D": "deleted", "R": "renamed", "C": "new", "T": "modified"}
@@ -85,19 +137,20 @@ def worktree_raw_id(repo: Repo, path: str) -> str | None:
     return p.stdout.strip() if p.returncode == 0 else None
 
 
-def _branch(repo: Repo) -> str:
+def _branch(repo: Repo) -> tuple[str, str | None]:
+    """git status's first line, and the branch's name (None when HEAD is detached)."""
     g = repo.git
     if g.head_is_unborn:
-        target = g.references["HEAD"].target
-        return f"No commits yet on {str(target).removeprefix('refs/heads/')}"
+        name = str(g.references["HEAD"].target).removeprefix("refs/heads/")
+        return f"No commits yet on {name}", name
     if g.head_is_detached:
-        return f"HEAD detached at {str(g.head.target)[:7]}"
-    return f"On branch {g.head.shorthand}"
+        return f"HEAD detached at {str(g.head.target)[:7]}", None
+    return f"On branch {g.head.shorthand}", g.head.shorthand
 
 
 def checkpoint_status(repo: Repo) -> CheckpointStatus:
     if repo.workdir is None:
-        raise ThetaLikeError("status needs a repository with a work tree")
+        raise WorkTreeRequiredError("this operation must be run in a work tree (status)")
     p = subprocess.run(
         ["git", "status", "--porcelain=v2", "-z", "--untracked-files=no", "--no-renames"],
         cwd=repo.workdir,
@@ -113,7 +166,7 @@ def checkpoint_status(repo: Repo) -> CheckpointStatus:
         elif rec.startswith("u "):
             parts = rec.split(" ", 10)
             entries.append(("UU", parts[8], parts[9], parts[10]))
-    out = CheckpointStatus(_branch(repo))
+    out = CheckpointStatus(*_branch(repo))
     out.unconverted = unconverted_files(repo)
     raw_staged = {u.path: u.blob for u in out.unconverted}
     tracked = tracked_by_attributes(repo, sorted({e[3] for e in entries}))

@@ -42,6 +42,7 @@ class Endpoint:
     note: str = ""  # e.g. why git-lfs-authenticate failed, added to connection errors
     username: str | None = None  # userinfo of the URL, if any
     password: str | None = None
+    ssh: str = ""  # an SSH remote's `[user@]host:path` (git-lfs-authenticate's target)
 
     @property
     def is_file(self) -> bool:
@@ -159,6 +160,12 @@ class _LfsConfig:
         return self.lfsconfig.get(_norm_key(key)) or None
 
 
+def lfs_setting(repo: Repo, key: str) -> str | None:
+    """A git-lfs setting (`lfs.fetchinclude`, ...) as git-lfs reads it: git config, then the
+    committed `.lfsconfig`."""
+    return _LfsConfig(repo).get(key)
+
+
 def base_dir(repo: Repo) -> Path:
     return repo.workdir if repo.workdir is not None else repo.git_dir
 
@@ -209,11 +216,15 @@ def _ssh_authenticate(repo: Repo, g: _GitUrl, operation: str) -> dict[str, Any]:
     return answer
 
 
-def resolve_endpoint(repo: Repo, remote: str, operation: str, url: str | None = None) -> Endpoint:
+def resolve_endpoint(
+    repo: Repo, remote: str, operation: str, url: str | None = None, authenticate: bool = True
+) -> Endpoint:
     """The LFS endpoint for `operation` ("upload" or "download") on `remote`.
 
     `remote` is a remote's name or a URL/path (as `git push <url>` gives the pre-push hook);
-    `url`, when given, is that remote's Git URL, used instead of looking it up.
+    `url`, when given, is that remote's Git URL, used instead of looking it up. Without
+    authenticate, an SSH remote's endpoint is the https URL derived from it, and ssh is not run
+    (what `env` shows).
     """
     if operation not in ("upload", "download"):
         raise ValueError(f"operation must be upload or download, not {operation!r}")
@@ -234,7 +245,7 @@ def resolve_endpoint(repo: Repo, remote: str, operation: str, url: str | None = 
                 return Endpoint(value, lfs_dir=_remote_lfs_dir(Path(g.url)))
             if g.kind == "http":
                 return Endpoint(g.url.rstrip("/"), username=g.user, password=g.password)
-            return _ssh_endpoint(repo, g, operation)
+            return _ssh_endpoint(repo, g, operation, authenticate)
 
     git_url = url
     named = False
@@ -259,21 +270,24 @@ def resolve_endpoint(repo: Repo, remote: str, operation: str, url: str | None = 
             )
         return Endpoint(git_url, lfs_dir=_remote_lfs_dir(Path(g.url)))
     if g.kind == "ssh":
-        return _ssh_endpoint(repo, g, operation)
+        return _ssh_endpoint(repo, g, operation, authenticate)
     return Endpoint(_derived_lfs_url(g.url), username=g.user, password=g.password)
 
 
-def _ssh_endpoint(repo: Repo, g: _GitUrl, operation: str) -> Endpoint:
+def _ssh_endpoint(repo: Repo, g: _GitUrl, operation: str, authenticate: bool = True) -> Endpoint:
     derived = _derived_lfs_url(f"https://{g.host}/{g.path}")
+    target = f"{g.user + '@' if g.user else ''}{g.host}:{g.path}"
+    if not authenticate:
+        return Endpoint(derived, ssh=target)
     try:
         answer = _ssh_authenticate(repo, g, operation)
     except RemoteError as e:
         # git-lfs goes on with the derived https URL; keep why, for the error if that fails too
-        return Endpoint(derived, note=str(e))
+        return Endpoint(derived, note=str(e), ssh=target)
     href = answer.get("href")
     header = answer.get("header") or {}
     headers = {str(k): str(v) for k, v in header.items()} if isinstance(header, dict) else {}
-    return Endpoint(str(href).rstrip("/") if href else derived, headers=headers)
+    return Endpoint(str(href).rstrip("/") if href else derived, headers=headers, ssh=target)
 
 
 def is_loopback(host: str) -> bool:

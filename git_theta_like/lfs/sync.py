@@ -374,6 +374,32 @@ class FetchResult:
     files: int
     objects: int
     downloaded: int
+    paths: list[str] = field(default_factory=list)  # the checkpoint files fetched for
+
+
+def fetch_paths(
+    repo: Repo, include: list[str] | None, exclude: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """The files fetch and pull select (include, exclude path patterns), as git-lfs selects
+    them: the command line's patterns where given (each value comma-separated; an empty one
+    clears the setting), else `lfs.fetchinclude` / `lfs.fetchexclude` (git config, then
+    `.lfsconfig`)."""
+    from git_theta_like.lfs.endpoint import lfs_setting
+
+    def patterns(given: list[str] | None, key: str) -> list[str]:
+        values = given if given is not None else [lfs_setting(repo, key) or ""]
+        return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+    return patterns(include, "lfs.fetchinclude"), patterns(exclude, "lfs.fetchexclude")
+
+
+def path_selected(path: str, include: list[str], exclude: list[str]) -> bool:
+    """Whether path passes the include and exclude patterns (gitignore rules: attributes.selects)."""
+    from git_theta_like.gitio.attributes import selects
+
+    if include and not any(selects(p, path) for p in include):
+        return False
+    return not any(selects(p, path) for p in exclude)
 
 
 def fetch(
@@ -384,37 +410,47 @@ def fetch(
     exclude: list[str] | None = None,
     paths: list[str] | None = None,
     every_ref: bool = False,
+    exclude_paths: list[str] | None = None,
 ) -> FetchResult:
-    """Prefetch the objects that checking out `revs` needs (optionally only some tensors);
-    with every_ref, those of every commit reachable from any ref (git lfs fetch --all)."""
+    """Prefetch the objects that checking out `revs` needs (optionally only some tensors, by
+    name: include / exclude); with every_ref, those of every commit reachable from any ref (git
+    lfs fetch --all). The files are those `paths` and `exclude_paths` select, or when they are
+    None, `lfs.fetchinclude` and `lfs.fetchexclude` (fetch_paths); every_ref ignores those
+    settings, as git-lfs does."""
     import pygit2
 
     from git_theta_like.gitio.scan import reachable_manifests, tracked_files
 
+    if every_ref:
+        path_in, path_out = list(paths or []), list(exclude_paths or [])
+    else:
+        path_in, path_out = fetch_paths(repo, paths, exclude_paths)
     objs: dict[str, int] = {}
+    chosen: set[str] = set()
     files = 0
     if every_ref:
         for found in reachable_manifests(repo, reflogs=False).values():
             if found.manifest is None:
                 continue
-            if paths and not any(fnmatch.fnmatchcase(p, g) or p == g for _, p in found.uses for g in paths):
+            used = [p for _, p in found.uses if path_selected(p, path_in, path_out)]
+            if not used:
                 continue
             files += 1
+            chosen.update(used)
             objs.update(manifest_objects(found.manifest, include, exclude))
     for rev in revs or ([] if every_ref else ["HEAD"]):
         try:
             repo.git.revparse_single(rev)
         except (KeyError, ValueError, pygit2.GitError):
-            raise ThetaLikeError(f"unknown revision {rev!r}") from None
+            raise RevisionError(f"bad revision '{rev}'") from None
         for f in tracked_files(repo, rev):
-            if paths and not any(fnmatch.fnmatchcase(f.path, p) or f.path == p for p in paths):
-                continue
-            if f.manifest is None:
+            if f.manifest is None or not path_selected(f.path, path_in, path_out):
                 continue
             files += 1
+            chosen.add(f.path)
             objs.update(manifest_objects(f.manifest, include, exclude))
     downloaded = ensure_local(repo, objs.items(), remote)
-    return FetchResult(files, len(objs), downloaded)
+    return FetchResult(files, len(objs), downloaded, sorted(chosen))
 
 
 # git-lfs's reading of a boolean environment variable (config.Bool): these are true, anything

@@ -206,7 +206,7 @@ def load_recipe(text: str | bytes, where: str = "mergekit config") -> Recipe:
     """Parse and validate a mergekit YAML merge config (see the module's docstring).
 
     `where` names the config in error messages (a file name). Raises MergeConfigError."""
-    import yaml  # type: ignore[import-untyped]  # PyYAML; types-PyYAML is not a dependency
+    import yaml  # PyYAML; types-PyYAML is not a dependency
 
     if isinstance(text, bytes):
         if len(text) > MAX_TEXT:
