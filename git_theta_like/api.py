@@ -612,17 +612,26 @@ def _model_class(cls: type, config: Any) -> Any:
 
 
 def _load_in_place(model: Any, state: dict[str, torch.Tensor], where: str) -> Any:
-    """Copy the state into model's own parameters and buffers (strict)."""
+    """Copy the state into model's own parameters and buffers, strictly: every tensor the model
+    has (a tied one from the tensor it is tied to), no other, each of its shape."""
     own = model.state_dict()
     tied = getattr(model, "all_tied_weights_keys", None) or {}
     for key in own.keys() - state.keys():
         source = tied.get(key) if isinstance(tied, dict) else None
         if source in state:
             state[key] = state[source]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ThetaLikeError(f"{where} does not fit {type(model).__name__}: {e}") from None
+    problems = [
+        f"{what}: {', '.join(sorted(keys)[:8])}{' ...' if len(keys) > 8 else ''}"
+        for what, keys in (
+            ("missing", own.keys() - state.keys()),
+            ("unexpected", state.keys() - own.keys()),
+            ("of another shape", {k for k in own.keys() & state.keys() if own[k].shape != state[k].shape}),
+        )
+        if keys
+    ]
+    if problems:
+        raise ThetaLikeError(f"{where} does not fit {type(model).__name__} ({'; '.join(problems)})")
+    model.load_state_dict(state, strict=True)
     return model
 
 
