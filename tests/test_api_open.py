@@ -205,3 +205,30 @@ def test_commit_runs_the_hooks_and_leaves_a_clean_status(repo: Path) -> None:
     with pytest.raises(gtl.ThetaLikeError, match="no checkpoints on Fridays"):
         gtl.commit({"w": sd["w"] + 1}, "ckpt/m.safetensors", "second", repo=repo)
     assert git(repo, "rev-parse", "HEAD").stdout.strip() == commit_id
+
+
+def test_the_api_docstrings_show_their_examples_as_code() -> None:
+    """mkdocstrings renders docs/api.md's reference from these docstrings: a `>>>` line there
+    would be a nested quote, not code."""
+    import ast
+    import inspect
+
+    import git_theta_like.api as api
+
+    for name in ("open", "Checkpoint", "load", "load_numpy", "load_model", "commit", "diff", "merge_tensors"):
+        doc = inspect.getdoc(getattr(api, name)) or ""
+        assert ">>>" not in doc, name
+    tree = ast.parse(Path(api.__file__).read_text())
+    documented = [n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+    assert all("```python" in (ast.get_docstring(n) or "") for n in documented)
+
+
+@pytest.mark.slow
+def test_the_first_session_of_the_api_page_runs_verbatim(tmp_path: Path) -> None:
+    import re
+    import sys
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    first = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    assert "gtl.open(" in first and "get_slice" in first
+    run(sys.executable, "-c", first, cwd=tmp_path)
