@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from git_theta_like import dtypes
-from git_theta_like.errors import FormatError, RemoteError, ThetaLikeError
+from git_theta_like.errors import FormatError, ManifestError, RemoteError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs import sync
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry
@@ -192,7 +192,19 @@ def _entries(r: Repo, path: str, rev: str | None, names: Names) -> list[TensorEn
     return _select([t for _, t in _resolve(r, path, rev).tensors.values()], names)
 
 
+def _check_shape(t: TensorEntry) -> None:
+    """ManifestError unless a tensor's line is self-consistent: its bytes are what its dtype and
+    shape need (a manifest may lie; numpy and torch would fail on it without naming the tensor)."""
+    if t.dtype in dtypes.ITEMSIZE and dtypes.numel(t.shape) * dtypes.ITEMSIZE[t.dtype] != t.length:
+        raise ManifestError(
+            f"tensor {t.name!r} is {t.dtype}{list(t.shape)} in its manifest line, which needs "
+            f"{dtypes.numel(t.shape) * dtypes.ITEMSIZE[t.dtype]} bytes, not the {t.length} it gives"
+        )
+
+
 def _raw(r: Repo, entries: list[TensorEntry], remote: str | None) -> Iterable[tuple[TensorEntry, Any]]:
+    for t in entries:
+        _check_shape(t)
     objs = [o for t in entries for o in sync.needed(t.obj)]
     sync.ensure_local(r, objs, remote, what="load")
     for t in entries:
@@ -324,6 +336,7 @@ class Checkpoint:
 
     def _decode(self, name: str) -> Any:
         t = self._entry(name)
+        _check_shape(t)
         raw = self._read(t.obj, f"tensor {name!r}", t.length)
         if self.framework == "pt":
             return _to_torch(raw, t.dtype, t.shape, self.device)

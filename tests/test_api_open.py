@@ -15,6 +15,7 @@ from fixtures import finetuned, safetensors_bytes, small_model
 from safetensors.numpy import load as st_load
 
 import git_theta_like as gtl
+from git_theta_like.errors import ManifestError
 from git_theta_like.manifest import Manifest
 from git_theta_like.store import store_of
 
@@ -62,6 +63,16 @@ def test_open_reads_nothing_until_a_tensor_is_asked_for(repo: Path) -> None:
         gtl.open("t.safetensors", repo=repo, framework="tf")
     with pytest.raises(gtl.ThetaLikeError, match="bad revision"):
         gtl.open("t.safetensors", rev="no-such-rev", repo=repo)
+
+    # a manifest line whose shape does not fit its bytes: a clear error, nothing decoded
+    text = git(repo, "show", "HEAD:m.safetensors").stdout.replace(" F32 [100,64] ", " F32 [100,65] ")
+    blob = run("git", "hash-object", "-w", "--stdin", cwd=repo, input=text.encode()).stdout.strip()
+    git(repo, "update-index", "--cacheinfo", f"100644,{blob},m.safetensors")
+    with gtl.open("m.safetensors", rev=None, repo=repo) as f:
+        assert f.get_slice("embed.weight").get_shape() == [100, 65]
+        with pytest.raises(ManifestError, match=r"'embed.weight' is F32\[100, 65\].*needs 26000 bytes"):
+            f.get_slice("embed.weight")[:1]
+        assert reads(f) == 0
 
 
 def test_open_a_sharded_model_by_its_index_or_its_directory(repo: Path) -> None:
