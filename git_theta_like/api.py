@@ -94,6 +94,9 @@ _MODEL_FILES = (
 )
 
 
+_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+
+
 def _where(rev: str | None) -> str:
     return "in the index" if rev is None else f"at {rev}"
 
@@ -105,26 +108,24 @@ def _blob(r: Repo, path: str, rev: str | None) -> bytes | None:
 def _dir_entries(r: Repo, path: str, rev: str | None) -> list[str] | None:
     """The files directly in directory `path` ("" the root), staged or at rev; None when it is no
     directory there."""
-    from git_theta_like.gitio.scan import index_files, resolve_commit, walk_tree
+    import pygit2
+
+    from git_theta_like.gitio.scan import index_files, resolve_commit
 
     prefix = f"{path}/" if path else ""
     if rev is None:
-        names = [p for p in index_files(r) if p.startswith(prefix)]
-    else:
-        tree = resolve_commit(r, rev).tree
-        if path:
-            import pygit2
-
-            try:
-                entry = tree[path]
-            except KeyError:
-                return None
-            if not isinstance(entry, pygit2.Tree):
-                return None
-            tree = entry
-        names = [prefix + p for p, _ in walk_tree(tree)]
-    inside = sorted(p for p in names if "/" not in p[len(prefix) :])
-    return inside if inside or rev is not None else None
+        inside = sorted(p for p in index_files(r) if p.startswith(prefix) and "/" not in p[len(prefix) :])
+        return inside or None
+    tree = resolve_commit(r, rev).tree
+    if path:
+        try:
+            entry = tree[path]
+        except KeyError:
+            return None
+        if not isinstance(entry, pygit2.Tree):
+            return None
+        tree = entry
+    return sorted(f"{prefix}{e.name}" for e in tree if e.type_str == "blob")
 
 
 def _model_path(r: Repo, path: str, rev: str | None) -> str:
@@ -141,7 +142,8 @@ def _model_path(r: Repo, path: str, rev: str | None) -> str:
             return candidate
     from git_theta_like.manifest import is_manifest
 
-    tracked = [p for p in inside if is_manifest(_blob(r, p, rev) or b"")]
+    # only files named like checkpoints are read (in a blobless clone, each read is a download)
+    tracked = [p for p in inside if p.endswith(_CHECKPOINT_SUFFIXES) and is_manifest(_blob(r, p, rev) or b"")]
     if len(tracked) == 1:
         return tracked[0]
     what = f"{len(tracked)} tracked checkpoints ({', '.join(tracked[:5])})" if tracked else "no checkpoint"

@@ -5,6 +5,7 @@ model from a revision; `commit` drives `git add` and `git commit` (hooks, a clea
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 from conftest import git, run
 from fixtures import finetuned, safetensors_bytes, small_model
+from lfs_server import FaultyLFSServer
 from safetensors.numpy import load as st_load
 
 import git_theta_like as gtl
@@ -94,18 +96,30 @@ def test_open_a_sharded_model_by_its_index_or_its_directory(repo: Path) -> None:
         gtl.open("no-such-dir", repo=repo)
 
 
-def test_open_a_remote_url_fetches_the_manifest_and_the_asked_tensor_only(repo: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def lfs_server(tmp_path: Path) -> Iterator[FaultyLFSServer]:
+    server = FaultyLFSServer(tmp_path / "lfs").start()  # a spec-following LFS server, on loopback
+    yield server
+    server.stop()
+
+
+def test_open_a_remote_url_fetches_the_manifest_and_the_asked_tensor_only(
+    repo: Path, tmp_path: Path, lfs_server: FaultyLFSServer
+) -> None:
     bare = tmp_path / "origin.git"
     run("git", "init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp_path)
     git(bare, "config", "uploadpack.allowFilter", "true")
     git(bare, "config", "uploadpack.allowAnySHA1InWant", "true")
     git(repo, "remote", "add", "origin", f"file://{bare}")
+    (repo / ".lfsconfig").write_text(f'[lfs]\n\turl = "{lfs_server.endpoint}"\n')
     changed = "layers.0.attn.weight"
     (repo / "m.safetensors").write_bytes(finetuned(1))
     (repo / "other.safetensors").write_bytes(safetensors_bytes(small_model(seed=3)))
-    git(repo, "add", "m.safetensors", "other.safetensors")
+    git(repo, "add", ".lfsconfig", "m.safetensors", "other.safetensors")
     git(repo, "commit", "-qm", "two checkpoints")
     git(repo, "push", "-q", "origin", "main")
+    assert len(list(lfs_server.storage.iterdir())) > 20  # the pre-push hook uploaded every object
+    lfs_server.log.clear()
 
     cache = tmp_path / "cache"
     manifest = Manifest.from_text(git(repo, "show", "HEAD:m.safetensors").stdout)
@@ -121,11 +135,12 @@ def test_open_a_remote_url_fetches_the_manifest_and_the_asked_tensor_only(repo: 
         assert w.tobytes() == st_load(finetuned(1))[changed].tobytes()
         entry = next(t for t in manifest.tensors if t.name == changed)
         assert store_of(clone).all_oids() == {entry.obj.oid}  # that tensor's object, no other
+        assert [m for m, _ in lfs_server.log] == ["POST", "GET"]  # one batch, one download
     # a commit id the cache has is read without asking the remote (which is gone now)
     head = git(repo, "rev-parse", "HEAD").stdout.strip()
     os.rename(bare, tmp_path / "gone.git")
     again = gtl.load_numpy("m.safetensors", rev=head, names=[changed], repo=f"file://{bare}", cache_dir=cache)
-    assert again[changed].tobytes() == w.tobytes()
+    assert again[changed].tobytes() == w.tobytes() and len(lfs_server.log) == 2  # from the cache
     with pytest.raises(gtl.ThetaLikeError, match="git fetch"):
         gtl.open("m.safetensors", rev="main", repo=f"file://{bare}", cache_dir=cache)
 
