@@ -627,9 +627,14 @@ def _model_class(cls: type, config: Any) -> Any:
 
 
 def _load_in_place(model: Any, state: dict[str, torch.Tensor], where: str) -> Any:
-    """Copy the state into model's own parameters and buffers, strictly: every tensor the model
-    has (a tied one from the tensor it is tied to), no other, each of its shape."""
+    """Copy the state into model's own parameters and buffers, strictly: every tensor of the
+    model's state dict (a tied one from the tensor it is tied to), no other, each of its shape."""
     own = model.state_dict()
+    # a non-persistent buffer is the model's own (computed, never loaded): older checkpoints
+    # store some (BERT's embeddings.position_ids); transformers leaves them alone too
+    for name, _ in model.named_buffers():
+        if name not in own:
+            state.pop(name, None)
     tied = getattr(model, "all_tied_weights_keys", None) or {}
     for key in own.keys() - state.keys():
         source = tied.get(key) if isinstance(tied, dict) else None

@@ -258,3 +258,22 @@ def test_the_first_session_of_the_api_page_runs_verbatim(tmp_path: Path) -> None
     first = re.findall(r"```python\n(.*?)```", text, re.S)[0]
     assert "gtl.open(" in first and "get_slice" in first
     run(sys.executable, "-c", first, cwd=tmp_path)
+
+
+@pytest.mark.slow  # sentence-transformers and the real all-MiniLM-L6-v2
+def test_load_model_into_a_sentence_transformer(repo: Path, minilm_path: Path) -> None:
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    shutil.copy(minilm_path, repo / "model.safetensors")  # it stores embeddings.position_ids too
+    git(repo, "add", "model.safetensors")
+    git(repo, "commit", "-qm", "all-MiniLM-L6-v2")
+    st = SentenceTransformer(str(minilm_path.parent), device="cpu")
+    before = st.encode(["a sentence about checkpoints"])
+    with torch.no_grad():
+        for p in st.parameters():
+            p.add_(0.01)
+    assert not np.array_equal(st.encode(["a sentence about checkpoints"]), before)
+    gtl.load_model(st[0].auto_model, "model.safetensors", repo=repo)  # the recipe of docs/api.md
+    assert np.array_equal(st.encode(["a sentence about checkpoints"]), before)
