@@ -499,11 +499,20 @@ def _cached_clone(url: str, rev: str, cache_dir: str | os.PathLike[str] | None) 
     if (dest / "HEAD").is_file():
         r = Repo(dest)
         if not (_COMMIT_ID.fullmatch(rev) and r.git.get(rev) is not None):
-            r.run_git(
-                "fetch", "--quiet", "--prune", "--filter=blob:none", "origin",
-                "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
-                error=RemoteError,
-            )  # fmt: skip
+            import fcntl
+
+            # one fetch at a time (data-loader workers opening the same URL): git would refuse
+            # the second one's ref updates
+            fd = os.open(dest / "theta-like-fetch.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                r.run_git(
+                    "fetch", "--quiet", "--prune", "--filter=blob:none", "origin",
+                    "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
+                    error=RemoteError,
+                )  # fmt: skip
+            finally:
+                os.close(fd)
         return r
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=root))
