@@ -568,14 +568,15 @@ def load_model(
     """
     r = _reader_repo(repo, rev, cache_dir)
     model = _resolve(r, _rel(r, path), rev)
+    where = f"{model.path} {_where(rev)}"
+    # a class: its config first (no object is read for a model that cannot be built)
+    config = _config(r, model.path, rev, model_or_cls) if isinstance(model_or_cls, type) else None
     state = {
         t.name: _to_torch(raw, t.dtype, t.shape, "cpu")
         for t, raw in _raw(r, [t for _, t in model.tensors.values()], remote)
     }
-    where = f"{model.path} {_where(rev)}"
-    if not isinstance(model_or_cls, type):
+    if config is None:
         return _load_in_place(model_or_cls, state, where)
-    config = _config(r, model.path, rev, model_or_cls)
     cls = _model_class(model_or_cls, config)
     loaded, info = cls.from_pretrained(
         None, config=config, state_dict=state, output_loading_info=True, **from_pretrained

@@ -18,6 +18,7 @@ from safetensors.numpy import load as st_load
 
 import git_theta_like as gtl
 from git_theta_like.errors import ManifestError
+from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest
 from git_theta_like.store import store_of
 
@@ -176,8 +177,10 @@ def test_load_model_into_a_module_is_strict(repo: Path) -> None:
         gtl.load_model(torch.nn.Sequential(*v1, torch.nn.Linear(2, 2)), "m.safetensors", repo=repo)
     with pytest.raises(gtl.ThetaLikeError, match=r"of another shape: 2.bias, 2.weight"):
         gtl.load_model(torch.nn.Sequential(*v1[:2], torch.nn.Linear(8, 3)), "m.safetensors", repo=repo)
+    reader = Repo(repo)
     with pytest.raises(gtl.ThetaLikeError, match="config.json does not exist at HEAD"):
-        gtl.load_model(torch.nn.Linear, "m.safetensors", repo=repo)  # a class is built from config.json
+        gtl.load_model(torch.nn.Linear, "m.safetensors", repo=reader)  # a class is built from config.json
+    assert store_of(reader).reads == 0  # and the weights were not read for nothing
 
 
 @pytest.mark.slow  # importing transformers alone takes some 7 s of CPU
