@@ -11,7 +11,9 @@ from typing import Any
 from git_theta_like.errors import ThetaLikeError
 
 _API = {
+    "open": "git_theta_like.api",
     "load": "git_theta_like.api",
+    "load_model": "git_theta_like.api",
     "load_numpy": "git_theta_like.api",
     "commit": "git_theta_like.api",
     "diff": "git_theta_like.api",
