@@ -30,6 +30,7 @@ import numpy as np
 
 from git_theta_like import dtypes
 from git_theta_like.errors import FormatError, ManifestError, RemoteError, ThetaLikeError
+from git_theta_like.extras import require
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs import sync
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry
@@ -261,6 +262,7 @@ def _to_numpy(raw: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def _to_torch(raw: Any, dtype: str, shape: tuple[int, ...], device: str) -> torch.Tensor:
     """Exact dtypes (bf16 and fp8 included); opaque regions (quantized blocks) as uint8 bytes."""
+    require("torch", "merge", "torch tensors (framework='pt', load, load_model)")
     import torch
 
     if dtype in _TORCH:
@@ -700,6 +702,7 @@ def commit(
         raise ThetaLikeError(f"unknown format {format!r}: use 'safetensors' or 'pytorch'")
     rel = _rel(r, path)
     target = r.workdir / rel
+    require("torch", "merge", "commit of a torch state dict")
     with AtomicFile(target.parent, prefix=f".{target.name}.gtl-") as f:
         f.close()  # written by name below
         if format == "safetensors":

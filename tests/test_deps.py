@@ -160,9 +160,7 @@ def test_pip_install_without_extras_runs_the_core_and_names_the_merge_extra(
         p = gtl(work, "merge", "ours", check=False)
         out = p.stdout + p.stderr
         assert p.returncode != 0 and "torch" in out, out
-        if "pip install 'git-theta-like[merge]'" not in out:
-            # merge/ and api.py import torch directly until extras.require is wired in there
-            pytest.xfail(f"the merge does not name the extra yet: {out[-400:]}")
+        assert "pip install 'git-theta-like[merge]'" in out, out
         assert "Traceback" not in out, out
     finally:
         server.stop()

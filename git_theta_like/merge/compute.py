@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from git_theta_like import dtypes
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import DeviceError, ThetaLikeError
+from git_theta_like.extras import require
 from git_theta_like.merge.strategies import make_strategy, parse_value
 from git_theta_like.merge.strategies.base import Strategy, TensorContext, Value
 
@@ -32,6 +33,7 @@ def mergeable_dtype(dtype: str) -> bool:
     """True for the float dtypes strategies can compute on (with this torch)."""
     if dtype not in TORCH_DTYPES:
         return False
+    require("torch", "merge", "merging tensors")
     import torch
 
     return hasattr(torch, TORCH_DTYPES[dtype])
@@ -46,6 +48,7 @@ def check_device_spec(spec: str, where: str = "device") -> str:
 
 def resolve_device(spec: str | None) -> torch.device:
     """`auto` (or None): CUDA when available, else the CPU. An unavailable device is an error."""
+    require("torch", "merge", "merging tensors")
     import torch
 
     spec = check_device_spec(spec or "auto")
@@ -209,6 +212,8 @@ def merge_tensors(
     ours's device.
     """
     import numpy as np
+
+    require("torch", "merge", "merging tensors")
     import torch
 
     strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, params)
@@ -296,6 +301,8 @@ def merge_many_tensors(
     per-model values: merge_tensors(base, *models, ...), the same bits.
     """
     import numpy as np
+
+    require("torch", "merge", "merging tensors")
     import torch
 
     strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, params)
