@@ -49,7 +49,7 @@
         );
         problems.push(
           `table ${where(el)} scrolls sideways by ${excess} px (widest row: ` +
-            `${clip(row ? row.textContent.trim().replace(/\s+/g, " | ") : "")})`,
+            `${clip(row ? [...row.cells].map((c) => c.textContent.trim()).join(" | ") : "")})`,
         );
       } else {
         problems.push(`<${el.tagName.toLowerCase()}> ${where(el)} scrolls sideways by ${excess} px`);

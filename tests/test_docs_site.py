@@ -136,12 +136,19 @@ tensor encoder.layer.0.attention.self.query.weight F32 [384,384] 589824 2f1e…9
 
 >>> merged = merge_tensors(base, ours, theirs, "ties", density=0.2)
 
+\\>>> print(merged)
+
+{wide_table}
+
 [missing page](nowhere.md#x) and [missing anchor](#no-such-anchor) and [other](good.md#no-such)
 
 <h2 class="doc doc-heading">commit(state_dict: Mapping[str, Any], path: str | os.PathLike[str], message: str,
 repo: str | os.PathLike[str] | Repo = '.', format: str = 'safetensors',
 metadata: dict[str, str] | None = None, update_worktree: bool = False) -> str</h2>
-"""
+""".replace(
+    "{wide_table}",
+    "\n".join(["|" + " col |" * 13, "|" + "---|" * 13, "|" + " 87.0 MiB |" * 13]),
+)
 
 
 def test_checks_find_each_fault(tmp_path: Path, browser: Browser) -> None:
@@ -152,6 +159,9 @@ def test_checks_find_each_fault(tmp_path: Path, browser: Browser) -> None:
         f"INHERIT: {ROOT / 'mkdocs.yml'}\ndocs_dir: docs\nstrict: false\n"
         "nav: [index.md, good.md, bad.md]\nplugins: [search]\n"
     )
+    for asset in (ROOT / "docs").glob("*.*"):  # the site's stylesheets (extra_css) and the like
+        if asset.suffix != ".md":
+            shutil.copy(asset, project / "docs")
     (project / "docs" / "index.md").write_text("# Home\n\n[faults](bad.md)\n")
     (project / "docs" / "good.md").write_text("# Good\n\nNothing wrong here.\n")
     (project / "docs" / "bad.md").write_text(BAD_PAGE)
@@ -171,6 +181,8 @@ def test_checks_find_each_fault(tmp_path: Path, browser: Browser) -> None:
     assert "wraps" not in found  # plain text (program output) wraps instead
     assert 'literal "\\|"' in found
     assert "nested blockquotes" in found
+    assert "a doctest line outside a code block" in found and ">>> print(merged)" in found
+    assert "table " in found and "(widest row: 87.0 MiB" in found
     assert 'API heading "commit(' in found and "px, over 1.3 x the text's" in found and "lines" in found
     links = link_problems(site, rendered)
     assert set(links) == {bad}
