@@ -29,7 +29,7 @@ CHECK = (Path(__file__).parent / "docs_site_check.js").read_text()
 WIDTH, HEIGHT = 1280, 900  # a laptop's browser window, both sidebars shown
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
     reason="no Chromium to render the docs with: install the `chromium` package (apt-get install "
     "chromium) or set CHROMIUM to a Chrome/Chromium executable",
@@ -99,6 +99,7 @@ def report(site: Path, problems: dict[Path, list[str]]) -> str:
     return "\n".join(lines)
 
 
+@needs_chromium
 @pytest.mark.slow
 def test_every_page_renders_right(tmp_path: Path, browser: Browser) -> None:
     site = tmp_path / "site"
@@ -151,6 +152,7 @@ metadata: dict[str, str] | None = None, update_worktree: bool = False) -> str</h
 )
 
 
+@needs_chromium
 def test_checks_find_each_fault(tmp_path: Path, browser: Browser) -> None:
     project = tmp_path / "project"
     (project / "docs").mkdir(parents=True)
