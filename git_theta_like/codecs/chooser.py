@@ -1,7 +1,8 @@
 """The chooser: for each tensor, the smallest lossless encoding within a time budget.
 
 `encode` picks the keyframe codec (planes, else raw); `encode_delta` tries the delta codecs
-against the tensor's previous version, cheap probes first (how many elements changed), the SVD
+against the tensor's previous version, cheap probes first (how many elements changed; sub or xor
+for a dense change, from two samples), the SVD
 only for dense changes of a 2-D float tensor whose xor delta is still large (or with factors
 given, e.g. from a LoRA adapter), and falls back to a keyframe when no delta helps."""
 
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from git_theta_like import dtypes
-from git_theta_like.codecs import lowrank, planes, sparse, xor
+from git_theta_like.codecs import lowrank, planes, sparse, subtract, xor
 from git_theta_like.codecs import raw as raw_codec
 from git_theta_like.codecs.bits import elements
 from git_theta_like.codecs.container import Encoded, ObjectHeader
@@ -50,6 +52,25 @@ class DeltaOptions:
     spent: float = 0.0
 
 
+PROBE_ELEMENTS = 1 << 15  # elements per sample when choosing between sub and xor
+
+
+def _dense_delta_codecs(new: np.ndarray, base: np.ndarray) -> list[ModuleType]:
+    """The dense delta codecs worth running on the whole tensor: both for a small one, else
+    whichever codes two samples (its start and its middle) smaller, sub on a tie. sub (integer
+    differences) nearly always wins; xor where signs flip often (a difference across zero is
+    large, its XOR is one bit)."""
+    if new.size <= 4 * PROBE_ELEMENTS:
+        return [subtract, xor]
+    mid = new.size // 2
+    spans = (slice(0, PROBE_ELEMENTS), slice(mid, mid + PROBE_ELEMENTS))
+    cost = {
+        c: sum(len(c.encode(np.ascontiguousarray(new[s]), np.ascontiguousarray(base[s]))) for s in spans)
+        for c in (subtract, xor)
+    }
+    return [subtract if cost[subtract] <= cost[xor] else xor]
+
+
 def encode_delta(
     raw: bytes | bytearray | memoryview,
     base_raw: bytes | bytearray | memoryview,
@@ -82,8 +103,9 @@ def encode_delta(
         p = sparse.encode(new, base, np.flatnonzero(diff))
         candidates.append((len(p), sparse.NAME, [p], {}))
     if frac > 0.02:
-        p = xor.encode(new, base)
-        candidates.append((len(p), xor.NAME, [p], {}))
+        for dense in _dense_delta_codecs(new, base):
+            p = dense.encode(new, base)
+            candidates.append((len(p), dense.NAME, [p], {}))
     shape2d = lowrank.shape_2d(shape)
     best = min(c[0] for c in candidates)
     if factors is not None and (

@@ -10,12 +10,12 @@ from types import ModuleType
 
 import zstandard
 
-from git_theta_like.codecs import exponent, lowrank, planes, raw, sparse, xor
+from git_theta_like.codecs import exponent, lowrank, planes, raw, sparse, subtract, xor
 from git_theta_like.codecs.bits import elements
 from git_theta_like.codecs.container import ObjectHeader
 from git_theta_like.errors import ObjectCorruptError
 
-CODECS: dict[str, ModuleType] = {m.NAME: m for m in (raw, planes, exponent, xor, sparse, lowrank)}
+CODECS: dict[str, ModuleType] = {m.NAME: m for m in (raw, planes, exponent, xor, subtract, sparse, lowrank)}
 DELTA_CODECS = frozenset(name for name, m in CODECS.items() if m.IS_DELTA)
 
 _DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, zstandard.ZstdError)
