@@ -10,8 +10,10 @@ merges two (max_models = 2).
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,18 +134,46 @@ def finetune(sd: dict[str, np.ndarray], seed: int, names: list[str]) -> dict[str
     return out
 
 
-def commit(repo: Path, files: dict[str, bytes | str], msg: str) -> None:
-    for name, data in files.items():
-        p = repo / name
-        p.write_bytes(data) if isinstance(data, bytes) else p.write_text(data)
-        git(repo, "add", name)
-    git(repo, "commit", "-qm", msg)
+def _git(repo: Path, *args: str, input: bytes | None = None, index: Path | None = None) -> str:
+    env = {**os.environ, **({"GIT_INDEX_FILE": str(index)} if index else {})}
+    p = subprocess.run(["git", *args], cwd=repo, input=input, capture_output=True, env=env)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    return p.stdout.decode().strip()
 
 
-def branch(repo: Path, name: str, files: dict[str, bytes | str], start: str = "main") -> None:
-    git(repo, "checkout", "-qb", name, start)
-    commit(repo, files, name)
-    git(repo, "checkout", "-q", "main")
+def commit(repo: Path, files: dict[str, bytes | str], msg: str, ref: str = "main") -> None:
+    """A commit of files on top of ref (the branch is made from main when it does not exist),
+    made with git's plumbing and an in-process clean: no filter process, no checkout. The work
+    tree is brought to main's commit by `checkout_main`."""
+    from git_theta_like.filters import engine_for
+    from git_theta_like.formats import ByteReader
+    from git_theta_like.gitio.repo import Repo
+
+    index = repo / ".git" / "test-index"
+    exists = subprocess.run(
+        ["git", "rev-parse", "-q", "--verify", f"refs/heads/{ref}"], cwd=repo, capture_output=True
+    )
+    parent = exists.stdout.decode().strip() if exists.returncode == 0 else _git(repo, "rev-parse", "main")
+    _git(repo, "read-tree", parent, index=index)
+    with engine_for(Repo(repo)) as engine:
+        for name, data in files.items():
+            raw = data.encode() if isinstance(data, str) else data
+            if name.endswith(".safetensors"):
+                raw = engine.clean(ByteReader(io.BytesIO(raw)), path=name)
+            oid = _git(repo, "hash-object", "-w", "--no-filters", "--stdin", input=raw)
+            _git(repo, "update-index", "--add", "--cacheinfo", f"100644,{oid},{name}", index=index)
+    tree = _git(repo, "write-tree", index=index)
+    sha = _git(repo, "commit-tree", tree, "-p", parent, "-m", msg)
+    _git(repo, "update-ref", f"refs/heads/{ref}", sha)
+    index.unlink()
+
+
+def branch(repo: Path, name: str, files: dict[str, bytes | str]) -> None:
+    commit(repo, files, name, ref=name)
+
+
+def checkout_main(repo: Path) -> None:
+    git(repo, "reset", "-q", "--hard", "main")
 
 
 def load(repo: Path) -> dict[str, np.ndarray]:
@@ -188,6 +218,7 @@ def three_finetunes(repo: Path, toml: str, names: dict[str, str] | None = None) 
         else:
             files["c.txt"] = "from c\n"
         branch(repo, (names or {}).get(b, b), files)
+    checkout_main(repo)
     return sds
 
 
@@ -251,6 +282,7 @@ scale = [0.25, 1.0]
 """
 
 
+@pytest.mark.slow
 def test_plain_git_merge_uses_pull_octopus_with_branch_weights_and_a_gradient(
     repo: Path, strategy_on_path: None
 ) -> None:
@@ -263,6 +295,7 @@ def test_plain_git_merge_uses_pull_octopus_with_branch_weights_and_a_gradient(
     branch(repo, "b", {F: st(sb)})
     so = finetune(base, 3, changed)
     commit(repo, {F: st(so)}, "ours")  # ours changed too: it is a model
+    checkout_main(repo)
     r = git(repo, "merge", "--no-edit", "feature/x", "b")  # no -s: pull.octopus chooses
     assert "models: ours, feature/x, b" in r.stderr
     got = load(repo)
@@ -282,6 +315,7 @@ def test_plain_git_merge_uses_pull_octopus_with_branch_weights_and_a_gradient(
     assert git(repo, "status", "--porcelain").stdout == ""
 
 
+@pytest.mark.slow
 def test_cli_merges_several_branches_and_conflicts_are_named_per_tensor(
     repo: Path, strategy_on_path: None, registered: None
 ) -> None:
@@ -294,6 +328,7 @@ def test_cli_merges_several_branches_and_conflicts_are_named_per_tensor(
     branch(repo, "a", {F: st(sa)})
     branch(repo, "b", {F: st(sb)})
     commit(repo, {F: st(finetune(base, 3, changed))}, "ours")
+    checkout_main(repo)
     before = git(repo, "rev-parse", "HEAD").stdout
     with pytest.raises(SystemExit) as e:
         gtl_here(repo, "merge", "a", "b", "--strategy", "test-mean")  # --strategy replaces the rules
@@ -324,6 +359,7 @@ def test_a_bad_configuration_stops_the_merge_before_anything_changes(
     for i, b in enumerate(("a", "b"), start=1):
         branch(repo, b, {F: st(finetune(base, i, ["model.norm.weight"])), f"{b}.txt": b})
     commit(repo, {F: st(finetune(base, 3, ["model.norm.weight"]))}, "ours")
+    checkout_main(repo)
     r = git(repo, "merge", "--no-edit", "-s", "theta-like", "a", "b", check=False)
     assert r.returncode != 0
     assert "'feature/y' is not one of the merged models (ours, a, b" in r.stderr
@@ -411,3 +447,40 @@ def test_plan_many_rules(registered: None) -> None:
     }
     job = plan.jobs[0]
     assert [e.obj.raw[0] for e in job.models] == ["2", "3", "1"]  # b left it: the base's value
+
+
+def test_a_two_branch_merge_takes_per_model_weights_and_gradients_too(
+    repo: Path, registered: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge driver (run in this process, where the test strategy is registered) names its
+    two models ours and the branch as git names it in GITHEAD_<oid>."""
+    from git_theta_like.filters.engine import Engine
+    from git_theta_like.gitio.repo import Repo
+    from git_theta_like.merge import driver
+    from git_theta_like.store import store_of
+
+    base = base_model()
+    toml = '[merge]\nstrategy = "test-mean"\nweights = {ours = 3.0, "feature/x" = 1.0}\nscale = [0.5, 1.0]\n'
+    commit(repo, {F: st(base), ".theta-like.toml": toml}, "base")
+    names = ["model.layers.0.mlp.weight", "model.layers.1.mlp.weight", "model.norm.weight"]
+    sx, so = finetune(base, 1, names), finetune(base, 2, names)
+    branch(repo, "feature/x", {F: st(sx)})
+    commit(repo, {F: st(so)}, "ours")
+    for rev, f in (("main~1", "O"), ("main", "A"), ("feature/x", "B")):
+        (tmp_path / f).write_text(git(repo, "show", f"{rev}:{F}").stdout)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv(f"GITHEAD_{git(repo, 'rev-parse', 'feature/x').stdout.strip()}", "feature/x")
+    assert driver.main(str(tmp_path / "O"), str(tmp_path / "A"), str(tmp_path / "B"), F) == 0
+    merged = Manifest.from_text((tmp_path / "A").read_text())
+    out = io.BytesIO()
+    with Engine(store_of(Repo(repo))) as engine:
+        engine.smudge(merged, out.write)
+    got = st_load(out.getvalue())
+    # layer 0 of 2: the first value; layer 1: the last; no layer index (final norm): the first
+    for name, scale in zip(names, (0.5, 1.0, 0.5), strict=True):
+        want = mean(base[name], [so[name], sx[name]], [3.0, 1.0], scale)
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-7, err_msg=name)
+        extra = dict(next(t for t in merged.tensors if t.name == name).obj.extra)
+        assert extra["merge-per-model"] == "weight:3.0/1.0"
+        assert extra["merge-params"] == f"weight:1.0,scale:{scale}"
+        assert "merge-models" not in extra  # two models

@@ -332,7 +332,6 @@ class MergeConfig:
         or (with resolve, a rev-parse) a revision of one of the models' commits."""
         self.models = list(labels)
         self._model_of = {label: i for i, label in enumerate(labels)}
-        self._model_of.setdefault("ours", 0)
         for where, table in self.tables():
             for key in table:
                 if key in self._model_of:
@@ -472,6 +471,22 @@ def bind(repo: Any, cfg: MergeConfig, labels: Sequence[str], commits: Sequence[s
             return None
 
     cfg.bind_models(labels, resolve, commits)
+
+
+def bind_stopped_merge(repo: Any, cfg: MergeConfig) -> None:
+    """bind for a `git merge` of one branch that stopped (mergetool, sharded models): ours and
+    MERGE_HEAD's commit, which table keys name by any revision of it. Errors are kept for where
+    a strategy needs the tables (bind_error)."""
+    head = repo.git_dir / "MERGE_HEAD"
+    if isinstance(cfg, FailedConfig) or cfg.replay is not None or not head.is_file():
+        return
+    heads = head.read_text().split()
+    if len(heads) != 1 or repo.git.head_is_unborn:
+        return
+    try:
+        bind(repo, cfg, ["ours", heads[0][:12]], [str(repo.git.head.target), heads[0]])
+    except MergeConfigError as e:
+        cfg.bind_error = e
 
 
 def replaying(repo: Any, env: Mapping[str, str]) -> str | None:

@@ -297,6 +297,7 @@ def _config(repo: Repo, plan_paths: list[str], env: dict[str, str] | None) -> co
                 break
     cfg = config.load_lenient(repo, env=merged)
     cfg.replay = config.replaying(repo, merged)  # git stopped: its state says merge or replay
+    config.bind_stopped_merge(repo, cfg)
     return cfg
 
 

@@ -91,6 +91,7 @@ def _config(repo: Repo, path: str) -> config.MergeConfig:
     cfg = config.load_lenient(repo, env=env)
     replay = saved["replay"] if "replay" in saved else config.replaying(repo, env)
     cfg.replay = replay if isinstance(replay, str) else None
+    config.bind_stopped_merge(repo, cfg)
     return cfg
 
 
