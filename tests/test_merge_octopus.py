@@ -347,7 +347,13 @@ def test_cli_merges_several_branches_and_conflicts_are_named_per_tensor(
     )
     assert "merges 2 models, this merge has 3 (ours, a, b)" in r.stderr
     assert "model.layers.0.mlp.weight" not in r.stderr  # merged by the default, test-mean
+    ours_bytes = (repo / F).read_bytes()
     assert np.array_equal(load(repo)["model.embed.weight"], finetune(base, 3, changed)["model.embed.weight"])
+    git(repo, "theta-like", "mergetool", F, "--use", "ours")  # resolved; the octopus concludes
+    git(repo, "commit", "--no-edit")
+    assert len(git(repo, "log", "-1", "--format=%P").stdout.split()) == 3
+    assert (repo / F).read_bytes() == ours_bytes
+    assert git(repo, "status", "--porcelain").stdout == ""
 
 
 def test_a_bad_configuration_stops_the_merge_before_anything_changes(
