@@ -490,3 +490,41 @@ def test_a_two_branch_merge_takes_per_model_weights_and_gradients_too(
         assert extra["merge-per-model"] == "weight:3.0/1.0"
         assert extra["merge-params"] == f"weight:1.0,scale:{scale}"
         assert "merge-models" not in extra  # two models
+
+
+@pytest.mark.slow
+def test_sharded_model_octopus_with_a_model_wide_gradient(repo: Path, strategy_on_path: None) -> None:
+    """Shards keep their layout: each is merged N-way, and a gradient runs over the model's
+    three layers (from the index json), not over the layers of one shard."""
+    import json
+
+    rng = np.random.default_rng(5)
+    base = {
+        f"model.layers.{i}.mlp.weight": (rng.standard_normal((8, 8)) * 0.05).astype(np.float32)
+        for i in range(3)
+    }
+    base["model.norm.weight"] = np.ones(8, np.float32)
+    shards = {
+        "model-00001-of-00002.safetensors": ["model.layers.0.mlp.weight", "model.layers.1.mlp.weight"],
+        "model-00002-of-00002.safetensors": ["model.layers.2.mlp.weight", "model.norm.weight"],
+    }
+    index = json.dumps({"metadata": {}, "weight_map": {n: s for s, ns in shards.items() for n in ns}})
+
+    def files(sd: dict[str, np.ndarray]) -> dict[str, bytes | str]:
+        return {s: st({n: sd[n] for n in ns}) for s, ns in shards.items()}
+
+    toml = '[merge]\nstrategy = "test-mean"\nscale = [0.0, 1.0]\n'
+    commit(repo, {**files(base), "model.safetensors.index.json": index, ".theta-like.toml": toml}, "base")
+    sds = {b: finetune(base, i, list(base)) for i, b in enumerate(("a", "b", "c"), start=1)}
+    for b, sd in sds.items():
+        branch(repo, b, files(sd))
+    checkout_main(repo)
+    git(repo, "merge", "--no-edit", "-s", "theta-like", "a", "b", "c")
+    for s, ns in shards.items():
+        got = dict(st_load((repo / s).read_bytes()))
+        for n in ns:
+            i = config.layer_index(n)
+            t = i / 2 if i is not None else 0.0  # layer i of 3; the final norm: the first value
+            want = mean(base[n], [sd[n] for sd in sds.values()], [1, 1, 1], t)
+            np.testing.assert_allclose(got[n], want, rtol=1e-5, atol=1e-7, err_msg=n)
+    assert git(repo, "status", "--porcelain").stdout == ""
