@@ -349,6 +349,8 @@ def test_cli_merges_several_branches_and_conflicts_are_named_per_tensor(
     assert "model.layers.0.mlp.weight" not in r.stderr  # merged by the default, test-mean
     ours_bytes = (repo / F).read_bytes()
     assert np.array_equal(load(repo)["model.embed.weight"], finetune(base, 3, changed)["model.embed.weight"])
+    r = git(repo, "theta-like", "mergetool", F, "--use", "merged", check=False)
+    assert r.returncode != 0 and "an octopus merge has no three-way MERGED version" in r.stderr
     git(repo, "theta-like", "mergetool", F, "--use", "ours")  # resolved; the octopus concludes
     git(repo, "commit", "--no-edit")
     assert len(git(repo, "log", "-1", "--format=%P").stdout.split()) == 3

@@ -139,7 +139,7 @@ class Octopus:
                 )
                 return 2
             try:
-                outcomes = self.plan_checkpoints(self.bases[0], ours, models, labels)
+                outcomes = self.plan_checkpoints(self.bases[0], models, labels)
             except MergeConfigError as e:
                 _err(f"merge not started: {e}")
                 return 2
@@ -152,9 +152,7 @@ class Octopus:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def plan_checkpoints(
-        self, base_rev: str, ours: str, models: list[str], labels: list[str]
-    ) -> list[Outcome]:
+    def plan_checkpoints(self, base_rev: str, models: list[str], labels: list[str]) -> list[Outcome]:
         """The merge of every checkpoint path the heads changed, objects stored; nothing in
         the index or the work tree is touched yet."""
         cfg = config.load(self.repo)  # strict: a broken configuration stops the merge here
