@@ -58,10 +58,11 @@ def merge_cmd(
     edit: bool,
     git_args: tuple[str, ...],
 ) -> None:
-    """`git merge BRANCH`, merging checkpoints with the given strategy and parameters.
+    """`git merge BRANCH...`, merging checkpoints with the given strategy and parameters.
 
-    They override `.theta-like.toml` and git config for this merge. Extra arguments go to
-    git merge (e.g. --no-ff, --no-commit). Never prompts unless --edit.
+    They override `.theta-like.toml` and git config for this merge. With several branches, an
+    N-way (octopus) merge with the strategy git-merge-theta-like (`git merge -s theta-like`).
+    Extra arguments go to git merge (e.g. --no-ff, --no-commit). Never prompts unless --edit.
     """
     from git_theta_like.merge.compute import check_device_spec
 
@@ -79,12 +80,22 @@ def merge_cmd(
         env[config.ENV_DEVICE] = check_device_spec(device, "--device")
     if precision:
         env[config.ENV_PRECISION] = precision
+    # the branches: BRANCH and the arguments after it up to the first option
+    rest = list(git_args)
+    branches = [branch]
+    while rest and not rest[0].startswith("-"):
+        branches.append(rest.pop(0))
     cmd = ["git", "merge", "--edit" if edit else "--no-edit"]
     if message:
         cmd += ["-m", message]
-    cmd += [*git_args, branch]
+    octopus = len(branches) > 1
+    if octopus and not any(a in ("-s", "--strategy") or a.startswith(("-s", "--strategy=")) for a in rest):
+        from git_theta_like.merge.octopus import STRATEGY
+
+        cmd += ["-s", STRATEGY]
+    cmd += [*rest, *branches]
     rc = subprocess.call(cmd, env=env)
-    if rc:
+    if rc and not octopus:
         rc = _merge_sharded_models(env, commit="--no-commit" not in git_args, edit=edit)
     if rc:
         click.echo(

@@ -11,14 +11,22 @@ Precedence, highest first (docs/merging.md):
 
 A strategy given by 1 or 2 replaces the rules for every tensor; parameters given by 1 or 2
 alone tune whatever strategy the rules choose, where that strategy has the parameter.
+
+In `.theta-like.toml` a parameter may also be a *gradient*, a list of numbers interpolated
+linearly over the tensor's layer index (mergekit's rule: layer i of n takes t = i / (n - 1);
+tensors without a layer index take the first value), and a strategy's per-model parameters are
+tables keyed by the merged models as named on the command line (`weights = {ours = 0.7,
+"feature/x" = 0.3}`, `ours` = HEAD), bound to the merge's models by `MergeConfig.bind_models`.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +38,7 @@ from git_theta_like.merge.strategies import (
     make_strategy,
     strategy_class,
 )
-from git_theta_like.merge.strategies.base import Strategy
+from git_theta_like.merge.strategies.base import Param, Strategy, Value
 
 TOML_NAME = ".theta-like.toml"
 ENV_STRATEGY = "GIT_THETA_LIKE_MERGE_STRATEGY"
@@ -73,6 +81,125 @@ def _path_match(pattern: str, path: str) -> bool:
 class Choice:
     strategy: Strategy
     source: str  # where the choice came from, for messages
+    # per model (in the order of MergeConfig.models), the values of the strategy's per-model
+    # parameters that the configuration sets for it; empty: none set
+    per_model: tuple[dict[str, Value], ...] = ()
+    # the parameters as configured (gradients and per-model tables included): [merge]'s default
+    params: Mapping[str, object] | None = None
+
+
+# ------------------------------------------------------------------ layers and gradients
+
+_LAYER_RE = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
+
+
+def layer_index(tensor: str) -> int | None:
+    """The layer index of a tensor name: its first all-digit dotted component
+    (`model.layers.7.mlp.up_proj.weight` -> 7, `encoder.layer.0.attention...` -> 0); None for
+    tensors outside the layer stack (embeddings, final norm, head)."""
+    m = _LAYER_RE.search(tensor)
+    return int(m.group(1)) if m else None
+
+
+def layer_count(names: Sequence[str] | set[str]) -> int:
+    """The number of layers of a model whose tensors have these names (largest index + 1)."""
+    return max((i + 1 for n in names if (i := layer_index(n)) is not None), default=0)
+
+
+def layer_t(tensor: str, n_layers: int) -> float:
+    """Where a tensor sits in the layer stack, in [0, 1], as mergekit computes it: layer i of n
+    is i / (n - 1) (1 for a one-layer model); a tensor without a layer index is at 0."""
+    i = layer_index(tensor)
+    if i is None:
+        return 0.0
+    return i / (n_layers - 1) if n_layers > 1 else 1.0
+
+
+def interpolate(values: Sequence[float], t: float) -> float:
+    """mergekit's gradient: the list spread evenly over [0, 1], linear between neighbours."""
+    scaled = t * (len(values) - 1)
+    i0 = min(int(math.floor(scaled)), len(values) - 1)
+    i1 = min(len(values) - 1, i0 + 1)
+    frac = scaled - i0
+    return float((1 - frac) * values[i0] + frac * values[i1])
+
+
+def _plural(param: str) -> str:
+    return param[:-1] + "ies" if param.endswith("y") else param + "s"
+
+
+def _is_gradient(value: object) -> bool:
+    return isinstance(value, list)
+
+
+def _check_number(value: object, p: Param | None, name: str, where: str) -> None:
+    if p is not None:
+        if p.kind is bool:
+            raise MergeConfigError(f"{where}: parameter {name} is true or false, it cannot vary per layer")
+        p.parse(value, where)
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise MergeConfigError(f"{where}: parameter {name} must be a finite number, not {value!r}")
+
+
+def _check_gradient(value: object, p: Param | None, name: str, where: str) -> None:
+    if isinstance(value, list):
+        if len(value) < 2:
+            raise MergeConfigError(
+                f"{where}: parameter {name} = {value!r}: a gradient needs at least two values "
+                "(first layer, ..., last layer); give a single number for a constant"
+            )
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise MergeConfigError(f"{where}: parameter {name}: {v!r} in a gradient is not a number")
+            _check_number(v, p, name, where)
+    else:
+        _check_number(value, p, name, where)
+
+
+def split_params(
+    cls: type[Strategy], params: Mapping[str, object], where: str
+) -> tuple[dict[str, object], dict[str, list[float]], dict[str, dict[str, object]]]:
+    """A rule's parameters as (plain values, gradients: lists over the layers, per-model tables:
+    per-model parameter -> {model name: value or gradient}), each checked against cls."""
+    declared = {p.name: p for p in cls.params}
+    plain: dict[str, object] = {}
+    grads: dict[str, list[float]] = {}
+    tables: dict[str, dict[str, object]] = {}
+    per_model = {_plural(p): p for p in cls.per_model_params}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            if key not in per_model:
+                if cls.per_model_params:
+                    hint = f"its per-model parameters: {', '.join(sorted(per_model))}"
+                else:
+                    hint = "it takes no per-model parameters"
+                raise MergeConfigError(f"{where}: {cls.name} has no per-model parameter {key!r} ({hint})")
+            if not value:
+                raise MergeConfigError(f"{where}: {key} is empty: name the models, e.g. {{ours = 0.5}}")
+            name = per_model[key]
+            for model, v in value.items():
+                _check_gradient(v, declared.get(name), name, f"{where} {key}.{model}")
+            tables[name] = dict(value)
+        elif _is_gradient(value):
+            target = key
+            if key in cls.aliases:
+                raise MergeConfigError(
+                    f"{where}: {key} cannot be a gradient; give {cls.aliases[key][0]} as one instead"
+                )
+            if key not in declared:
+                make_strategy(cls.name, {key: 0}, where)  # the unknown-parameter error
+            _check_gradient(value, declared[target], key, where)
+            assert isinstance(value, list)
+            grads[key] = [float(v) for v in value]
+        else:
+            plain[key] = value
+    if grads:  # cross-parameter checks at both ends of the layer stack
+        for end in (0, -1):
+            make_strategy(cls.name, {**plain, **{k: g[end] for k, g in grads.items()}}, where)
+    else:
+        make_strategy(cls.name, plain, where)
+    return plain, grads, tables
 
 
 def parse_set(items: list[str] | tuple[str, ...], where: str) -> dict[str, str]:
@@ -117,7 +244,10 @@ def parse_toml(text: str, where: str = TOML_NAME) -> tuple[list[Rule], Choice | 
         name = top.pop("strategy", DEFAULT_STRATEGY)
         if not isinstance(name, str):
             raise MergeConfigError(f"{where}: [merge] strategy must be a string")
-        default = Choice(make_strategy(name, top, f"{where} [merge]"), f"{where} [merge]")
+        cls = strategy_class(name, f"{where} [merge]")
+        plain, grads, _ = split_params(cls, top, f"{where} [merge]")
+        first = {**plain, **{k: g[0] for k, g in grads.items()}}
+        default = Choice(make_strategy(name, first, f"{where} [merge]"), f"{where} [merge]", params=top)
     rules = []
     raw_rules = merge.get("rules", [])
     if not isinstance(raw_rules, list):
@@ -133,7 +263,7 @@ def parse_toml(text: str, where: str = TOML_NAME) -> tuple[list[Rule], Choice | 
                 f"{rw}: needs path and/or tensor (globs); use [merge] strategy for a default"
             )
         params = {k: v for k, v in entry.items() if k not in _RULE_KEYS}
-        make_strategy(entry["strategy"], params, rw)  # validate now, even if no tensor matches
+        split_params(strategy_class(entry["strategy"], rw), params, rw)  # validate now, even unused
         rules.append(
             Rule(
                 _globs(entry["path"], f"{rw} path") if "path" in entry else (),
@@ -159,6 +289,10 @@ class MergeConfig:
     # set when git is replaying history (cherry-pick, rebase, revert, am, stash): what it is doing
     replay: str | None = None
     pick_strategy: str = "patch"
+    # the models of the merge, as named on the command line ("ours" first), once bound
+    models: list[str] = field(default_factory=list)
+    _model_of: dict[str, int] = field(default_factory=dict)  # a table's key -> index in models
+    bind_error: MergeConfigError | None = None  # bind_models failed: raised where tables are used
     _cache: dict[tuple[str, tuple[tuple[str, object], ...], str], Strategy] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -174,8 +308,70 @@ class MergeConfig:
                 make_strategy(strat, params if where == "command line" else applicable(cls, params), where)
             check_overrides(params, where)
 
-    def choose(self, path: str, tensor: str) -> Choice:
-        """The strategy for a tensor changed on both sides."""
+    def tables(self) -> list[tuple[str, dict[str, object]]]:
+        """Every per-model table of the rules and the default, with where it is written."""
+        out = []
+        entries: list[tuple[str, str, Mapping[str, object]]] = [
+            (r.strategy, r.where, r.params) for r in self.rules
+        ]
+        if self.default is not None and self.default.params is not None:
+            entries.append((self.default.strategy.name, self.default.source, self.default.params))
+        for name, where, params in entries:
+            _, _, tabs = split_params(strategy_class(name, where), params, where)
+            out += [(f"{where} {_plural(p)}", t) for p, t in tabs.items()]
+        return out
+
+    def bind_models(
+        self,
+        labels: Sequence[str],
+        resolve: Callable[[str], str | None] | None = None,
+        commits: Sequence[str] = (),
+    ) -> None:
+        """Name the merge's models (labels[0] is ours, the others as written on the command line)
+        and check that every key of every per-model table names one of them: a label, `ours`,
+        or (with resolve, a rev-parse) a revision of one of the models' commits."""
+        self.models = list(labels)
+        self._model_of = {label: i for i, label in enumerate(labels)}
+        for where, table in self.tables():
+            for key in table:
+                if key in self._model_of:
+                    continue
+                oid = resolve(key) if resolve is not None else None
+                if oid is not None and oid in commits:
+                    self._model_of[key] = list(commits).index(oid)
+                    continue
+                raise MergeConfigError(
+                    f"{where}: {key!r} is not one of the merged models ({', '.join(self.models)}; "
+                    "ours is HEAD, the others as named on the command line)"
+                )
+
+    def _per_model(
+        self, tables: dict[str, dict[str, object]], t: float, source: str
+    ) -> tuple[dict[str, Value], ...]:
+        if not tables:
+            return ()
+        if self.bind_error is not None:
+            raise self.bind_error
+        if not self.models:
+            raise MergeConfigError(
+                f"{source}: per-model parameters ({', '.join(_plural(p) for p in tables)}) need the "
+                "names of the merged models, which this merge does not know"
+            )
+        out: list[dict[str, Value]] = [{} for _ in self.models]
+        for param, table in tables.items():
+            for key, v in table.items():
+                i = self._model_of.get(key)
+                if i is None:
+                    raise MergeConfigError(
+                        f"{source}: {key!r} is not one of the merged models ({', '.join(self.models)})"
+                    )
+                value = interpolate(v, t) if isinstance(v, list) else v
+                out[i][param] = value  # type: ignore[assignment]
+        return tuple(out)
+
+    def choose(self, path: str, tensor: str, t: float = 0.0) -> Choice:
+        """The strategy for a tensor changed on both sides; t is the tensor's place in the layer
+        stack (layer_t), where gradients are evaluated."""
         base_params: Mapping[str, object]
         if self.replay is not None:
             # a replay applies a patch: the rules for merging two lines of work do not apply
@@ -194,6 +390,8 @@ class MergeConfig:
             elif self.default is not None:
                 d = self.default.strategy
                 name, base_params, source = d.name, d.values, self.default.source
+                if self.default.params is not None:
+                    base_params = self.default.params
             else:
                 name, base_params, source = DEFAULT_STRATEGY, {}, "default"
         cls = strategy_class(name, source)
@@ -202,10 +400,14 @@ class MergeConfig:
         params.update(over)
         if over:
             source += " + overrides"
+        tables: dict[str, dict[str, object]] = {}
+        if any(isinstance(v, list | dict) for v in params.values()):
+            plain, grads, tables = split_params(cls, params, source)
+            params = {**plain, **{k: round(interpolate(g, t), 12) for k, g in grads.items()}}
         key = (cls.name, tuple(sorted((k, str(v)) for k, v in params.items())), source)
         if key not in self._cache:
             self._cache[key] = make_strategy(cls.name, params, source)
-        return Choice(self._cache[key], source)
+        return Choice(self._cache[key], source, self._per_model(tables, t, source))
 
 
 @dataclass
@@ -215,7 +417,7 @@ class FailedConfig(MergeConfig):
 
     error: MergeConfigError | None = None
 
-    def choose(self, path: str, tensor: str) -> Choice:
+    def choose(self, path: str, tensor: str, t: float = 0.0) -> Choice:
         assert self.error is not None
         raise self.error
 
@@ -254,6 +456,37 @@ def load(repo: Any, env: Mapping[str, str] | None = None, toml_text: str | None 
         raise MergeConfigError(f"{CONFIG_PICK} must be patch or conflict, not {cfg.pick_strategy!r}")
     cfg.validate()
     return cfg
+
+
+def bind(repo: Any, cfg: MergeConfig, labels: Sequence[str], commits: Sequence[str]) -> None:
+    """cfg.bind_models for a repository (`repo`: gitio.repo.Repo): table keys that are not a
+    model's label are resolved as revisions and matched against the models' commits."""
+    from git_theta_like.errors import RevisionError
+    from git_theta_like.gitio.scan import resolve_commit
+
+    def resolve(rev: str) -> str | None:
+        try:
+            return str(resolve_commit(repo, rev).id)
+        except RevisionError:
+            return None
+
+    cfg.bind_models(labels, resolve, commits)
+
+
+def bind_stopped_merge(repo: Any, cfg: MergeConfig) -> None:
+    """bind for a `git merge` of one branch that stopped (mergetool, sharded models): ours and
+    MERGE_HEAD's commit, which table keys name by any revision of it. Errors are kept for where
+    a strategy needs the tables (bind_error)."""
+    head = repo.git_dir / "MERGE_HEAD"
+    if isinstance(cfg, FailedConfig) or cfg.replay is not None or not head.is_file():
+        return
+    heads = head.read_text().split()
+    if len(heads) != 1 or repo.git.head_is_unborn:
+        return
+    try:
+        bind(repo, cfg, ["ours", heads[0][:12]], [str(repo.git.head.target), heads[0]])
+    except MergeConfigError as e:
+        cfg.bind_error = e
 
 
 def replaying(repo: Any, env: Mapping[str, str]) -> str | None:

@@ -20,13 +20,13 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from git_theta_like.errors import ThetaLikeError
+from git_theta_like.errors import MergeConfigError, ThetaLikeError
 from git_theta_like.filters import remember_manifest
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.merge import config
 from git_theta_like.merge.execute import build_result, summary
-from git_theta_like.merge.plan import FisherFiles, Plan, plan_merge
+from git_theta_like.merge.plan import FisherFiles, Plan, model_layers, plan_merge
 from git_theta_like.merge.state import state_file
 from git_theta_like.store.atomic import write_atomic
 
@@ -70,7 +70,16 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
         repo = Repo(".")
         cfg = config.load_lenient(repo)  # a bad .theta-like.toml only matters where a strategy does
         cfg.replay = config.replaying(repo, os.environ)
-        plan = plan_merge(path, base, ours, theirs, cfg, FisherFiles(repo, path, theirs_b, ours_b))
+        bind_theirs(repo, cfg)
+        plan = plan_merge(
+            path,
+            base,
+            ours,
+            theirs,
+            cfg,
+            FisherFiles(repo, path, theirs_b, ours_b),
+            n_layers=model_layers(repo, path),
+        )
         state = state_file(repo, path)
         if plan.conflicts:
             report_conflicts(plan)
@@ -114,6 +123,21 @@ def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
     except Exception as e:  # noqa: BLE001 - any failure is a conflict, never a corrupt result
         _err(f"{path}: merge failed (internal error): {e!r}\n{traceback.format_exc()}")
         return 2
+
+
+def bind_theirs(repo: Repo, cfg: config.MergeConfig) -> None:
+    """Name the two models of a `git merge` for per-model parameters: ours, and theirs as the
+    user named it (git passes it in GITHEAD_<oid>). Tables that name another model are an error
+    when a strategy needs them (choose); a replay or a broken configuration binds nothing."""
+    heads = {k[len("GITHEAD_") :]: v for k, v in os.environ.items() if k.startswith("GITHEAD_")}
+    if cfg.replay is not None or isinstance(cfg, config.FailedConfig) or len(heads) != 1:
+        return
+    ((oid, label),) = heads.items()
+    ours = str(repo.git.head.target) if not repo.git.head_is_unborn else ""
+    try:
+        config.bind(repo, cfg, ["ours", label], [ours, oid.lower()])
+    except MergeConfigError as e:
+        cfg.bind_error = e  # raised where a strategy needs the per-model values
 
 
 def _hint_sharded(repo: Repo, path: str) -> None:

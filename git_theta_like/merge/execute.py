@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -31,12 +31,12 @@ from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry
 from git_theta_like.merge import config
 from git_theta_like.merge.plan import Job, Plan, Slot
-from git_theta_like.merge.strategies.base import Strategy
+from git_theta_like.merge.strategies.base import Strategy, Value, format_value
 from git_theta_like.store import store_of
 from git_theta_like.store.local import LocalStore
 from git_theta_like.store.reader import CachedStore
 
-RECIPE_KEYS = ("merge", "merge-params")
+RECIPE_KEYS = ("merge", "merge-params", "merge-models", "merge-per-model")
 READ_AHEAD = 256 * 1024 * 1024  # bytes of tensor data read ahead of the one being merged
 CACHE_MIN = 256 * 1024 * 1024  # decoded tensors kept for reuse (CachedStore): at least this,
 CACHE_TENSORS = 4  # or this many of the largest tensor
@@ -49,20 +49,39 @@ if TYPE_CHECKING:
 # ------------------------------------------------------------------ recipes
 
 
-def with_recipe(ref: ObjectRef, strategy: Strategy) -> ObjectRef:
-    """The object reference with `merge=<strategy> merge-params=<k:v,...>` fields."""
+def with_recipe(
+    ref: ObjectRef, strategy: Strategy, models: int = 2, per_model: Sequence[Mapping[str, Value]] = ()
+) -> ObjectRef:
+    """The object reference with `merge=<strategy> merge-params=<k:v,...>` fields, and for a
+    merge of more than two models `merge-models=<n>`; per-model parameters as
+    `merge-per-model=<k>:<v0>/<v1>/...,...` (one value per model, in the order of the merge
+    commit's parents; `-` where a model takes the strategy's value)."""
     extra = [kv for kv in ref.extra if kv[0] not in RECIPE_KEYS]
     extra.append(("merge", strategy.name))
     if params := strategy.recipe():
         extra.append(("merge-params", params))
+    if models > 2:
+        extra.append(("merge-models", str(models)))
+    if any(per_model):
+        keys = sorted({k for d in per_model for k in d})
+        text = ",".join(
+            f"{k}:" + "/".join(format_value(d[k]) if k in d else "-" for d in per_model) for k in keys
+        )
+        extra.append(("merge-per-model", text))
     return replace(ref, extra=tuple(extra))
 
 
 def annotate(m: Manifest, plan: Plan) -> Manifest:
-    chosen = {s.name: s.choice.strategy for s in plan.slots if s.choice is not None}
-    m.tensors = [
-        replace(t, obj=with_recipe(t.obj, chosen[t.name])) if t.name in chosen else t for t in m.tensors
-    ]
+    chosen = {s.name: s for s in plan.slots if s.choice is not None}
+
+    def recipe(t: TensorEntry) -> TensorEntry:
+        s = chosen[t.name]
+        assert s.choice is not None
+        job = s.job
+        models = len(job.models) if job is not None else len(plan.heads)
+        return replace(t, obj=with_recipe(t.obj, s.choice.strategy, models, job.per_model if job else ()))
+
+    m.tensors = [recipe(t) if t.name in chosen else t for t in m.tensors]
     return m
 
 
@@ -95,13 +114,13 @@ def needed_objects(plan: Plan) -> list[ObjectRef]:
     if whole and plan.layout is not None:
         refs.append(plan.layout.skeleton)
     if plan.synthesize:
-        refs += [m.skeleton for m in (plan.base, plan.ours, plan.theirs) if m is not None]
+        refs += [m.skeleton for m in (plan.base, *plan.heads) if m is not None]
     for s in plan.slots:
         if s.entry is not None and whole:
             refs.append(s.entry.obj)
         if s.job is not None:
             j = s.job
-            refs += [e.obj for e in (j.ours, j.theirs)]
+            refs += [e.obj for e in j.models]
             if j.base is not None and j.choice.strategy.needs_base:
                 refs.append(j.base.obj)
             if j.fisher:
@@ -149,7 +168,7 @@ class _Producer:
             assert slot.entry is not None
             return [slot.entry], slot.entry.length
         j = slot.job
-        ins: list[TensorEntry | None] = [j.base if j.choice.strategy.needs_base else None, j.ours, j.theirs]
+        ins: list[TensorEntry | None] = [j.base if j.choice.strategy.needs_base else None, *j.models]
         if j.fisher:
             ins += [j.fisher[0], j.fisher[1]]
         return ins, sum(e.length for e in ins if e is not None)
@@ -194,17 +213,16 @@ def slot_nbytes(s: Slot) -> int:
 
 def _pieces(plan: Plan, store: LocalStore, produced: Iterable[tuple[Slot, Buffer]]) -> Iterator[Buffer]:
     if plan.synthesize:
-        skels = {
-            k: safetensors.read_metadata(
-                store.read_raw(m.skeleton.oid, f"{k} skeleton", m.skeleton.raw, 0, m.skeleton_length)
-            )
-            for k, m in (("base", plan.base), ("ours", plan.ours), ("theirs", plan.theirs))
-            if m is not None
-        }
-        meta = (
-            skels["theirs"] if plan.base is not None and skels["ours"] == skels.get("base") else skels["ours"]
-        )
-        yield safetensors_header(plan.slots, meta)
+
+        def meta_of(m: Manifest, k: str) -> dict[str, str] | None:
+            skel = store.read_raw(m.skeleton.oid, f"{k} skeleton", m.skeleton.raw, 0, m.skeleton_length)
+            return safetensors.read_metadata(skel)
+
+        heads = [meta_of(m, k) for m, k in zip(plan.heads, plan.labels, strict=True)]
+        base_meta = meta_of(plan.base, "base") if plan.base is not None else None
+        # the metadata of the first head that changed it (ours's when none did, or no base)
+        changed = [h for h in heads if plan.base is None or h != base_meta]
+        yield safetensors_header(plan.slots, changed[0] if changed else heads[0])
         for _, data in produced:
             yield data
         return
@@ -317,6 +335,19 @@ def make_compute(
     device = compute.resolve_device(cfg.device) if torch_jobs else None
 
     def run(job: Job, data: list[Buffer]) -> Buffer:
+        if job.others or job.per_model:
+            n = len(job.models)
+            return compute.run_many(
+                job.choice.strategy,
+                job.dtype,
+                job.shape,
+                data[0],
+                data[1 : 1 + n],
+                name=job.name,
+                per_model=job.per_model,
+                device=device,
+                precision=cfg.precision,
+            )
         base, ours, theirs = data[0], data[1], data[2]
         fisher = None
         if job.fisher is not None:

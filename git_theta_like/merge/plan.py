@@ -25,7 +25,8 @@ from git_theta_like.filters.engine import WHOLE
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, TensorEntry, is_manifest
 from git_theta_like.merge.compute import TORCH_DTYPES
-from git_theta_like.merge.config import Choice, MergeConfig
+from git_theta_like.merge.config import Choice, MergeConfig, layer_count, layer_t
+from git_theta_like.merge.strategies.base import Value
 from git_theta_like.merge.strategies.basic import Average
 
 MERGEABLE = frozenset(TORCH_DTYPES)  # float dtypes strategies compute on
@@ -57,6 +58,13 @@ class Job:
     ours: TensorEntry
     theirs: TensorEntry
     fisher: tuple[TensorEntry, TensorEntry] | None = None
+    others: tuple[TensorEntry, ...] = ()  # an N-way merge: the models after the second
+    per_model: tuple[dict[str, Value], ...] = ()  # per model: its per-model parameter values
+
+    @property
+    def models(self) -> tuple[TensorEntry, ...]:
+        """Every model's version, ours first (an unchanged head's is the base's)."""
+        return (self.ours, self.theirs, *self.others)
 
 
 @dataclass
@@ -90,6 +98,13 @@ class Plan:
     fallbacks: list[Conflict] = field(default_factory=list)  # conflicts resolved as ours
     notes: list[str] = field(default_factory=list)
     previous: Manifest | None = None  # delta parents for clean (default: build.parents of the three)
+    n_layers: int = 0  # layers of the model (config.layer_count): where gradients are evaluated
+    others: list[Manifest] = field(default_factory=list)  # an N-way merge: the heads after theirs
+    labels: list[str] = field(default_factory=lambda: ["ours", "theirs"])  # the models' names
+
+    @property
+    def heads(self) -> list[Manifest]:
+        return [self.ours, self.theirs, *self.others]
 
     @property
     def jobs(self) -> list[Job]:
@@ -179,9 +194,11 @@ def plan_merge(
     fisher: FisherLookup | None = None,
     *,
     fallback_ours: bool = False,
+    n_layers: int = 0,
 ) -> Plan:
     """The plan for merging one checkpoint. With fallback_ours, tensor conflicts take ours
-    (listed in `fallbacks`) so that a best-effort result can be built (mergetool's MERGED)."""
+    (listed in `fallbacks`) so that a best-effort result can be built (mergetool's MERGED).
+    n_layers: the model's layer count when the file is one shard of it (default: the file's)."""
     plan = Plan(path, base, ours, theirs)
     key_o, key_t = _content_key(ours), _content_key(theirs)
     if key_o == key_t or (base is not None and _content_key(base) == key_t):
@@ -220,6 +237,7 @@ def plan_merge(
         return plan
 
     names = list(a) + [n for n in t if n not in a] + [n for n in b if n not in a and n not in t]
+    plan.n_layers = max(n_layers, layer_count(names))
     slots: dict[str, Slot] = {}
     for name in names:
         slot = plan_tensor(plan, name, a.get(name), t.get(name), b.get(name), cfg, fisher or FisherLookup())
@@ -273,7 +291,7 @@ def plan_tensor(
         return Conflict(
             name, f"changed on both sides, replaying a {cfg.replay} (theta-like.pickStrategy=conflict)"
         )
-    choice = cfg.choose(plan.path, name)
+    choice = cfg.choose(plan.path, name, layer_t(name, plan.n_layers))
     s = choice.strategy
     via = f"{s.name} (from {choice.source})"
     if s.selects is not None:
@@ -319,7 +337,9 @@ def plan_tensor(
                 )
             got.append(f)
         pair = (got[0], got[1])
-    job = Job(name, a.dtype, a.shape, choice, b, a, t, pair)
+    if choice.per_model and (pair is not None or s.bitwise):
+        return Conflict(name, f"{via}: per-model parameters do not apply to it")
+    job = Job(name, a.dtype, a.shape, choice, b, a, t, pair, per_model=choice.per_model)
     return Slot(name, a.dtype, a.shape, "merged", job=job, choice=choice)
 
 
@@ -373,7 +393,218 @@ def choose_layout(
     )
 
 
+# ------------------------------------------------------------------ N-way (octopus) merges
+
+
+def _who(labels: list[str], idx: list[int]) -> str:
+    return ", ".join(labels[i] for i in idx)
+
+
+def plan_many(
+    path: str,
+    base: Manifest,
+    heads: list[Manifest],
+    labels: list[str],
+    cfg: MergeConfig,
+    n_layers: int = 0,
+) -> Plan:
+    """The plan of an N-way merge of one checkpoint (heads[0] is ours), from the manifests alone.
+
+    Per tensor: unchanged everywhere -> kept; changed in one head, or changed alike in several ->
+    that version; changed differently in two or more heads -> the configured strategy over every
+    model (`merge_many`), a head that left the tensor unchanged contributing the base's value (a
+    task vector of zero), as mergekit does. Conflicts: shapes or dtypes disagree, deleted in one
+    head and changed in another, added in some heads with different values, and strategies that
+    cannot merge N models (max_models, bitwise, Fisher) or pick one head ("theirs").
+    """
+    assert len(heads) == len(labels) >= 2
+    plan = Plan(path, base, heads[0], heads[1], others=list(heads[2:]), labels=list(labels))
+    keys = [_content_key(m) for m in heads]
+    changed = [i for i, k in enumerate(keys) if k != _content_key(base)]
+    if len({keys[i] for i in changed}) <= 1:
+        plan.whole = heads[changed[0]] if changed else heads[0]
+        return plan
+    formats = {m.format for m in heads} | {base.format}
+    if len(formats) > 1:
+        plan.conflicts.append(
+            Conflict(
+                None,
+                "changed in several heads, in different formats: "
+                + ", ".join(f"{lab} {m.format}" for lab, m in zip(labels, heads, strict=True)),
+            )
+        )
+        return plan
+    if base.format == WHOLE:
+        plan.conflicts.append(
+            Conflict(
+                None, "changed in several heads, and it is stored whole (not a checkpoint format we split)"
+            )
+        )
+        return plan
+    maps = [_by_name(m) for m in heads]
+    b = _by_name(base)
+    if b is None or any(m is None for m in maps):
+        plan.conflicts.append(Conflict(None, "changed in several heads, and tensor names repeat in the file"))
+        return plan
+    by: list[dict[str, TensorEntry]] = [m for m in maps if m is not None]
+    names: list[str] = []
+    seen: set[str] = set()
+    for m in [*by, b]:
+        for n in m:
+            if n not in seen:
+                seen.add(n)
+                names.append(n)
+    plan.n_layers = max(n_layers, layer_count(names))
+    slots: dict[str, Slot] = {}
+    for name in names:
+        slot = plan_tensor_many(plan, name, [m.get(name) for m in by], b.get(name), cfg)
+        if isinstance(slot, Conflict):
+            plan.conflicts.append(slot)
+        elif slot is not None:
+            slots[name] = slot
+    if plan.conflicts:
+        return plan
+    choose_layout_many(plan, slots, base, heads)
+    others = [t for m in heads[1:] for t in m.tensors]
+    o = heads[0]
+    plan.previous = Manifest(
+        o.format, o.size, o.skeleton_length, o.skeleton, [*others, *base.tensors, *o.tensors]
+    )
+    return plan
+
+
+def plan_tensor_many(
+    plan: Plan, name: str, es: list[TensorEntry | None], b: TensorEntry | None, cfg: MergeConfig
+) -> Slot | Conflict | None:
+    """One tensor of an N-way merge: its slot (None: not in the result), or why it conflicts."""
+    labels = plan.labels
+    changed = [i for i, e in enumerate(es) if not _same(e, b)]
+    if not changed:
+        return Slot(b.name, b.dtype, b.shape, "both", b) if b is not None else None
+    first = es[changed[0]]
+    if all(_same(es[i], first) for i in changed):
+        if first is None:
+            return None
+        side = "both" if len(changed) > 1 else "ours" if changed[0] == 0 else "theirs"
+        return Slot(name, first.dtype, first.shape, side, first)
+    gone = [i for i in changed if es[i] is None]
+    if gone:
+        kept = [i for i in changed if es[i] is not None]
+        return Conflict(name, f"deleted in {_who(labels, gone)}, changed in {_who(labels, kept)}")
+    present = [e for e in es if e is not None]
+    if b is None and len(present) < len(es):
+        missing = [i for i, e in enumerate(es) if e is None]
+        return Conflict(
+            name,
+            f"added in {_who(labels, changed)} with different values, not in {_who(labels, missing)} "
+            "(there is no base value for the others)",
+        )
+    models: list[TensorEntry] = [e for e in es if e is not None]
+    if len({m.shape for m in models}) > 1:
+        return Conflict(
+            name,
+            "shape differs: "
+            + ", ".join(f"{lab} {shape_text(m.shape)}" for lab, m in zip(labels, models, strict=True)),
+        )
+    if len({m.dtype for m in models}) > 1:
+        return Conflict(
+            name,
+            "dtype differs: " + ", ".join(f"{lab} {m.dtype}" for lab, m in zip(labels, models, strict=True)),
+        )
+    a = models[0]
+    n = len(models)
+    choice = cfg.choose(plan.path, name, layer_t(name, plan.n_layers))
+    s = choice.strategy
+    via = f"{s.name} (from {choice.source})"
+    who = f"changed in {_who(labels, changed)}"
+    if s.selects == "ours" or (s.selects == "base" and b is not None):
+        picked = a if s.selects == "ours" else b
+        assert picked is not None
+        return Slot(name, picked.dtype, picked.shape, s.selects, picked, choice=choice)
+    if s.selects is not None:
+        why = "names no head of an N-way merge" if s.selects == "theirs" else "needs it in the merge base"
+        return Conflict(name, f"{who}; {via} {why}")
+    if s.bitwise or s.needs_fisher or (s.max_models is not None and n > s.max_models):
+        most = s.max_models or 2
+        return Conflict(
+            name,
+            f"{who}; {via} merges {most} models, this merge has {n} ({_who(labels, list(range(n)))}): "
+            "choose a strategy that merges N models for it",
+        )
+    if a.dtype not in MERGEABLE:
+        return Conflict(
+            name,
+            f"{a.dtype} tensor {who}: {via} works on float tensors only "
+            "(strategy ours or base can choose one)",
+        )
+    if s.needs_base:
+        if b is None:
+            return Conflict(
+                name, f"added in every head with different values; {via} needs it in the merge base"
+            )
+        if (b.dtype, b.shape) != (a.dtype, a.shape):
+            return Conflict(
+                name,
+                f"{who} from a base of another shape or dtype ({b.dtype}{shape_text(b.shape)}); "
+                f"{via} needs task vectors",
+            )
+    job = Job(
+        name,
+        a.dtype,
+        a.shape,
+        choice,
+        b,
+        models[0],
+        models[1],
+        others=tuple(models[2:]),
+        per_model=choice.per_model,
+    )
+    return Slot(name, a.dtype, a.shape, "merged", job=job, choice=choice)
+
+
+def choose_layout_many(plan: Plan, slots: dict[str, Slot], base: Manifest, heads: list[Manifest]) -> None:
+    """The result's layout: of the heads whose tensors fit it, the one that changed the file's
+    skeleton (header, metadata) from the base if only one did, else ours (noted when several
+    changed it); a new safetensors header when no head fits."""
+    fits = [m for m in heads if _fits(m, slots)]
+    if fits:
+        moved = [m for m in fits if m.skeleton.raw != base.skeleton.raw or _struct(m) != _struct(base)]
+        distinct = {m.skeleton.raw for m in moved}
+        layout = moved[0] if len(distinct) == 1 else fits[0]
+        if len(distinct) > 1 and heads[0].format == "safetensors":
+            kept = plan.labels[heads.index(fits[0])]
+            plan.notes.append(f"the safetensors header changed in several heads: {kept}'s is kept")
+        plan.layout = layout
+        plan.slots = [slots[t.name] for t in layout.tensors]
+        return
+    if heads[0].format == "safetensors":
+        plan.synthesize = True
+        plan.slots = list(slots.values())
+        return
+    plan.conflicts.append(
+        Conflict(
+            None,
+            "tensors were added, removed or reshaped in several heads, and the structure of a "
+            f"{heads[0].format} file cannot be combined",
+        )
+    )
+
+
 THEIRS_REFS = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD")
+
+
+def model_layers(repo: Repo, path: str) -> int:
+    """The layer count of the sharded model whose index json (in the work tree) names path as a
+    shard; 0 when path is no shard (then the file's own tensors count)."""
+    from git_theta_like.formats.sharded import model_of_shard, read_index
+
+    index = model_of_shard(repo, path)
+    if index is None or repo.workdir is None:
+        return 0
+    try:
+        return layer_count(set(read_index((repo.workdir / index).read_bytes(), index)))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 class FisherFiles(FisherLookup):

@@ -158,6 +158,7 @@ def plan_model(
     a, t = ours.tensors, theirs.tensors
     b = base.tensors if base is not None else {}
     names = list(a) + [n for n in t if n not in a] + [n for n in b if n not in a and n not in t]
+    n_layers = config.layer_count(names)
     shard_plans: dict[str, Plan] = {}
     slots: dict[str, dict[str, Slot]] = {}
     moved_both = []
@@ -172,6 +173,7 @@ def plan_model(
             om, tm = ours.shards.get(shard), theirs.shards.get(shard)
             bm = base.shards.get(shard) if base is not None else None
             sp = Plan(shard, bm, om or tm, tm or om)  # type: ignore[arg-type]
+            sp.n_layers = n_layers  # gradients run over the model's layers, not a shard's
             shard_plans[shard] = sp
         slot = plan_tensor(sp, name, a.get(name), t.get(name), b.get(name), cfg, FisherLookup())
         if isinstance(slot, Conflict):
@@ -295,6 +297,7 @@ def _config(repo: Repo, plan_paths: list[str], env: dict[str, str] | None) -> co
                 break
     cfg = config.load_lenient(repo, env=merged)
     cfg.replay = config.replaying(repo, merged)  # git stopped: its state says merge or replay
+    config.bind_stopped_merge(repo, cfg)
     return cfg
 
 

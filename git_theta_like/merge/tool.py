@@ -91,6 +91,7 @@ def _config(repo: Repo, path: str) -> config.MergeConfig:
     cfg = config.load_lenient(repo, env=env)
     replay = saved["replay"] if "replay" in saved else config.replaying(repo, env)
     cfg.replay = replay if isinstance(replay, str) else None
+    config.bind_stopped_merge(repo, cfg)
     return cfg
 
 
@@ -112,10 +113,33 @@ def _smudge(repo: Repo, manifest: Manifest, dest: Path) -> None:
         f.commit(dest)
 
 
+def _octopus(repo: Repo, path: str) -> list[str] | None:
+    """The conflicts an octopus merge (merge/octopus.py) saved for path, or None: its index
+    holds three of the N versions, so no three-way MERGED can stand for the N-way merge."""
+    state = state_file(repo, path)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        saved = json.loads(state.read_text())
+        if saved.get("octopus"):
+            return [str(line) for line in saved.get("conflicts", [])]
+    return None
+
+
 def prepare(repo: Repo, path: str) -> Iterator[str]:
     """Write the helper checkpoints for a conflicted path; yields lines to show."""
     c = _get(repo, path)
     root = workdir(repo)
+    if (lines := _octopus(repo, path)) is not None:
+        yield f"{path}: {len(lines)} conflict(s) in an octopus merge:"
+        yield from (f"    {line}" for line in lines)
+        written = []
+        for label, which in (("BASE", "base"), ("OURS", "ours"), ("THEIRS", "theirs")):
+            m = c.manifest(which)
+            if m is not None:
+                _smudge(repo, m, root / helper_path(path, label))
+                written.append(helper_path(path, label))
+        yield "wrote " + ", ".join(written) + " (THEIRS: one of the heads that changed it)"
+        yield f"then: git theta-like mergetool {path} --resolve FILE   (or --use ours|theirs|base)"
+        return
     plan = _plan(repo, c)
     problems = plan.fallbacks + plan.conflicts
     yield f"{path}: {len(problems)} conflict(s):"
@@ -152,6 +176,11 @@ def resolve(repo: Repo, path: str, file: str | None = None, use: str | None = No
     if (file is None) == (use is None):
         raise MergeToolError("give either --resolve FILE or --use ours|theirs|base|merged")
     if use is not None:
+        if use == "merged" and _octopus(repo, path) is not None:
+            raise MergeToolError(
+                f"{path}: an octopus merge has no three-way MERGED version; "
+                "use --resolve FILE or --use ours|theirs|base"
+            )
         if use == "merged":
             plan = _plan(repo, c)
             if plan.conflicts:
