@@ -36,6 +36,10 @@ CONFIG = {
     # merging (docs/merging.md): per tensor, three-way, model-merging strategies for both-sided changes
     f"merge.{DRIVER}.name": "git-theta-like: merge checkpoints per tensor (model-merging strategies)",
     f"merge.{DRIVER}.driver": "git-theta-like merge-driver %O %A %B %P",
+    # octopus merges (`git merge A B C`): git runs no merge driver there; our strategy merges the
+    # checkpoints N-way and every other path as git's octopus does, which is tried next if ours
+    # cannot (docs/merging.md)
+    "pull.octopus": "theta-like octopus",
 }
 HOOKS = ("pre-push", "post-merge")
 MARKER = "# installed by git-theta-like"
