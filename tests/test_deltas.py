@@ -12,7 +12,8 @@ from conftest import git, gtl
 from fixtures import safetensors_bytes
 
 from git_theta_like import codecs
-from git_theta_like.codecs import bits, lowrank, sparse, xor
+from git_theta_like.codecs import bits, lowrank, sparse, subtract, xor
+from git_theta_like.codecs.container import ObjectHeader
 from git_theta_like.manifest import Manifest
 
 FLOATS = ["F64", "F32", "F16", "BF16"]
@@ -55,9 +56,10 @@ def test_each_codec_is_bit_exact_for_every_float_dtype(dtype: str) -> None:
     x = bits.to_float64(base, dtype)
     dense = bits.from_float64(x * (1 + rng.standard_normal(n) * 1e-3), dtype)
     dense[:5] = base[:5] ^ np.array([1, 1, 1, 1, 1], dtype=base.dtype)  # flip specials' low bits too
-    assert roundtrip(dense, base, dtype, shape) in ("xor", "sparse", "planes", "lowrank")
-    payload = xor.encode(dense, base)
-    assert bytes(xor.decode_elements(memoryview(payload), base)) == dense.tobytes()
+    assert roundtrip(dense, base, dtype, shape) in ("sub", "xor", "sparse", "planes", "lowrank")
+    for dense_codec in (subtract, xor):  # xor: what objects written before sub hold
+        payload = dense_codec.encode(dense, base)
+        assert bytes(dense_codec.decode_elements(memoryview(payload), base)) == dense.tobytes()
     # sparse: 1% of entries
     sp = base.copy()
     idx = rng.choice(n, n // 100, replace=False)
@@ -75,15 +77,51 @@ def test_each_codec_is_bit_exact_for_every_float_dtype(dtype: str) -> None:
     assert bytes(lowrank.decode_elements(memoryview(payload), base, dtype, params)) == lr.tobytes()
 
 
+def test_sub_wraps_exactly_at_every_width_and_old_xor_objects_still_decode() -> None:
+    """sub's arithmetic is modulo 2^bits: differences across the whole range (0 <-> max, NaN and
+    infinity bit patterns, -0.0) come back exact; an xor delta (what the chooser wrote before
+    sub existed) decodes through the registry as before."""
+    rng = np.random.default_rng(9)
+    for itemsize in (1, 2, 4, 8):
+        u = bits.UINT[itemsize]
+        top = np.iinfo(u).max
+        base = np.array([0, top, 1, top - 1, 0, top // 2, top // 2 + 1], dtype=u)
+        new = np.array([top, 0, top, 0, 0, top // 2 + 1, top // 2], dtype=u)
+        back = subtract.decode_elements(memoryview(subtract.encode(new, base)), base)
+        assert bytes(back) == new.tobytes(), itemsize
+        many = np.frombuffer(rng.bytes(4096 * itemsize), dtype=u)
+        other = np.frombuffer(rng.bytes(4096 * itemsize), dtype=u)
+        assert bytes(subtract.decode_elements(memoryview(subtract.encode(other, many)), many)) == (
+            other.tobytes()
+        )
+    base = float_bits(rng, "F32", (256,))
+    new = base ^ np.uint32(0x5)
+    raw = new.tobytes()
+    payload = xor.encode(new, base)
+    digest = hashlib.sha256(raw).hexdigest()
+    header = ObjectHeader("xor", "F32", (256,), len(raw), digest, {"depth": 1}, "0" * 64)
+    assert bytes(codecs.decode(header, memoryview(payload), base=base.tobytes())) == raw
+
+
+def test_sub_codes_a_dense_fine_tune_smaller_than_xor() -> None:
+    """The point of sub: a weight that moved a few units in the last place differs by a small
+    integer, where its XOR scatters carries (the chooser keeps whichever is smaller)."""
+    rng = np.random.default_rng(10)
+    w = (rng.standard_normal(1 << 16) * 0.05).astype(np.float32)
+    w2 = (w * (1 + rng.standard_normal(w.size).astype(np.float32) * 1e-4)).astype(np.float32)
+    a, b = w.view(np.uint32), w2.view(np.uint32)
+    assert len(subtract.encode(b, a)) < 0.95 * len(xor.encode(b, a))
+
+
 def test_fp8_and_ints_use_xor_and_sparse_exactly() -> None:
     rng = np.random.default_rng(1)
     for dtype, itemsize in (("F8_E4M3", 1), ("F8_E5M2", 1), ("I64", 8), ("U8", 1)):
         base = np.frombuffer(rng.bytes(4096 * itemsize), dtype=bits.UINT[itemsize]).copy()
         new = base.copy()
         new[::100] ^= 3
-        assert roundtrip(new, base, dtype, (4096,)) in ("sparse", "xor")
+        assert roundtrip(new, base, dtype, (4096,)) in ("sparse", "sub", "xor")
         new[::2] = np.frombuffer(rng.bytes(2048 * itemsize), dtype=base.dtype)
-        assert roundtrip(new, base, dtype, (4096,)) in ("xor", "planes", "raw")
+        assert roundtrip(new, base, dtype, (4096,)) in ("sub", "xor", "planes", "raw")
 
 
 def test_rank_r_delta_of_bf16_matrix_is_lowrank_and_exact() -> None:
@@ -140,12 +178,12 @@ def test_finetunes_are_stored_as_deltas_automatically(repo: Path) -> None:
     (repo / "m.safetensors").write_bytes(st({"w": w2, "b": b + 0.5}))
     git(repo, "commit", "-qam", "ft")
     m = manifest(repo, "HEAD", "m.safetensors")
-    assert codec_of(m, "w") == ("xor", 1)
+    assert codec_of(m, "w") == ("sub", 1)  # integer differences: smaller than xor here
     assert codec_of(m, "b")[1] <= 1
     base_oid = next(t for t in manifest(repo, "HEAD~1", "m.safetensors").tensors if t.name == "w").obj.oid
     assert dict(next(t for t in m.tensors if t.name == "w").obj.extra)["base"] == base_oid
     shown = gtl(repo, "show", "HEAD", "m.safetensors").stdout
-    assert "xor" in shown and " w" in shown
+    assert "sub" in shown and " w" in shown
     data = (repo / "m.safetensors").read_bytes()
     (repo / "m.safetensors").unlink()
     git(repo, "checkout", "--", "m.safetensors")
@@ -215,7 +253,7 @@ def test_renamed_tensors_find_their_parent(repo: Path) -> None:
     for name in renamed:
         if name.startswith("bert."):
             codec, depth = codec_of(m, name)
-            assert depth == 1 and codec in ("xor", "sparse", "lowrank"), (name, codec)
+            assert depth == 1 and codec in ("sub", "xor", "sparse", "lowrank"), (name, codec)
 
 
 def test_lora_adapter_side_load_uses_its_exact_factors(repo: Path, tmp_path: Path) -> None:

@@ -398,9 +398,9 @@ def test_per_model_and_gradient_errors(registered: None) -> None:
     with pytest.raises(MergeConfigError, match=r"density must be in \(0, 1\], not 1.5"):
         config.parse_toml('[[merge.rules]]\ntensor = "*"\nstrategy = "ties"\ndensity = [0.5, 1.5]\n')
     with pytest.raises(
-        MergeConfigError, match=r"linear has no per-model parameter 'weights' \(it takes no per-model"
+        MergeConfigError, match=r"average has no per-model parameter 'weights' \(it takes no per-model"
     ):
-        config.parse_toml('[merge]\nstrategy = "linear"\nweights = {ours = 1.0}\n')
+        config.parse_toml('[merge]\nstrategy = "average"\nweights = {ours = 1.0}\n')
     with pytest.raises(MergeConfigError, match=r"weights.ours: parameter weight must be in \[0, inf\)"):
         config.parse_toml('[merge]\nstrategy = "test-mean"\nweights = {ours = -1.0}\n')
     rules, default = config.parse_toml(

@@ -62,7 +62,7 @@ def test_a_moved_and_changed_tensor_is_a_delta_against_its_old_shard(repo: Path)
     git(repo, "commit", "-qm", "changed and re-sharded")
     shown = gtl(repo, "show", "HEAD", "model-00001-of-00002.safetensors").stdout
     line = next(x for x in shown.splitlines() if x.endswith("layers.0.weight"))
-    assert line.split()[0] in ("xor", "sparse", "lowrank"), line
+    assert line.split()[0] in ("sub", "xor", "sparse", "lowrank"), line
 
 
 def test_ls_files_shows_the_sharded_model_as_one(repo: Path) -> None:
