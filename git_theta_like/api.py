@@ -230,7 +230,8 @@ def load_numpy(
     uint8 bytes. `repo` may be a remote's URL, as for `open`.
 
     ```python
-    w = load_numpy("model.safetensors", names=["classifier.weight"])["classifier.weight"]
+    arrays = load_numpy("model.safetensors", names=["classifier.weight"])
+    w = arrays["classifier.weight"]
     ```
     """
     r = _reader_repo(repo, rev, cache_dir)
@@ -290,7 +291,8 @@ def load(
     object store (the working tree is not touched). Exact dtypes, bf16 and fp8 included.
 
     ```python
-    sd = load("model.safetensors", rev="v1.0", names="encoder.layer.*", device="cuda")
+    layers = "encoder.layer.*"
+    sd = load("model.safetensors", rev="v1.0", names=layers, device="cuda")
     ```
     """
     r = _reader_repo(repo, rev, cache_dir)
@@ -445,7 +447,8 @@ def open(
 
     with gtl.open("model.safetensors", rev="v1.0") as f:
         names = f.keys()
-        w = f.get_tensor("encoder.layer.0.attention.self.query.weight")  # one object read
+        # one object read
+        w = f.get_tensor("encoder.layer.0.attention.self.query.weight")
         rows = f.get_slice("embeddings.word_embeddings.weight")[:10]
     ```
     """
@@ -734,7 +737,8 @@ def diff(
 
     ```python
     result = diff("HEAD~1", "HEAD", "model.safetensors")
-    changed = [t.name for f in result.files for t in f.tensors if t.status != "unchanged"]
+    tensors = [t for f in result.files for t in f.tensors]
+    changed = [t.name for t in tensors if t.status != "unchanged"]
     ```
     """
     from git_theta_like.semdiff.sides import diff_sides, remote_fetcher, resolve_sides

@@ -112,9 +112,12 @@ def test_every_page_renders_right(tmp_path: Path, browser: Browser) -> None:
         problems.setdefault(page, []).extend(found)
     if problems:
         pytest.fail(f"rendering problems at {WIDTH} px:\n{report(site, problems)}", pytrace=False)
-    # the checks looked at what they are meant to: API objects, code blocks and doctests in them
+    # the checks looked at what they are meant to: API objects and the code blocks of their
+    # docstrings (fenced Python examples, tests/test_api_open.py; a `>>>` example would be
+    # fenced by scripts/griffe_doctests.py, test_doctest_blocks_become_code)
     api = (site / "api" / "index.html").read_text()
-    assert "doc-heading" in api and "&gt;&gt;&gt;" in api
+    reference = api[api.index('class="doc doc-contents') :]
+    assert "doc-heading" in api and '<div class="language-python highlight">' in reference
 
 
 # A page with every fault the checks look for, built with the site's own theme and extensions: the
