@@ -78,6 +78,18 @@ def three(repo: Path) -> Path:
     return repo
 
 
+@pytest.fixture
+def history(repo: Path) -> Path:
+    """main and three branches a, b, c off it, without checkpoints: what a recipe's checks of
+    revisions look at (nothing is merged)."""
+    git(repo, "commit", "-q", "--allow-empty", "-m", "base")
+    for b in "abc":
+        git(repo, "checkout", "-qb", b, "main")
+        git(repo, "commit", "-q", "--allow-empty", "-m", b)
+    git(repo, "checkout", "-q", "main")
+    return repo
+
+
 def manifest_at(repo: Path, rev: str) -> str:
     return git(repo, "cat-file", "blob", f"{rev}:{F}").stdout
 
@@ -149,7 +161,7 @@ def test_recipe_with_one_other_model_is_a_two_head_merge(three: Path, tmp_path: 
     (repo / ".theta-like.toml").write_text(
         '[merge]\nstrategy = "dare-ties"\nconventions = "mergekit"\nnormalize = false\n'
         "rescale = true\ndensity = 0.8\n"
-        'weights = {a = 0.7, b = [0.3, 0.5]}\ndensities = {a = 0.6}\n'
+        "weights = {a = 0.7, b = [0.3, 0.5]}\ndensities = {a = 0.6}\n"
     )
     gtl(repo, "merge", "b")
     assert manifest_at(repo, "HEAD") == got
@@ -165,8 +177,8 @@ def test_recipe_with_one_other_model_is_a_two_head_merge(three: Path, tmp_path: 
     assert manifest_at(repo, "HEAD") == got
 
 
-def test_recipe_errors_name_the_problem(three: Path, tmp_path: Path) -> None:
-    repo = three
+def test_recipe_errors_name_the_problem(history: Path, tmp_path: Path) -> None:
+    repo = history
 
     def heads(text: str) -> list[str]:
         return config.recipe_heads(Repo(repo), load_recipe(text, "r.yml"))
@@ -186,6 +198,16 @@ def test_recipe_errors_name_the_problem(three: Path, tmp_path: Path) -> None:
         heads(ties + "main\nout_dtype: bfloat16")
     with pytest.raises(MergeConfigError, match="are not the recipe's models"):
         config.recipe_heads(Repo(repo), load_recipe(ties + "main", "r.yml"), ["a", "b"])
+
+    # the merge driver and the octopus strategy read the recipe that merge --recipe names
+    f64 = tmp_path / "f64.yml"
+    f64.write_text(ties + "main\ndtype: float64\n")
+    cfg = config.load(Repo(repo), {config.ENV_RECIPE: str(f64)})
+    assert cfg.recipe is not None and cfg.recipe.method == "ties" and cfg.precision == "float64"
+    with pytest.raises(MergeConfigError, match="exclude each other"):
+        config.load(Repo(repo), {config.ENV_RECIPE: str(f64), config.ENV_STRATEGY: "ties"})
+    with pytest.raises(MergeConfigError, match="cannot read the recipe"):
+        config.load(Repo(repo), {config.ENV_RECIPE: str(tmp_path / "gone.yml")})
 
     bad = tmp_path / "bad.yml"
     bad.write_text("merge_method: ties\nslices: []\nmodels: [a, b]\n")
@@ -207,7 +229,9 @@ def test_from_merged_fits_values_gradients_and_conditions() -> None:
         name = str(kw.pop("name"))
         return MergedTensor(name, layer, make_strategy("ties", {"conventions": "mergekit", **kw}))  # type: ignore[arg-type]
 
-    rows = [ties(name=f"l.{i}.w", layer=i, density=round(0.2 + 0.15 * i, 12), **{"lambda": 1.0}) for i in range(5)]
+    rows = [
+        ties(name=f"l.{i}.w", layer=i, density=round(0.2 + 0.15 * i, 12), **{"lambda": 1.0}) for i in range(5)
+    ]
     rows.append(ties(name="head", layer=None, density=0.2))
     r = from_merged(rows, ["a", "b"], "base", 5, "rev")
     assert r.params["density"] == Gradient((0.2, 0.8))  # the fewest knots that give every value
@@ -223,3 +247,35 @@ def test_from_merged_fits_values_gradients_and_conditions() -> None:
     paper = MergedTensor("z", None, make_strategy("ties", {"density": 0.2}))
     with pytest.raises(MergeConfigError, match="conventions=paper, which a mergekit config cannot say"):
         from_merged([paper], ["a", "b"], "base", 0, "r")
+
+
+def test_a_recipe_configures_the_merge_as_the_equivalent_toml_does() -> None:
+    names = ["model.embed.weight", *(f"model.layers.{i}.mlp.weight" for i in range(LAYERS))]
+    by_recipe = config.MergeConfig(recipe=load_recipe(RECIPE, "merge.yml"))
+    rules, default = config.parse_toml(TOML)
+    by_toml = config.MergeConfig(rules=rules, default=default, config_params={"density": "0.1"})
+    for cfg in (by_recipe, by_toml):
+        cfg.bind_models(["a", "b", "c"])
+    by_recipe.config_params = {"density": "0.1"}  # git config does not tune a recipe
+    records = []
+    for name in names:
+        t = config.layer_t(name, LAYERS)
+        got = by_recipe.choose(F, name, t)
+        want = config.MergeConfig(rules=rules, default=default)
+        want.bind_models(["a", "b", "c"])
+        assert (got.strategy, got.per_model) == (
+            want.choose(F, name, t).strategy,
+            want.choose(F, name, t).per_model,
+        )
+        assert by_toml.choose(F, name, t).strategy["density"] == 0.1  # (while it tunes the toml's)
+        records.append(MergedTensor(name, config.layer_index(name), got.strategy, got.per_model))
+    # what show --recipe does with such records: the same recipe, gradients and all
+    again = from_merged(records, ["a", "b", "c"], "main", LAYERS, "rev")
+    assert again.params["density"] == Gradient((0.3, 0.9))
+    assert [dict(m.params) for m in again.models] == [
+        {"weight": 0.5, "density": 0.5},
+        {"weight": 0.3},
+        {"weight": Gradient((0.2, 0.6))},
+    ]
+    with pytest.raises(MergeConfigError, match=r"model\(s\) d are not among the recipe's models"):
+        config.MergeConfig(recipe=load_recipe(RECIPE, "merge.yml")).bind_models(["a", "b", "c", "d"])
