@@ -194,6 +194,12 @@ def test_recipe_errors_name_the_problem(history: Path, tmp_path: Path) -> None:
         heads("merge_method: ties\nmodels: [b, c]\nbase_model: main")
     assert heads(ties + "main") == ["b", "c"]  # HEAD: model a
     git(repo, "checkout", "-q", "main")
+    slerp = "merge_method: slerp\nbase_model: a\nmodels: [b]\nparameters: {t: 0.3}\n"
+    with pytest.raises(MergeConfigError, match="slerp's base_model \\(a\\) is ours"):
+        heads(slerp)
+    git(repo, "checkout", "-q", "a")
+    assert heads(slerp) == ["b"]
+    git(repo, "checkout", "-q", "main")
     with pytest.raises(MergeConfigError, match="out_dtype"):
         heads(ties + "main\nout_dtype: bfloat16")
     with pytest.raises(MergeConfigError, match="are not the recipe's models"):

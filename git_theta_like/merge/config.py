@@ -644,6 +644,10 @@ def recipe_heads(repo: Any, recipe: Recipe, given: Sequence[str] = ()) -> list[s
                 f"{where}: base_model {recipe.base_model!r} ({base[:12]}) is not the merge base of the "
                 f"models: {found}; task vectors are taken from the merge base, so base_model must name it"
             )
+    if recipe.method == "slerp" and head != commits[0]:
+        raise MergeConfigError(
+            f"{where}: slerp's base_model ({names[0]}) is ours, the t = 0 end: check it out first"
+        )
     if head in commits:
         heads = [n for n, c in zip(names, commits, strict=True) if c != head]
     elif base is not None and head == base and recipe.method != "slerp":
