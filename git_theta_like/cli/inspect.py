@@ -19,14 +19,27 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("rev_or_path")
 @click.argument("path", required=False)
-def show(rev_or_path: str, path: str | None) -> None:
+@click.option(
+    "--recipe",
+    "as_recipe",
+    is_flag=True,
+    help="Print the merge recipe REV records (all checkpoints, or PATH's) as a mergekit YAML config.",
+)
+def show(rev_or_path: str, path: str | None, as_recipe: bool) -> None:
     """Per-tensor storage of a checkpoint: codec, stored bytes, delta chain depth.
 
     `show PATH` reads the staged version, `show REV PATH` the version at REV.
+    `show REV [PATH] --recipe` prints how the merge commit REV merged, as a mergekit config.
     """
     from git_theta_like.gitio.scan import load_manifest
     from git_theta_like.semdiff.listing import describe
 
+    if as_recipe:
+        from git_theta_like.merge.config import recorded_recipe
+        from git_theta_like.merge.mergekit import to_yaml
+
+        click.echo(to_yaml(recorded_recipe(open_repo(), rev_or_path, path)), nl=False)
+        return
     rev, p = (None, rev_or_path) if path is None else (rev_or_path, path)
     click.echo(describe(load_manifest(open_repo(), p, rev), p))
 

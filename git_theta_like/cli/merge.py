@@ -30,9 +30,16 @@ def _strategies_help() -> str:
     context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
     epilog=_strategies_help(),
 )
-@click.argument("branch")
+@click.argument("branch", required=False)
 @click.option(
     "--strategy", "strategy", metavar="NAME", help="Strategy for every tensor changed on both sides."
+)
+@click.option(
+    "--recipe",
+    "recipe_file",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="A mergekit YAML config: its models (branches, revisions) merged as it says.",
 )
 @click.option(
     "--set",
@@ -49,8 +56,9 @@ def _strategies_help() -> str:
 @click.option("--edit/--no-edit", default=False, help="Open an editor for the message (default: no).")
 @click.argument("git_args", nargs=-1, type=click.UNPROCESSED)
 def merge_cmd(
-    branch: str,
+    branch: str | None,
     strategy: str | None,
+    recipe_file: str | None,
     sets: tuple[str, ...],
     device: str | None,
     precision: str | None,
@@ -62,15 +70,27 @@ def merge_cmd(
 
     They override `.theta-like.toml` and git config for this merge. With several branches, an
     N-way (octopus) merge with the strategy git-merge-theta-like (`git merge -s theta-like`).
+    With --recipe FILE (a mergekit config), the branches are its models other than HEAD (HEAD:
+    one of them, or its base_model); BRANCH..., when given, must be those.
     Extra arguments go to git merge (e.g. --no-ff, --no-commit). Never prompts unless --edit.
     """
     from git_theta_like.merge.compute import check_device_spec
 
+    rest = list(git_args)
+    if branch is not None and branch.startswith("-"):
+        rest.insert(0, branch)  # an option for git merge, not a branch
+        branch = None
     params = config.parse_set(sets, "--set")
     cfg = config.MergeConfig(cli_strategy=strategy, cli_params=params)
     cfg.validate()  # a bad strategy or parameter fails here, before git merge starts
     env = dict(os.environ)
-    for key in (config.ENV_STRATEGY, config.ENV_SET, config.ENV_DEVICE, config.ENV_PRECISION):
+    for key in (
+        config.ENV_STRATEGY,
+        config.ENV_SET,
+        config.ENV_DEVICE,
+        config.ENV_PRECISION,
+        config.ENV_RECIPE,
+    ):
         env.pop(key, None)
     if strategy:
         env[config.ENV_STRATEGY] = strategy
@@ -81,10 +101,19 @@ def merge_cmd(
     if precision:
         env[config.ENV_PRECISION] = precision
     # the branches: BRANCH and the arguments after it up to the first option
-    rest = list(git_args)
-    branches = [branch]
-    while rest and not rest[0].startswith("-"):
+    branches = [branch] if branch is not None else []
+    while branches and rest and not rest[0].startswith("-"):
         branches.append(rest.pop(0))
+    if recipe_file is not None:
+        if strategy or params:
+            raise click.UsageError("--recipe says the strategy and its parameters: no --strategy or --set")
+        recipe = config.read_recipe(Repo("."), os.path.abspath(recipe_file))
+        if precision and recipe.dtype and precision != recipe.dtype:
+            raise click.UsageError(f"--precision {precision} and the recipe's dtype {recipe.dtype} disagree")
+        branches = config.recipe_heads(Repo("."), recipe, branches)
+        env[config.ENV_RECIPE] = os.path.abspath(recipe_file)
+    elif not branches:
+        raise click.UsageError("Missing argument 'BRANCH'.")
     cmd = ["git", "merge", "--edit" if edit else "--no-edit"]
     if message:
         cmd += ["-m", message]

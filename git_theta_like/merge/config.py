@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from git_theta_like.errors import MergeConfigError
+from git_theta_like.merge.mergekit import MergedTensor, Recipe, from_merged, load_recipe
 from git_theta_like.merge.strategies import (
     DEFAULT_STRATEGY,
     applicable,
@@ -45,6 +46,7 @@ ENV_STRATEGY = "GIT_THETA_LIKE_MERGE_STRATEGY"
 ENV_SET = "GIT_THETA_LIKE_MERGE_SET"
 ENV_DEVICE = "GIT_THETA_LIKE_MERGE_DEVICE"
 ENV_PRECISION = "GIT_THETA_LIKE_MERGE_PRECISION"
+ENV_RECIPE = "GIT_THETA_LIKE_MERGE_RECIPE"  # a mergekit YAML config's path (merge --recipe)
 CONFIG_PREFIX = "theta-like.merge."
 CONFIG_DEVICE = "theta-like.device"
 CONFIG_PRECISION = "theta-like.merge.precision"
@@ -293,6 +295,8 @@ class MergeConfig:
     models: list[str] = field(default_factory=list)
     _model_of: dict[str, int] = field(default_factory=dict)  # a table's key -> index in models
     bind_error: MergeConfigError | None = None  # bind_models failed: raised where tables are used
+    # a mergekit config (merge --recipe): the whole configuration of this merge, for every tensor
+    recipe: Recipe | None = None
     _cache: dict[tuple[str, tuple[tuple[str, object], ...], str], Strategy] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -319,6 +323,8 @@ class MergeConfig:
         for name, where, params in entries:
             _, _, tabs = split_params(strategy_class(name, where), params, where)
             out += [(f"{where} {_plural(p)}", t) for p, t in tabs.items()]
+        if self.recipe is not None:  # every model the recipe names must be one of the merge's
+            out.append((f"{self.recipe.where}: models", {m: None for m in recipe_models(self.recipe)}))
         return out
 
     def bind_models(
@@ -343,6 +349,14 @@ class MergeConfig:
                 raise MergeConfigError(
                     f"{where}: {key!r} is not one of the merged models ({', '.join(self.models)}; "
                     "ours is HEAD, the others as named on the command line)"
+                )
+        if self.recipe is not None:  # and every model of the merge is one of the recipe's
+            named = {self._model_of[m] for m in recipe_models(self.recipe)}
+            missing = [label for i, label in enumerate(self.models) if i not in named]
+            if missing:
+                raise MergeConfigError(
+                    f"{self.recipe.where}: the merge's model(s) {', '.join(missing)} are not among the "
+                    f"recipe's models ({', '.join(recipe_models(self.recipe))}; ours is HEAD)"
                 )
 
     def _per_model(
@@ -379,7 +393,18 @@ class MergeConfig:
             if key not in self._cache:
                 self._cache[key] = make_strategy("patch", {}, CONFIG_PICK)
             return Choice(self._cache[key], f"{self.replay}: patch semantics ({CONFIG_PICK})")
-        if self.cli_strategy:
+        over_allowed = True
+        if self.recipe is not None:
+            # the recipe is the whole configuration: no rule, git config or --set applies
+            name, source, over_allowed = self.recipe.method, self.recipe.where, False
+            plain, per = self.recipe.resolved(tensor)
+            base_params = dict(plain)
+            for spec, vals in zip(self.recipe.models, per, strict=True):
+                for k, v in vals.items():
+                    table = base_params.setdefault(_plural(k), {})
+                    assert isinstance(table, dict)
+                    table[spec.model] = v
+        elif self.cli_strategy:
             name, base_params, source = self.cli_strategy, {}, "command line (--strategy)"
         elif self.config_strategy:
             name, base_params, source = self.config_strategy, {}, "git config theta-like.merge.strategy"
@@ -396,7 +421,11 @@ class MergeConfig:
                 name, base_params, source = DEFAULT_STRATEGY, {}, "default"
         cls = strategy_class(name, source)
         params = dict(base_params)
-        over = {**applicable(cls, self.config_params), **applicable(cls, self.cli_params)}
+        over = (
+            {**applicable(cls, self.config_params), **applicable(cls, self.cli_params)}
+            if over_allowed
+            else {}
+        )
         params.update(over)
         if over:
             source += " + overrides"
@@ -445,8 +474,17 @@ def load(repo: Any, env: Mapping[str, str] | None = None, toml_text: str | None 
             cfg.config_params[key] = value
     cfg.cli_strategy = env.get(ENV_STRATEGY) or None
     cfg.cli_params = parse_set(env.get(ENV_SET, "").split(","), ENV_SET)
+    if env.get(ENV_RECIPE):
+        if cfg.cli_strategy or cfg.cli_params:
+            raise MergeConfigError(
+                f"{ENV_RECIPE} (a recipe) and {ENV_STRATEGY} / {ENV_SET} exclude each other"
+            )
+        cfg.recipe = read_recipe(repo, env[ENV_RECIPE])
     cfg.device = env.get(ENV_DEVICE) or repo.config_get(CONFIG_DEVICE) or "auto"
-    cfg.precision = (env.get(ENV_PRECISION) or repo.config_get(CONFIG_PRECISION) or "float32").lower()
+    recipe_dtype = cfg.recipe.dtype if cfg.recipe is not None else None
+    cfg.precision = (
+        env.get(ENV_PRECISION) or recipe_dtype or repo.config_get(CONFIG_PRECISION) or "float32"
+    ).lower()
     if cfg.precision not in ("float32", "float64"):
         raise MergeConfigError(
             f"theta-like.merge.precision must be float32 or float64, not {cfg.precision!r}"
@@ -529,3 +567,232 @@ def read_toml(repo: Any) -> str | None:
             return str(p.read_text(encoding="utf-8"))
     blob = repo.rev_blob("HEAD", TOML_NAME)
     return blob.decode("utf-8", errors="replace") if blob is not None else None
+
+
+# ------------------------------------------------------------------ mergekit recipes
+
+
+def recipe_models(recipe: Recipe) -> list[str]:
+    """The models a recipe merges, in the order of the merge (slerp's base_model is ours, its
+    t = 0 end, and the other model theirs)."""
+    names = [m.model for m in recipe.models]
+    if recipe.method == "slerp" and recipe.base_model is not None:
+        return [recipe.base_model, *names]
+    return names
+
+
+def read_recipe(repo: Any, path: str) -> Recipe:
+    """The mergekit config at path (relative: to the top of the work tree), parsed."""
+    from pathlib import Path
+
+    from git_theta_like.merge.mergekit import MAX_TEXT
+
+    p = Path(path)
+    if not p.is_absolute() and repo.workdir is not None:
+        p = repo.workdir / p
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_TEXT + 1)
+    except OSError as e:
+        raise MergeConfigError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
+    return load_recipe(data, path)
+
+
+def recipe_heads(repo: Any, recipe: Recipe, given: Sequence[str] = ()) -> list[str]:
+    """The revisions `git merge` merges into HEAD for a recipe (`merge --recipe`), as the recipe
+    names them: its models other than HEAD, which must be one of them or the merge base (the
+    recipe's base_model). base_model must be the models' merge base, the θ₀ every task vector is
+    taken from (git merges against nothing else); `given` (BRANCH... on the command line), when
+    not empty, must name the same models. Raises MergeConfigError (nothing started)."""
+    from git_theta_like.errors import RevisionError
+    from git_theta_like.gitio.scan import resolve_commit
+
+    where = recipe.where
+    if recipe.out_dtype is not None:
+        raise MergeConfigError(
+            f"{where}: out_dtype: a merge keeps each tensor's dtype (and the file's layout); remove it"
+        )
+
+    def commit(rev: str, what: str) -> str:
+        try:
+            return str(resolve_commit(repo, rev).id)
+        except RevisionError:
+            raise MergeConfigError(
+                f"{where}: {what} {rev!r} is not a branch or revision of this repository "
+                "(here a model is a branch, tag or commit holding the checkpoint)"
+            ) from None
+
+    if repo.git.head_is_unborn:
+        raise MergeConfigError(f"{where}: HEAD has no commit yet: check out the base model or a model first")
+    head = str(repo.git.head.target)
+    names = recipe_models(recipe)
+    commits = [commit(n, "model") for n in names]
+    for i, c in enumerate(commits):
+        if c in commits[:i]:
+            raise MergeConfigError(
+                f"{where}: models {names[commits.index(c)]!r} and {names[i]!r} are one commit"
+            )
+    base = commit(recipe.base_model, "base_model") if recipe.base_model is not None else None
+    if base is not None and recipe.method != "slerp":
+        oids = [pygit2_oid(c) for c in commits]  # HEAD: the base or a model
+        mb = repo.git.merge_base_octopus(oids) if len(oids) > 1 else oids[0]
+        if mb is None or str(mb) != base:
+            found = (
+                f"their merge base is {str(mb)[:12]}" if mb is not None else "they have no common ancestor"
+            )
+            raise MergeConfigError(
+                f"{where}: base_model {recipe.base_model!r} ({base[:12]}) is not the merge base of the "
+                f"models: {found}; task vectors are taken from the merge base, so base_model must name it"
+            )
+    if recipe.method == "slerp" and head != commits[0]:
+        raise MergeConfigError(
+            f"{where}: slerp's base_model ({names[0]}) is ours, the t = 0 end: check it out first"
+        )
+    if head in commits:
+        heads = [n for n, c in zip(names, commits, strict=True) if c != head]
+    elif base is not None and head == base and recipe.method != "slerp":
+        heads = list(names)
+    else:
+        raise MergeConfigError(
+            f"{where}: HEAD is neither one of the recipe's models ({', '.join(names)})"
+            + (f" nor its base_model ({recipe.base_model})" if recipe.method != "slerp" and base else "")
+            + ": check out the one the merge commit goes on first"
+        )
+    if not heads:
+        raise MergeConfigError(f"{where}: HEAD is the only model: nothing to merge")
+    if given:
+        want = {c for n, c in zip(names, commits, strict=True) if n in heads}
+        got = [commit(g, "branch") for g in given]
+        if set(got) != want or len(got) != len(want):
+            raise MergeConfigError(
+                f"{where}: the branches given ({', '.join(given)}) are not the recipe's models to merge "
+                f"into HEAD ({', '.join(heads)})"
+            )
+    return heads
+
+
+def pygit2_oid(hexsha: str) -> Any:
+    import pygit2
+
+    return pygit2.Oid(hex=hexsha)
+
+
+def parse_recorded(t: Any, where: str) -> tuple[Strategy, int, tuple[dict[str, Value], ...]] | None:
+    """A manifest tensor line's recorded recipe (`merge=`, `merge-params=`, `merge-models=`,
+    `merge-per-model=`), checked as any configuration is (a manifest may lie): the strategy with
+    its values, the number of models and the per-model values; None: the line records none."""
+    fields = dict(t.obj.extra)
+    name = fields.get("merge")
+    if name is None:
+        return None
+    at = f"{where}: {t.name}"
+    params: dict[str, object] = {}
+    for item in filter(None, fields.get("merge-params", "").split(",")):
+        k, sep, v = item.partition(":")
+        if not sep:
+            raise MergeConfigError(f"{at}: merge-params {item!r} is not key:value")
+        params[k] = v
+    strategy = make_strategy(name, params, f"{at} (recorded)")
+    text = fields.get("merge-models", "2")
+    if not text.isdigit() or not 2 <= int(text) <= 1024:
+        raise MergeConfigError(f"{at}: merge-models={text!r} is not a number of models")
+    n = int(text)
+    per: list[dict[str, Value]] = [{} for _ in range(n)] if "merge-per-model" in fields else []
+    declared = {p.name: p for p in strategy.params}
+    for item in filter(None, fields.get("merge-per-model", "").split(",")):
+        k, sep, v = item.partition(":")
+        vals = v.split("/")
+        if not sep or k not in strategy.per_model_params or len(vals) != n:
+            raise MergeConfigError(
+                f"{at}: merge-per-model {item!r} is not {n} values of a per-model parameter"
+            )
+        for i, x in enumerate(vals):
+            if x != "-":
+                per[i][k] = declared[k].parse(x, f"{at} (recorded, model {i + 1})")
+    return strategy, n, tuple(per)
+
+
+def recorded_recipe(repo: Any, rev: str, path: str | None = None) -> Recipe:
+    """The recipe a merge commit records in its checkpoints' manifests (path: one checkpoint,
+    else all of them together), as a mergekit config would say it (mergekit.from_merged), with
+    the models named by revisions of the merge commit's parents: a branch or tag the commit's
+    message names when it still points there, else the commit id. Checked: the recipe, merged
+    again, chooses for every merged tensor exactly what the record says (else MergeConfigError)."""
+    import re
+
+    from git_theta_like.errors import RevisionError
+    from git_theta_like.gitio.scan import resolve_commit, tracked_files
+
+    commit = resolve_commit(repo, rev)
+    where = f"{rev}:{path}" if path else rev
+    parents = [str(p) for p in commit.parent_ids]
+    if len(parents) < 2:
+        raise MergeConfigError(f"{rev} is not a merge commit: it records no merge recipe")
+    files = [f for f in tracked_files(repo, str(commit.id)) if path is None or f.path == path]
+    if path is not None and not files:
+        raise MergeConfigError(f"{path} is not a tracked checkpoint at {rev}")
+    merged: list[tuple[str, MergedTensor, int]] = []
+    names: set[str] = set()
+    seen: dict[str, tuple[Strategy, tuple[dict[str, Value], ...]]] = {}
+    for f in files:
+        if f.manifest is None:
+            raise MergeConfigError(f"{rev}:{f.path}: {f.error}")
+        names |= {t.name for t in f.manifest.tensors}
+        for t in f.manifest.tensors:
+            got = parse_recorded(t, f"{rev}:{f.path}")
+            if got is None:
+                continue
+            strategy, n, per = got
+            if seen.setdefault(t.name, (strategy, per)) != (strategy, per):
+                raise MergeConfigError(
+                    f"{rev}: tensor {t.name} was merged differently in two files: give the PATH of one"
+                )
+            merged.append((f.path, MergedTensor(t.name, layer_index(t.name), strategy, per), n))
+    if not merged:
+        raise MergeConfigError(
+            f"{where} records no merged tensor (every tensor was taken from one side or unchanged): "
+            "no recipe to show"
+        )
+    counts = {n for _, _, n in merged}
+    if len(counts) != 1:
+        raise MergeConfigError(f"{where}: tensors record merges of {sorted(counts)} models")
+    n = counts.pop()
+    if n == len(parents):
+        models, base = parents, None  # ours (the first parent) was a model
+    elif n == len(parents) - 1:
+        models, base = parents[1:], parents[0]  # HEAD was the merge base
+    else:
+        raise MergeConfigError(
+            f"{where}: the tensors record merges of {n} models, the commit has {len(parents)} parents"
+        )
+    if base is None:
+        oids = [pygit2_oid(p) for p in parents]
+        mb = repo.git.merge_base_octopus(oids)
+        base = str(mb) if mb is not None else None
+    labels: dict[str, str] = {}
+    for quoted in re.findall(r"'([^'\n]+)'", commit.message.split("\n", 1)[0]):
+        try:
+            oid = str(resolve_commit(repo, quoted).id)
+        except RevisionError:
+            continue
+        labels.setdefault(oid, quoted)
+    model_names = [labels.get(m, m) for m in models]
+    recipe = from_merged(
+        [m for _, m, _ in merged],
+        model_names,
+        labels.get(base, base) if base else None,
+        layer_count(names),
+        where,
+    )
+    # the check: the recipe, as a merge configuration, gives every merged tensor its record
+    cfg = MergeConfig(recipe=recipe)
+    cfg.bind_models(recipe_models(recipe))
+    for file_path, m, _ in merged:
+        choice = cfg.choose(file_path, m.name, layer_t(m.name, layer_count(names)))
+        per = tuple(dict(d) for d in choice.per_model) if any(choice.per_model) else ()
+        if choice.strategy != m.strategy or per != tuple(dict(d) for d in m.per_model):
+            raise MergeConfigError(
+                f"{where}: no mergekit config gives exactly this merge (tensor {m.name}: recorded "
+                f"{m.strategy.describe()}, the config would give {choice.strategy.describe()})"
+            )
+    return recipe

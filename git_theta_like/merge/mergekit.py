@@ -28,7 +28,7 @@ from typing import Any
 
 from git_theta_like.errors import MergeConfigError
 from git_theta_like.merge.strategies import make_strategy, parse_value, strategy_class
-from git_theta_like.merge.strategies.base import Strategy, Value
+from git_theta_like.merge.strategies.base import Strategy, Value, format_value
 from git_theta_like.merge.strategies.task_vectors import check_della
 
 MAX_TEXT = 1 << 20  # bytes of YAML
@@ -169,23 +169,52 @@ class Recipe:
             out.append(vals)
         return out
 
+    def resolved(self, tensor: str) -> tuple[dict[str, object], list[dict[str, object]]]:
+        """The recipe for one tensor in the form of a `.theta-like.toml` rule, `{filter, value}`
+        conditions decided by the tensor's name: the strategy's values (implied ones included)
+        and, per model (in order), its own; a gradient is a list of numbers (evaluated over the
+        layers by the merge configuration, as for a rule)."""
+        plain: dict[str, object] = dict(self.implied)
+        for key, setting in self.params.items():
+            v = by_filter(setting, tensor)
+            if v is not None:
+                plain[key] = list(v.values) if isinstance(v, Gradient) else v
+        per: list[dict[str, object]] = []
+        for spec in self.models:
+            vals: dict[str, object] = {}
+            for key, setting in spec.params.items():
+                v = by_filter(setting, tensor)
+                if v is not None:
+                    vals[key] = list(v.values) if isinstance(v, Gradient) else v
+            per.append(vals)
+        return plain, per
+
+
+def by_filter(setting: Setting, tensor: str) -> Scalar | Gradient | None:
+    """A setting with its `{filter, value}` conditions decided for one tensor name (None: no
+    condition applies)."""
+    if isinstance(setting, tuple):
+        for cond in setting:
+            if cond.filter is None or cond.filter == "*" or (tensor and cond.filter in tensor):
+                return cond.value
+        return None
+    return setting
+
 
 def evaluate(setting: Setting, tensor: str, t: float) -> Value | None:
     """A setting's value for one tensor at relative layer depth t, as mergekit evaluates it
     (None: no condition applies)."""
-    if isinstance(setting, tuple):
-        for cond in setting:
-            if cond.filter is None or cond.filter == "*" or (tensor and cond.filter in tensor):
-                return evaluate(cond.value, tensor, t)
+    value = by_filter(setting, tensor)
+    if value is None:
         return None
-    if isinstance(setting, Gradient):
-        vals = setting.values
+    if isinstance(value, Gradient):
+        vals = value.values
         scaled = t * (len(vals) - 1)
         i0 = int(scaled)
         i1 = min(len(vals) - 1, i0 + 1)
         frac = scaled - i0
         return (1 - frac) * vals[i0] + frac * vals[i1]
-    return setting
+    return value
 
 
 # ------------------------------------------------------------------ parsing
@@ -495,3 +524,155 @@ def to_yaml(recipe: Recipe) -> str:
         doc["out_dtype"] = recipe.out_dtype
     text: str = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
     return text
+
+
+# ------------------------------------------------------------------ from a recorded merge
+
+
+@dataclass(frozen=True)
+class MergedTensor:
+    """What a merged tensor's manifest line records: its strategy (with the values it got) and,
+    per model, the per-model values set for it (empty: none)."""
+
+    name: str
+    layer: int | None  # its layer index (None: outside the layer stack)
+    strategy: Strategy
+    per_model: tuple[Mapping[str, Value], ...] = ()
+
+
+# mergekit's name for each of our strategies
+MERGEKIT_NAMES = {spec.ours: name for name, spec in METHODS.items()}
+
+
+def from_merged(
+    merged: Sequence[MergedTensor],
+    models: Sequence[str],
+    base_model: str | None,
+    n_layers: int,
+    where: str,
+) -> Recipe:
+    """The recipe of a recorded merge, as a mergekit config would say it: one merge_method;
+    each parameter a value where every tensor got the same, a gradient where the values follow
+    the layers (the fewest knots that give every recorded value), else one `{filter, value}`
+    condition per tensor (its full name; longer names first, so that a name containing another
+    is decided by its own). `models` names the merge's models in the recorded order (ours first
+    when HEAD was one), `base_model` the merge base. MergeConfigError where no mergekit config
+    says what was done (several strategies, one without a mergekit counterpart, one of our own
+    options such as `conventions = "paper"`). The caller checks the result against the record."""
+    if not merged:
+        raise MergeConfigError(f"{where}: no merged tensor records a recipe")
+    counts: dict[str, int] = {}
+    for m in merged:
+        counts[m.strategy.name] = counts.get(m.strategy.name, 0) + 1
+    if len(counts) > 1:
+        used = ", ".join(f"{k} for {v} tensors" for k, v in sorted(counts.items()))
+        raise MergeConfigError(
+            f"{where}: the merge used several strategies ({used}); a mergekit config has one merge_method"
+        )
+    ours = merged[0].strategy.name
+    if ours not in MERGEKIT_NAMES:
+        raise MergeConfigError(
+            f"{where}: the merge used {ours}, which has no mergekit counterpart "
+            f"(mergekit methods here: {', '.join(sorted(MERGEKIT_NAMES))})"
+        )
+    method = MERGEKIT_NAMES[ours]
+    spec = METHODS[method]
+    cls = strategy_class(ours, where)
+    n = {len(m.per_model) for m in merged if m.per_model}
+    if n and n != {len(models)}:
+        raise MergeConfigError(
+            f"{where}: per-model values recorded for {sorted(n)} models, not {len(models)}"
+        )
+    implied: dict[str, Value] = dict(spec.implied)
+    declared = {p.name: p for p in cls.params}
+    if ours == "nuslerp":
+        use_base = {bool(m.strategy["use_base"]) for m in merged}
+        if use_base == {False}:
+            base_model = None
+            implied["use_base"] = False
+    if not cls.needs_base and ours != "slerp":
+        base_model = None
+    layers = {m.name: m.layer for m in merged}
+
+    params: dict[str, Setting] = {}
+    for p in cls.params:
+        if p.name == "drop" and "density" in declared:
+            continue  # DARE's drop: mergekit says density (1 - drop), which is recorded too
+        values = {m.name: m.strategy[p.name] for m in merged}
+        loaded = implied.get(p.name, p.default)
+        if all(v == loaded for v in values.values()) and (p.option or p.name in OURS_ONLY):
+            continue
+        if p.name in OURS_ONLY:
+            odd = sorted({format_value(v) for v in values.values() if v != loaded})
+            raise MergeConfigError(
+                f"{where}: the merge used {p.name}={'/'.join(odd)}, which a mergekit config cannot say "
+                f"({OURS_ONLY[p.name]}; mergekit computes with {p.name}={format_value(loaded)})"
+            )
+        params[p.name] = _fit(values, layers, n_layers, p.kind is float, rounded=True)
+    specs = []
+    for i, name in enumerate(models if ours != "slerp" else models[1:]):
+        own: dict[str, Setting] = {}
+        for key in cls.per_model_params:
+            vals = {m.name: m.per_model[i][key] for m in merged if m.per_model and key in m.per_model[i]}
+            if vals:
+                numeric = declared[key].kind is float
+                own[key] = _fit(vals, layers, n_layers, numeric, some=len(vals) < len(merged))
+        specs.append(ModelSpec(name, own))
+    if ours == "slerp":
+        base_model = models[0]
+    return Recipe(
+        method=ours,
+        mergekit_method=method,
+        models=tuple(specs),
+        base_model=base_model,
+        params=params,
+        implied=implied,
+        where=where,
+    )
+
+
+def _fit(
+    values: Mapping[str, Value],
+    layers: Mapping[str, int | None],
+    n_layers: int,
+    numeric: bool,
+    some: bool = False,
+    rounded: bool = False,
+) -> Setting:
+    """A setting that gives each named tensor its value (see from_merged). `some`: only some of
+    the merged tensors have a value (the others must match no condition); `rounded`: the merge
+    configuration rounds this gradient's values to 12 digits (a strategy's, not a model's)."""
+    distinct = set(values.values())
+    if len(distinct) == 1 and not some:
+        return next(iter(values.values()))
+    if numeric and not some and n_layers > 1:
+        grad = _gradient(values, layers, n_layers, rounded)
+        if grad is not None:
+            return grad
+    names = sorted(values, key=lambda k: (-len(k), k))
+    return tuple(Conditional(k, values[k]) for k in names)
+
+
+def _gradient(
+    values: Mapping[str, Value], layers: Mapping[str, int | None], n: int, rounded: bool
+) -> Gradient | None:
+    """The gradient with the fewest knots (at layers) that gives every tensor its value, as the
+    merge configuration evaluates gradients (at t = i / (n - 1), tensors outside the layer stack
+    at t = 0); None when the values do not follow the layers."""
+    at: dict[int, float] = {}
+    for name, v in values.items():
+        i = layers.get(name)
+        i = 0 if i is None else i
+        if not 0 <= i < n or at.setdefault(i, float(v)) != float(v):
+            return None
+    for k in range(2, n + 1):
+        if (n - 1) % (k - 1):
+            continue
+        step = (n - 1) // (k - 1)
+        if any(j * step not in at for j in range(k)):
+            continue
+        g = Gradient(tuple(at[j * step] for j in range(k)))
+        got = {i: evaluate(g, "", i / (n - 1)) for i in at}
+        if all(v is not None and (round(float(v), 12) if rounded else v) == at[i] for i, v in got.items()):
+            return g
+    return None
