@@ -384,7 +384,13 @@ class Octopus:
         )
         state = state_file(self.repo, o.path)
         state.parent.mkdir(parents=True, exist_ok=True)
-        keys = (config.ENV_STRATEGY, config.ENV_SET, config.ENV_DEVICE, config.ENV_PRECISION, config.ENV_RECIPE)
+        keys = (
+            config.ENV_STRATEGY,
+            config.ENV_SET,
+            config.ENV_DEVICE,
+            config.ENV_PRECISION,
+            config.ENV_RECIPE,
+        )
         state.write_text(
             json.dumps(
                 {
