@@ -303,3 +303,12 @@ def test_preview_options_and_what_git_merge_then_does(repo: Path) -> None:
     assert recipes["v"] is None and preview["clean.safetensors"]["v"]["action"] == "theirs"
     status = git(repo, "status", "--porcelain").stdout
     assert "UU model.safetensors" in status
+    # an object missing (no remote to fetch it from): a clear error naming the tensor; --stat
+    # reads no object and still works
+    theirs = Manifest.from_bytes(git(repo, "show", "b:model.safetensors").stdout.encode())
+    oid = next(t.obj.oid for t in theirs.tensors if t.name == "opp.weight")
+    for room in ("lfs", "theta-like"):  # the store and the copy it keeps (store/local.py)
+        (repo / ".git" / room / "objects" / oid[:2] / oid[2:4] / oid).unlink(missing_ok=True)
+    p = gtl(repo, "diff", "a...b", "--merge-preview", check=False)
+    assert p.returncode == 1 and "'opp.weight' (theirs)" in p.stderr and oid in p.stderr, p.stderr
+    assert "model.safetensors: conflict" in gtl(repo, "diff", "a...b", "--merge-preview", "--stat").stdout

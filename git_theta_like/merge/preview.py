@@ -32,7 +32,13 @@ import numpy as np
 
 from git_theta_like.codecs import bits
 from git_theta_like.dtypes import Buffer
-from git_theta_like.errors import MergeConfigError, ObjectCorruptError, ObjectMissingError, ThetaLikeError
+from git_theta_like.errors import (
+    ManifestError,
+    MergeConfigError,
+    ObjectCorruptError,
+    ObjectMissingError,
+    ThetaLikeError,
+)
 from git_theta_like.filters.engine import WHOLE
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import resolve_commit, tracked_files
@@ -68,7 +74,7 @@ ACTIONS = (OURS, THEIRS, SAME, BOTH, CONFLICT)
 UNCHANGED, MODIFIED, ADDED, DELETED = "unchanged", "modified", "added", "deleted"
 
 FLOATS = ("F64", "F32", "F16", "BF16")  # dtypes statistics are computed for (codecs.bits)
-CHUNK = 1 << 22  # entries compared at a time: bounds the float64 working set (6 x 32 MiB)
+CHUNK = 1 << 20  # entries compared at a time: bounds the float64 working set (5 x 8 MiB)
 
 
 # ============================================================================ data model
@@ -494,8 +500,8 @@ def preview_merge(
         )
         try:
             fp = preview_file(path, blobs, cfg, RevFisher(repo, path, revs), model_layers(repo, path))
-        except MergeConfigError as e:
-            raise MergeConfigError(f"{path}: {e}") from None
+        except (MergeConfigError, ManifestError) as e:
+            raise type(e)(f"{path}: {e}") from None
         if fp is not None:
             files.append(fp)
     if stats:
