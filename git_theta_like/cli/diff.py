@@ -104,6 +104,13 @@ def _revs_and_paths(repo: Any, args: tuple[str, ...], max_revs: int) -> tuple[li
     help="Also write a per-layer heat map of relative change to this PNG file "
     "(needs matplotlib: pip install 'git-theta-like[plot]').",
 )
+@click.option(
+    "--merge-preview",
+    is_flag=True,
+    help="With A...B: what merging B into A would do per tensor (one side, both, conflict; the "
+    "strategy chosen) and how the task vectors of tensors both sides changed interfere "
+    "(sign disagreement, cosine). --exit-code: exit 1 when the merge would conflict.",
+)
 def diff_cmd(
     args: tuple[str, ...],
     cached: bool,
@@ -113,6 +120,7 @@ def diff_cmd(
     quiet: bool,
     threshold: float | None,
     plot: str | None,
+    merge_preview: bool,
 ) -> None:
     """Which tensors of the tracked checkpoints changed, and how.
 
@@ -125,7 +133,14 @@ def diff_cmd(
     For each changed tensor: fraction of entries changed, ||delta||, relative change
     ||delta||/||old||, max |delta|, cosine similarity and the kind of update (sparse k%, rank r,
     dense); tensors added, removed, renamed, reshaped. Unchanged tensors cost nothing.
+
+    \b
+    git theta-like diff A...B --merge-preview [-- PATH...]
+      what `git merge B` on A would do, before merging (docs/diff.md, "Merge preview")
     """
+    if merge_preview:
+        _merge_preview(args, fmt, stat, exit_code or quiet, quiet, cached, threshold, plot)
+        return
     from git_theta_like.semdiff.render import RENDERERS
     from git_theta_like.semdiff.sides import diff_sides, remote_fetcher, resolve_sides
 
@@ -154,6 +169,43 @@ def diff_cmd(
     if not quiet:
         click.echo(RENDERERS[fmt](result, stat), nl=False)
     if (exit_code or quiet) and result.differs:
+        sys.exit(1)
+
+
+def _merge_preview(
+    args: tuple[str, ...],
+    fmt: str,
+    stat: bool,
+    exit_code: bool,
+    quiet: bool,
+    cached: bool,
+    threshold: float | None,
+    plot: str | None,
+) -> None:
+    from git_theta_like.merge.preview import preview_merge, split_range
+    from git_theta_like.merge.preview_render import RENDERERS
+    from git_theta_like.semdiff.model import PathFilter
+    from git_theta_like.semdiff.sides import remote_fetcher
+
+    for given, flag in ((cached, "--cached"), (threshold is not None, "--threshold"), (plot, "--plot")):
+        if given:
+            raise click.UsageError(f"--merge-preview does not take {flag}")
+    repo = open_repo()
+    revs, paths = _revs_and_paths(repo, args, 2)
+    if len(revs) != 1 or "..." not in revs[0]:
+        raise click.UsageError("--merge-preview needs one range A...B (what merging B into A would do)")
+    ours, theirs = split_range(revs[0])
+    result = preview_merge(
+        repo,
+        ours,
+        theirs,
+        PathFilter(paths, repo.workdir, Path.cwd()),
+        stats=not (stat or quiet),
+        fetch=remote_fetcher(repo),
+    )
+    if not quiet:
+        click.echo(RENDERERS[fmt](result, stat), nl=False)
+    if exit_code and result.conflicts:
         sys.exit(1)
 
 
