@@ -238,6 +238,7 @@ def test_a_lying_chain_bytes_costs_compression_never_correctness(repo: Path, lie
 # ------------------------------------------------------------------ through a real remote
 
 
+@pytest.mark.slow
 def test_fresh_clone_of_full_finetunes_downloads_at_most_the_file(tmp_path: Path) -> None:
     assert giftless_available(), "giftless is not installed: run scripts/setup"
     remote = Remote(tmp_path, "giftless")

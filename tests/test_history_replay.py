@@ -110,6 +110,7 @@ def test_disjoint_edits_replay_bit_for_bit(repo: Path) -> None:
     assert load(repo)["b"].tobytes() == want.tobytes()
 
 
+@pytest.mark.slow
 def test_rebase_that_only_reorders_commits_reproduces_the_tip(repo: Path) -> None:
     v0 = base_model()
     commit(repo, v0, "v0")

@@ -513,6 +513,7 @@ def torch_bytes(sd: dict[str, torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_pytorch_checkpoints_merge_with_their_zip_crcs_updated(repo: Path) -> None:
     g = torch.Generator().manual_seed(0)
     base = {

@@ -88,6 +88,7 @@ def run_as(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedPr
     return p
 
 
+@pytest.mark.slow
 def test_people_without_the_tool_clone_the_published_branch(tmp_path: Path) -> None:
     origin = Remote(tmp_path, "giftless")
     try:
@@ -149,6 +150,7 @@ def test_people_without_the_tool_clone_the_published_branch(tmp_path: Path) -> N
         origin.stop()
 
 
+@pytest.mark.slow
 def test_republish_is_a_no_op_and_a_later_version_follows_the_last(tmp_path: Path) -> None:
     origin = Remote(tmp_path, "file")
     work = make_origin(tmp_path, origin)

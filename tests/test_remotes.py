@@ -196,6 +196,7 @@ def _fork_scenario(tmp_path: Path) -> tuple[Path, Remote]:
     return work, fork
 
 
+@pytest.mark.slow
 def test_merging_a_colleagues_fork_fetches_its_objects_from_the_fork(tmp_path: Path) -> None:
     """`git fetch colleague; git merge colleague/main`: the checkout needs objects origin does not
     have; they are looked for on the other remotes (as git-lfs's lfs.remote.searchAll)."""
@@ -209,6 +210,7 @@ def test_merging_a_colleagues_fork_fetches_its_objects_from_the_fork(tmp_path: P
     assert git(work, "status", "--porcelain").stdout == ""
 
 
+@pytest.mark.slow
 def test_with_search_all_remotes_off_only_the_default_remote_is_asked(tmp_path: Path) -> None:
     work, _ = _fork_scenario(tmp_path)
     shutil.rmtree(work / ".git" / "lfs" / "objects")
@@ -250,6 +252,7 @@ def test_fetch_all_gets_every_version_any_ref_reaches(tmp_path: Path) -> None:
         assert (c / "model.safetensors").read_bytes() == data, rev
 
 
+@pytest.mark.slow
 def test_pushing_a_lazy_clone_to_a_new_host_fetches_what_it_lacks(tmp_path: Path) -> None:
     """A clone that never downloaded the model pushes to a new, empty host: the pre-push hook
     fetches the objects the push needs from origin first, and the new host serves a full clone."""
