@@ -295,6 +295,7 @@ def run(root: Path) -> str:
                 raise SystemExit(f"the octopus merge and merge_many_tensors differ in {', '.join(differ)}")
         if strategy == "ties" and not octo_shown:
             graph = g("log", "--graph", "--oneline", "--no-decorate", "HEAD")
+            graph = "\n".join(x.rstrip() for x in graph.splitlines())
             line = next(x for x in g("show", "HEAD:model.safetensors").splitlines() if " trunk.0.bias " in x)
             octo_shown = "\n".join(
                 [
