@@ -667,19 +667,37 @@ def test_merge_then_push_and_fresh_clone(repo: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_example_script_shows_a_real_effect(tmp_path: Path) -> None:
-    """scripts/merge_example.py (docs/examples/merge-two-tasks.md): every merge keeps both tasks
-    far above chance, while not merging the trunk (strategy ours) loses task B."""
+    """scripts/merge_example.py (docs/examples/merge-two-tasks.md): every merge of two tasks keeps
+    both far above chance, while not merging the trunk (strategy ours) loses task B; every
+    octopus merge of three tasks keeps all three, the task-vector methods better than averaging,
+    and the tuned lambda's merge (checked by the script against merge_many_tensors, byte for byte)
+    is at least as good as averaging."""
     import sys
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "merge_example.py"
     out = run(sys.executable, str(script), "--dir", str(tmp_path / "example"), cwd=tmp_path).stdout
-    rows = {}
+    rows, octo = {}, {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if len(cells) == 5 and cells[1].endswith("%"):
             rows[cells[0]] = (float(cells[1][:-1]), float(cells[2][:-1]))
+        if len(cells) == 6 and cells[1].endswith("%"):
+            octo[cells[0]] = [float(c[:-1]) for c in cells[1:5]]  # A, B, C, normalized
     assert rows["fine-tuned on A (task-a)"][0] > 80 and rows["fine-tuned on B (task-b)"][1] > 80
     assert rows["`git merge` ours"][1] < 50
     for label, (a, b) in rows.items():
         if label.startswith("`git merge`") and "ours" not in label:
             assert a > 70 and b > 70, (label, a, b)
+    for i, task in enumerate("ABC"):
+        assert octo[f"fine-tuned on {task} (task-{task.lower()})"][i] > 80
+    merges = {label: v for label, v in octo.items() if label.startswith("`git merge`")}
+    assert len(merges) == 9 and any("(tuned)" in label for label in merges), merges
+    pretrained = octo["pre-trained (main)"][3]
+    average = merges["`git merge` average"][3]
+    for label, (a, b, c, norm) in merges.items():
+        assert norm > pretrained + 20, (label, norm)  # model stock included: it moves off θ₀
+        if "model-stock" not in label:
+            assert min(a, b, c) > 60 and norm > 75, (label, a, b, c, norm)
+        if "task-arithmetic" in label or "ties" in label or "breadcrumbs" in label:
+            assert norm > average, (label, norm, average)
+    assert "merge-models=3" in out
