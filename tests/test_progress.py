@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import git, gtl, objects_in
+from conftest import git, gtl, objects_in, run
 from fixtures import safetensors_bytes, small_model
 
 from git_theta_like.progress import Progress
@@ -31,9 +31,7 @@ def committed(repo: Path) -> Path:
     return repo
 
 
-def test_add_and_checkout_show_progress_only_when_asked(
-    repo: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_add_and_checkout_show_progress_only_when_asked(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = safetensors_bytes(small_model(seed=1, scale=2))
     (repo / "m.safetensors").write_bytes(data)
     monkeypatch.delenv("GIT_THETA_LIKE_PROGRESS", raising=False)
@@ -189,3 +187,24 @@ def test_filter_never_imports_a_progress_library() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_migrate_shows_commits_rewritten_with_its_messages_on_lines_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = tmp_path / "lfs"
+    r.mkdir()
+    git(r, "init", "-q")
+    run("git", "lfs", "install", "--local", cwd=r)
+    run("git", "lfs", "track", "*.safetensors", cwd=r)
+    (r / "m.safetensors").write_bytes(safetensors_bytes(small_model(seed=1)))
+    git(r, "add", "-A")
+    git(r, "commit", "-qm", "v1")
+    gtl(r, "install")
+    monkeypatch.setenv("GIT_THETA_LIKE_PROGRESS", "1")
+    lines = final_lines(gtl(r, "migrate", "--yes").stderr)
+    converting = [i for i, line in enumerate(lines) if line.startswith("git-theta-like: converting ")]
+    assert len(converting) == 1, lines
+    assert lines[-1] == "Rewriting commits: 1/1 commits", lines
+    # the conversion's file is stored with its own line, after the message that names it
+    assert lines[converting[0] + 1].startswith(f"Storing m.safetensors: {TENSORS}/{TENSORS} tensors, "), lines
