@@ -53,6 +53,7 @@ from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import looks_like_manifest
 from git_theta_like.lfs.pointer import POINTER_MAX, LfsPointer, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
+from git_theta_like.progress import Progress
 from git_theta_like.store import store_of
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
@@ -277,10 +278,23 @@ class Migrator:
         """Rewrite commits (parents first); `objects`: how many LFS objects to convert (progress)."""
         self._total_objects = objects
         total = len(commits)
-        for i, cid in enumerate(commits, 1):
-            self.commit_map[cid] = self._rewrite_commit(cid)
-            if total >= 20 and (i % 100 == 0 or i == total):
-                self.say(f"rewrote {i}/{total} commits")
+        progress = Progress("Rewriting commits", unit="commits", total=total, show_bytes=False, delay=1.0)
+        say = self.say
+
+        def said(msg: str) -> None:  # a line of its own, the progress line redrawn below it
+            progress.clear()
+            say(msg)
+
+        self.say = said
+        try:
+            for i, cid in enumerate(commits, 1):
+                self.commit_map[cid] = self._rewrite_commit(cid)
+                progress.step()
+                if not progress.enabled and total >= 20 and (i % 100 == 0 or i == total):
+                    say(f"rewrote {i}/{total} commits")
+        finally:
+            self.say = say
+        progress.finish()
 
     def _rewrite_commit(self, cid: pygit2.Oid) -> pygit2.Oid:
         commit = self.git[cid].peel(pygit2.Commit)

@@ -35,6 +35,7 @@ RANKS = {
     "display": 9,
     "faults": 9,
     "concurrency": 9,
+    "progress": 9,
     "__init__": 9,
 }
 BOTTOM = 9  # the bottom modules may import one another (acyclically)

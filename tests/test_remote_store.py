@@ -30,8 +30,8 @@ from git_theta_like.errors import (
 )
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs.endpoint import resolve_endpoint
-from git_theta_like.lfs.progress import Progress
 from git_theta_like.lfs.transfer import RemoteStore
+from git_theta_like.progress import Progress
 from git_theta_like.store import store_of
 
 Server = GiftlessServer | FaultyLFSServer

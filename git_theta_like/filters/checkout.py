@@ -74,7 +74,7 @@ def materialize(
             sync.ensure_local(repo, sync.manifest_objects(m), what=f.path)
             target.parent.mkdir(parents=True, exist_ok=True)
             with AtomicFile(target.parent, prefix=f".{target.name}.gtl-") as out:
-                engine.smudge(m, out.write)
+                engine.smudge(m, out.write, f.path)
                 out.commit(target)
             done.append(f.path)
     if done:

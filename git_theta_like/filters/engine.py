@@ -41,6 +41,7 @@ from git_theta_like.errors import (
 from git_theta_like.formats import ByteReader, HashingSource, Skeleton, Tensor, TensorInfo
 from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, LfsPointer, parse_pointer
 from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry, is_manifest
+from git_theta_like.progress import Progress
 from git_theta_like.store.local import LocalStore
 
 DEFAULT_MAX_CHAIN = 8  # a delta chain longer than this gets a keyframe
@@ -48,6 +49,7 @@ DEFAULT_MAX_CHAIN = 8  # a delta chain longer than this gets a keyframe
 # then never downloads more than git-lfs would (the file itself).
 DEFAULT_CHAIN_RATIO = 1.0
 BIG_REGION = 16 * 1024 * 1024  # regions above this have their chunks encoded in parallel
+PROGRESS_DELAY = 1.0  # a file's clean or smudge shows progress once it has taken this long (s)
 DEFAULT_INFLIGHT = 64 * 1024 * 1024
 WHOLE = "opaque"  # manifest format name of a file stored whole
 
@@ -252,14 +254,19 @@ class Engine:
             return self._store_whole(iter(()), reader, known).to_bytes()
         pieces: list[_Piece] = []
         budget = _Budget(self.inflight_bytes)
+        # tensors stored of those read so far, their bytes, the rate
+        label = f"Storing {display.printable(path) or 'file'}"
+        progress = Progress(label, unit="tensors", delay=PROGRESS_DELAY)
         try:
             for event in formats.split(parser, reader):
                 reader.mark()
                 if isinstance(event, Skeleton):
                     pieces.append(_Piece(skeleton=event.data))
                 elif isinstance(event, Tensor):
-                    pieces.append(_Piece(info=event.info, future=self._submit(event, ctx, budget)))
+                    fut = self._submit(event, ctx, budget, progress)
+                    pieces.append(_Piece(info=event.info, future=fut))
         except FormatError as e:
+            progress.finish()
             self.warn(f"{path or 'file'}: not split as {parser.name} ({e}); stored whole")
             leftover = reader.consumed_since_mark()
             kept = self._store_whole(self._replay(pieces, leftover), reader, known)
@@ -267,7 +274,10 @@ class Engine:
             if previous is not None and previous.format != WHOLE and shorter:
                 self._warn_truncated(path, kept.size, previous.size)
             return kept.to_bytes()
-        return self._finish(parser.name, pieces, known).to_bytes()
+        try:
+            return self._finish(parser.name, pieces, known).to_bytes()
+        finally:
+            progress.finish()
 
     def _warn_truncated(self, path: str, size: int, staged: int) -> None:
         """The staged version of path parsed as a checkpoint, this content ends inside it: most
@@ -312,14 +322,22 @@ class Engine:
             self.warn(f"{path or 'file'}: looks like a manifest but is not valid ({e})")
         return data
 
-    def _submit(self, event: Tensor, ctx: _CleanContext, budget: _Budget) -> Future[ObjectRef]:
+    def _submit(
+        self, event: Tensor, ctx: _CleanContext, budget: _Budget, progress: Progress
+    ) -> Future[ObjectRef]:
         n = len(event.data)
+        progress.add_total(1, n)
         budget.acquire(n)
         if n > BIG_REGION:
             fut = self.big.submit(self._store_region, event.info, event.data, ctx, self.pool.map)
         else:
             fut = self.pool.submit(self._store_region, event.info, event.data, ctx, map)
-        fut.add_done_callback(lambda _: budget.release(n))
+
+        def done(_: Future[ObjectRef]) -> None:
+            budget.release(n)
+            progress.step(n)
+
+        fut.add_done_callback(done)
         return fut
 
     def _store_region(
@@ -548,15 +566,30 @@ class Engine:
 
     # ---------------------------------------------------------------- smudge
 
-    def smudge(self, manifest: Manifest, write: Callable[[Buffer], object]) -> None:
-        """Write the checkpoint file a manifest describes, through write(), in order."""
+    def smudge(self, manifest: Manifest, write: Callable[[Buffer], object], path: str = "") -> None:
+        """Write the checkpoint file a manifest describes, through write(), in order (progress,
+        for a file that takes over PROGRESS_DELAY, names it `path`)."""
         manifest.validate()
+        progress = Progress(
+            f"Writing {display.printable(path) or 'file'}",
+            unit="tensors",
+            total=len(manifest.tensors),
+            total_bytes=manifest.size,
+            delay=PROGRESS_DELAY,
+        )
+        try:
+            self._smudge(manifest, write, progress)
+        finally:
+            progress.finish()
+
+    def _smudge(self, manifest: Manifest, write: Callable[[Buffer], object], progress: Progress) -> None:
         skel_ref = manifest.skeleton
         if manifest.skeleton_length > BIG_REGION and not manifest.tensors:
             for chunk in self.store.iter_raw(
                 skel_ref.oid, "the file", skel_ref.raw, manifest.skeleton_length
             ):
                 write(chunk)
+                progress.advance(len(chunk))
             return
         skeleton = memoryview(
             self.store.read_raw(skel_ref.oid, "skeleton", skel_ref.raw, 0, manifest.skeleton_length)
@@ -593,6 +626,8 @@ class Engine:
                 raise ThetaLikeError(f"tensor {t.name!r}: object decodes to the wrong length")
             write(data)
             del data
+            progress.step(gap + t.length)
             pos = t.offset + t.length
             fill()
         write(skeleton[spos:])
+        progress.advance(len(skeleton) - spos)

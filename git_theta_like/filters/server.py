@@ -170,7 +170,7 @@ def _smudge(engine: Engine, repo: Repo, request: Request, chan: FilterChannel, l
         content.drain()
         manifest = later.ready.pop(path)
         sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
-        _send(path, chan, lambda write: engine.smudge(manifest, write))
+        _send(path, chan, lambda write: engine.smudge(manifest, write, path))
         return
     src = ByteReader(content)
     head = src.peek(64)
@@ -210,7 +210,7 @@ def _smudge(engine: Engine, repo: Repo, request: Request, chan: FilterChannel, l
         chan.delayed()
         return
     sync.ensure_local(repo, needed, what=path)
-    _send(path, chan, lambda write: engine.smudge(manifest, write))
+    _send(path, chan, lambda write: engine.smudge(manifest, write, path))
 
 
 def _spool(src: ByteReader, tmpdir: Path) -> tempfile.SpooledTemporaryFile[bytes]:

@@ -37,7 +37,7 @@ from git_theta_like.errors import (
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs.endpoint import Endpoint, resolve_endpoint
 from git_theta_like.lfs.http import LFS_MEDIA_TYPE, Http, describe
-from git_theta_like.lfs.progress import Progress
+from git_theta_like.progress import Progress
 from git_theta_like.store import store_of
 from git_theta_like.store.atomic import AtomicFile
 from git_theta_like.store.local import LocalStore
@@ -561,7 +561,7 @@ class RemoteStore:
 
             self.http.retrying(put)
             if current is None:
-                progress.object_done()
+                progress.step()
                 return False
             if "verify" in (current.get("actions") or {}):
                 vhref, vheaders, vcreds = self._action(current, "verify")
@@ -590,7 +590,7 @@ class RemoteStore:
                         ) from None
 
                 self.http.retrying(verify)
-            progress.object_done()
+            progress.step()
             faults.point("upload")
             return True
 
@@ -641,7 +641,7 @@ class RemoteStore:
                     return _receive(store_of(self.repo), oid, size, chunks, ep.url, progress)
 
             new = self.http.retrying(get)
-            progress.object_done()
+            progress.step()
             return new
 
         return task
@@ -666,7 +666,7 @@ class RemoteStore:
                 raise self._missing_error(str(src.objects), [oid]) from None
             except OSError as e:
                 raise RemoteError(f"copying object {oid} ({where}) failed: {e}", [oid]) from None
-            progress.object_done()
+            progress.step()
             return new
 
         return task

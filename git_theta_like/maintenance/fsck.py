@@ -17,6 +17,7 @@ from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import UnconvertedFile, reachable_manifests, unconverted_files
 from git_theta_like.lfs import anchors, sync
 from git_theta_like.manifest import Manifest
+from git_theta_like.progress import Progress
 from git_theta_like.store import store_of
 
 
@@ -78,7 +79,10 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
                 local_only.add(ref.oid)
     report.objects = len(wanted)
     store = store_of(repo)
-    for oid, (_raw, _size, where) in sorted(wanted.items()):
+    total_bytes = sum(size for _, size, _ in wanted.values())
+    progress = Progress("Checking objects", total=len(wanted), total_bytes=total_bytes, delay=1.0)
+    for oid, (_raw, size, where) in sorted(wanted.items()):
+        progress.step(size)  # counted as it starts: the loop's ways out are many
         if not store.has(oid):
             # Objects of pushed history may live only on the remote (a clone fetches on demand;
             # --remote checks them there). Unpushed work must be complete locally.
@@ -114,6 +118,7 @@ def fsck(repo: Repo, remote: str | None = None, check_remote: bool = False) -> F
                 report.not_local += 1  # its chain is on the remote, fetched on demand
         except ThetaLikeError as e:  # corrupt, or a header or payload no parser accepts
             report.problems.append(Problem("corrupt", oid, str(e), where))
+    progress.finish()
     if check_remote:
         _check_remote(repo, remote or sync.default_remote(repo), wanted, report)
     report.problems.extend(unconverted_problems(repo))

@@ -30,6 +30,7 @@ from git_theta_like.errors import SharedStorageError, StoreBusyError, ThetaLikeE
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import reachable_manifests, worktrees
 from git_theta_like.lfs import sync
+from git_theta_like.progress import Progress
 from git_theta_like.store import store_of
 from git_theta_like.store.local import USERS_FILE, LocalStore
 from git_theta_like.store.lock import BUSY
@@ -159,7 +160,12 @@ def _collect(repos: list[Repo], store: LocalStore, dry_run: bool, grace: float) 
     keep_set = {o for o, _ in sync.chain_closure(repo, keep.items())}
     now = time.time()
     deleted = freed = foreign = 0
-    for oid in sorted(store.all_oids() - keep_set):
+    candidates = sorted(store.all_oids() - keep_set)
+    # unreferenced objects looked at of N, bytes freed
+    label = "Pruning objects" + (" (dry run)" if dry_run else "")
+    progress = Progress(label, total=len(candidates), delay=1.0)
+    for oid in candidates:
+        progress.step()
         path = store.path(oid)
         try:
             st = path.stat()
@@ -175,6 +181,8 @@ def _collect(repos: list[Repo], store: LocalStore, dry_run: bool, grace: float) 
             continue
         deleted += 1
         freed += st.st_size
+        progress.advance(st.st_size)
+    progress.finish()
     tmp_removed = 0
     if store.tmp.is_dir():
         for p in store.tmp.iterdir():
