@@ -14,6 +14,14 @@ def single_threaded_blas() -> None:
         os.environ.setdefault(var, "1")
 
 
+def single_threaded_numpy_blas() -> None:
+    """For the merge commands, which keep torch's threads (MKL and OpenMP): numpy's OpenBLAS
+    alone single-threaded. The clean they drive runs the chooser's small SVDs on its pool's
+    threads, where OpenBLAS threads on top made each one 6-14x slower (a quarter of a merge
+    driver's CPU). Must run before numpy is imported; a user's own setting is kept."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 # glibc's mallopt parameters
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3

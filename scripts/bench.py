@@ -10,6 +10,7 @@ The filter processes of both tools run under a small wrapper that records their 
 from __future__ import annotations
 
 import argparse
+import collections
 import filecmp
 import json
 import math
@@ -781,95 +782,223 @@ def all_changed(sd: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+# (method, mergekit's YAML (models by name), git-theta-like's strategy, its parameters)
+MERGE_METHODS = [
+    (
+        "linear",
+        "merge_method: linear\nmodels:\n  - model: A\n    parameters: {weight: 0.5}\n"
+        "  - model: B\n    parameters: {weight: 0.5}\ndtype: float32\n",
+        "linear",
+        "ours=0.5,theirs=0.5",
+    ),
+    (
+        "task_arithmetic",
+        "merge_method: task_arithmetic\nbase_model: O\nmodels:\n  - model: A\n    parameters: {weight: 1.0}\n"
+        "  - model: B\n    parameters: {weight: 1.0}\ndtype: float32\n",
+        "task-arithmetic",
+        "conventions=mergekit",
+    ),
+    (
+        "ties",
+        "merge_method: ties\nbase_model: O\nmodels:\n"
+        "  - model: A\n    parameters: {weight: 1.0, density: 0.2}\n"
+        "  - model: B\n    parameters: {weight: 1.0, density: 0.2}\ndtype: float32\n",
+        "ties",
+        "density=0.2,conventions=mergekit,normalize=true,rescale=false",
+    ),
+]
+MERGE_TARGETS = {"linear": 1.0, "ties": 0.5}  # issue #17: git merge wall / mergekit wall
+DRIVER_RSS_TARGET = 600 * 2**20
+
+
+def _mergekit_model(d: Path, src: Path, layers: int) -> None:
+    """A model directory mergekit reads: config.json and the checkpoint (a hard link)."""
+    d.mkdir()
+    cfg = {
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "num_hidden_layers": layers,
+    }
+    (d / "config.json").write_text(json.dumps(cfg))
+    os.link(src, d / "model.safetensors")
+
+
+def _read_safetensors(path: Path) -> dict[str, bytes]:
+    """Tensor name -> raw bytes of a safetensors file, or of every shard in a directory."""
+    out: dict[str, bytes] = {}
+    for f in sorted(path.glob("*.safetensors")) if path.is_dir() else [path]:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+            data = fh.read()
+        for k, v in header.items():
+            if k != "__metadata__":
+                a, b = v["data_offsets"]
+                out[k] = data[a:b]
+    return out
+
+
+def _wrapped(
+    cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None
+) -> tuple[float, float, int]:
+    """(wall s, CPU s, peak RSS bytes) of a command run under memwrap (a process that never held
+    the data): the peak is that of the largest process it waited for."""
+    os.sync()
+    log.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, str(MEMWRAP), str(log), *cmd], cwd=cwd, env=env, capture_output=True)
+    dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr.decode(errors='replace')}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return dt, cpu, int(log.read_text().split()[-1]) * 1024
+
+
 def merge_times(work: Path, repeat: int, layers: int) -> str:
-    """`git merge` of two full fine-tunes of one base (every tensor changed on both sides, so
-    every tensor is computed by the strategy), per device; the merge driver's peak RSS."""
-    import re
-
-    import torch
-
-    base = bert_like(layers)
-    files = {"base": work / "merge-base.safetensors"}
-    write_safetensors(files["base"], base)
-    for name, seed in (("task-a", 1), ("task-b", 2)):
+    """The same merges of two full fine-tunes of one base (every tensor changed on both sides)
+    through mergekit (`mergekit-yaml`, out to a directory) and through git-theta-like (`git
+    merge` with the strategy set), alternating (A B A B): wall and CPU seconds, peak RSS, the
+    ratios, and whether the results are equal tensor for tensor."""
+    # BertForSequenceClassification as mergekit knows it: bert_like's tensors under `bert.`, the
+    # token type embeddings, the pooler and a 2-label classifier
+    sd = bert_like(layers)
+    d = sd["embeddings.word_embeddings.weight"].shape[1]
+    rng = np.random.default_rng(3)
+    sd["embeddings.token_type_embeddings.weight"] = (rng.standard_normal((2, d)) * 0.02).astype(np.float32)
+    sd["pooler.dense.weight"] = (rng.standard_normal((d, d)) * 0.02).astype(np.float32)
+    sd["pooler.dense.bias"] = np.zeros(d, np.float32)
+    base = {f"bert.{k}": v for k, v in sd.items()}
+    del sd
+    base["classifier.weight"] = (rng.standard_normal((2, d)) * 0.02).astype(np.float32)
+    base["classifier.bias"] = np.zeros(2, np.float32)
+    files = {"O": work / "merge-base.safetensors"}
+    write_safetensors(files["O"], base)
+    for name, seed in (("A", 1), ("B", 2)):
         files[name] = work / f"merge-{name}.safetensors"
         write_safetensors(files[name], all_changed(base, seed))
-    size = files["base"].stat().st_size
+    size = files["O"].stat().st_size
     largest = max(a.nbytes for a in base.values())
     params = sum(a.size for a in base.values())
     n_tensors = len(base)
     del base
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    strategies = [("average", ""), ("ties", "density=0.2")]
-    keys = [(d, s) for d in devices for s, _ in strategies]
-    wall: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-    driver: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-    rss: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-    smudge_rss: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-    add_ft: list[float] = []  # for reference: `git add` of one full fine-tune (stored as deltas)
+    models = work / "mergekit-models"
+    models.mkdir()
+    for name, f in files.items():
+        _mergekit_model(models / name, f, layers)
+    r = Repo(work / "merge-repo", "theta-like")
+    driver_log = work / "merge-driver.rss"
+    wrap = [sys.executable, str(MEMWRAP), str(driver_log), "git-theta-like", "merge-driver"]
+    r.git("config", "merge.theta-like.driver", " ".join(wrap + ["%O", "%A", "%B", "%P"]))
+    for name, branch in (("O", "main"), ("A", "task-a"), ("B", "task-b")):
+        if branch != "main":
+            r.git("checkout", "-q", "-b", branch, "main")
+        shutil.copyfile(files[name], r.root / "model.safetensors")
+        r.git("add", "model.safetensors")
+        r.git("commit", "-qm", branch)
+    r.peak_rss()
+    keys = [m[0] for m in MERGE_METHODS]
+    rec: dict[str, dict[str, list[float]]] = {k: collections.defaultdict(list) for k in keys}
+    equal: dict[str, str] = {}
     for rep in range(repeat):
-        r = Repo(work / f"merge-{rep}", "theta-like")
-        driver_log = r.root.parent / f"merge-{rep}.driver.rss"
-        wrap = [sys.executable, str(MEMWRAP), str(driver_log), "git-theta-like", "merge-driver"]
-        r.git("config", "merge.theta-like.driver", " ".join(wrap + ["%O", "%A", "%B", "%P"]))
-        for name in ("base", "task-a", "task-b"):
-            if name != "base":
-                r.git("checkout", "-q", "-b", name, "main")
-            shutil.copyfile(files[name], r.root / "model.safetensors")
-            t_add = r.git("add", "model.safetensors")
-            if name != "base":
-                add_ft.append(t_add)
-            r.git("commit", "-qm", name)
-        r.peak_rss()
-        for device, strategy in keys:
+        for method, yaml, strategy, setting in MERGE_METHODS:
+            m = rec[method]
+            # A: mergekit
+            cfg = models / f"{method}.yml"
+            cfg.write_text(
+                yaml.replace(": O", f": {models / 'O'}")
+                .replace(": A", f": {models / 'A'}")
+                .replace(": B", f": {models / 'B'}")
+            )
+            out = work / f"mergekit-out-{method}"
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = ["mergekit-yaml", str(cfg), str(out), "--no-copy-tokenizer", "--quiet", "--no-cuda"]
+            wall, cpu, rss = _wrapped(cmd, work, work / "mergekit.rss")
+            m["mergekit wall"].append(wall)
+            m["mergekit cpu"].append(cpu)
+            m["mergekit rss"].append(rss)
+            # B: git merge
             r.git("checkout", "-q", "-B", "merged", "task-a")
+            r.git("update-index", "-q", "--refresh")  # the checkout long done, as for a user
             r.peak_rss()
             env = dict(os.environ)
-            env.update(GIT_THETA_LIKE_MERGE_STRATEGY=strategy, GIT_THETA_LIKE_MERGE_DEVICE=device)
-            env["GIT_THETA_LIKE_MERGE_SET"] = dict(strategies)[strategy]
-            os.sync()
-            t = time.perf_counter()
-            p = subprocess.run(
-                ["git", "merge", "--no-edit", "task-b"], cwd=r.root, env=env, capture_output=True
+            env.update(
+                GIT_THETA_LIKE_MERGE_STRATEGY=strategy,
+                GIT_THETA_LIKE_MERGE_SET=setting,
+                GIT_THETA_LIKE_MERGE_DEVICE="cpu",
             )
-            wall[(device, strategy)].append(time.perf_counter() - t)
+            merge_cmd = ["git", "merge", "--no-edit", "task-b"]
+            os.sync()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            p = subprocess.run(merge_cmd, cwd=r.root, env=env, capture_output=True)
+            m["git wall"].append(time.perf_counter() - t)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            m["git cpu"].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
             err = p.stderr.decode(errors="replace")
             if p.returncode:
                 raise RuntimeError(f"git merge failed:\n{err}")
-            pattern = rf"merged {n_tensors} tensors \({strategy} {n_tensors}\) on (\S+) in ([0-9.]+) s"
-            m = re.search(pattern, err)
-            assert m, err
-            driver[(device, strategy)].append(float(m.group(2)))
-            vals = [int(x) for x in driver_log.read_text().split()]
+            found = re.search(
+                rf"merged {n_tensors} tensors \({strategy} {n_tensors}\) on (\S+) in ([0-9.]+) s", err
+            )
+            assert found, err
+            m["driver wall"].append(float(found.group(2)))
+            m["driver rss"].append(max(int(x) for x in driver_log.read_text().split()) * 1024)
             driver_log.unlink()
-            rss[(device, strategy)].append(max(vals) * 1024)
-            smudge_rss[(device, strategy)].append(r.peak_rss())
-        shutil.rmtree(r.root)
+            m["filter rss"].append(r.peak_rss())
+            if rep == 0:
+                ours, theirs = _read_safetensors(r.root / "model.safetensors"), _read_safetensors(out)
+                same = sum(ours[k] == theirs.get(k) for k in ours)
+                equal[method] = (
+                    f"all {n_tensors} tensors bit for bit"
+                    if same == n_tensors
+                    else f"{same} of {n_tensors} tensors bit for bit"
+                )
+            shutil.rmtree(out)
+    shutil.rmtree(r.root)
+    shutil.rmtree(models)
     for f in files.values():
         f.unlink()
-    head = "| measure | " + " | ".join(f"{s} ({d})" for d, s in keys) + " |"
-    out = [
-        f"\n### Merge of two full fine-tunes: {size / 2**20:.0f} MiB fp32 checkpoint, {params / 1e6:.0f}M "
-        f"parameters, {n_tensors} tensors all changed on both sides, largest tensor "
-        f"{largest / 2**20:.0f} MiB, median of {repeat}\n",
-        head,
-        "|---|" + "---:|" * len(keys),
-        "| `git merge` (wall) | " + " | ".join(secs(med(wall[k])) for k in keys) + " |",
-        "| merge driver (plan, merge, store) | " + " | ".join(secs(med(driver[k])) for k in keys) + " |",
-        "| merge driver peak RSS | " + " | ".join(mib(med(rss[k])) for k in keys) + " |",
-        "| filter peak RSS (checkout of the result) | "
-        + " | ".join(mib(med(smudge_rss[k])) for k in keys)
-        + " |",
+    out_lines = [
+        f"\n### Merge vs mergekit: two full fine-tunes of one base, {size / 2**20:.0f} MiB fp32 checkpoint "
+        f"(BertForSequenceClassification, {params / 1e6:.0f}M parameters, {n_tensors} tensors, "
+        "all changed on both sides, "
+        f"largest tensor {largest / 2**20:.0f} MiB), CPU, A B A B, median of {repeat}\n",
+        "| method | measure | git merge | mergekit-yaml | ratio | target |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    out.append(
-        f"\nFor reference, `git add` of one of the fine-tunes (stored as deltas against the base): "
-        f"{secs(med(add_ft))}."
-        " git-lfs cannot merge: the same `git merge` stops with a binary conflict on model.safetensors."
-        f" ties: density=0.2. Devices: {', '.join(devices)}"
-        + ("" if "cuda" in devices else " (no CUDA device here)")
-        + "."
+    for method in keys:
+        m = rec[method]
+        rows = [
+            ("wall", med(m["git wall"]), med(m["mergekit wall"]), secs, MERGE_TARGETS.get(method)),
+            ("CPU", med(m["git cpu"]), med(m["mergekit cpu"]), secs, None),
+            ("peak RSS", med(m["driver rss"]), med(m["mergekit rss"]), mib, None),
+        ]
+        for label, a, b, fmt, target in rows:
+            goal = "" if target is None else f"<= {target:g}x: {'met' if a / b <= target else 'NOT met'}"
+            out_lines.append(f"| {method} | {label} | {fmt(a)} | {fmt(b)} | {a / b:.2f}x | {goal} |")
+    out_lines.append("")
+    out_lines.append(
+        "| method | merge driver (plan, merge, store) | driver peak RSS "
+        "| checkout filter peak RSS | result vs mergekit |"
     )
-    return "\n".join(out)
+    out_lines.append("|---|---:|---:|---:|---|")
+    for method in keys:
+        m = rec[method]
+        rss_goal = "met" if med(m["driver rss"]) <= DRIVER_RSS_TARGET else "NOT met"
+        out_lines.append(
+            f"| {method} | {secs(med(m['driver wall']))} "
+            f"| {mib(med(m['driver rss']))} (<= 600 MiB: {rss_goal}) "
+            f"| {mib(med(m['filter rss']))} | {equal[method]} |"
+        )
+    out_lines.append(
+        "\n`git merge` wall and CPU include git, the merge driver (which stores the result) and the "
+        "checkout of the merged file; mergekit-yaml's include writing its output directory. "
+        "Peak RSS: the merge driver's and mergekit-yaml's, each measured by a wrapper process "
+        "(scripts/memwrap.py). Settings: " + "; ".join(f"{m[0]}: {m[2]} {m[3]}" for m in MERGE_METHODS) + "."
+    )
+    return "\n".join(out_lines)
 
 
 # ------------------------------------------------------------------ codec: keyframe codecs vs ZipNN

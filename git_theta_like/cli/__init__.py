@@ -18,7 +18,7 @@ import pygit2
 from git_theta_like import __version__
 from git_theta_like.cli.common import VERSION_LINE, error_line
 from git_theta_like.errors import ThetaLikeError
-from git_theta_like.threads import single_threaded_blas
+from git_theta_like.threads import single_threaded_blas, single_threaded_numpy_blas
 
 # command name -> module:attribute (families: setup, inspect, transfer, diff, merge, migrate,
 # publish, maintenance, plumbing)
@@ -60,6 +60,7 @@ COMMANDS = {
 # contend (and OpenBLAS's idle threads cost CPU at start-up). Set before their module, and so
 # numpy, is imported. The merge commands keep torch's threads.
 SINGLE_THREADED_BLAS = {"filter-process", "clean", "smudge", "diff", "log", "diff-driver", "diff-textconv"}
+SINGLE_THREADED_NUMPY_BLAS = {"merge-driver", "merge", "mergetool"}
 
 
 class _Group(click.Group):
@@ -77,6 +78,8 @@ class _Group(click.Group):
         module, _, attr = target.partition(":")
         if cmd_name in SINGLE_THREADED_BLAS:
             single_threaded_blas()
+        elif cmd_name in SINGLE_THREADED_NUMPY_BLAS:
+            single_threaded_numpy_blas()
         cmd = getattr(importlib.import_module(f"git_theta_like.cli.{module}"), attr)
         assert isinstance(cmd, click.Command)
         return cmd
