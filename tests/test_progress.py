@@ -208,3 +208,29 @@ def test_migrate_shows_commits_rewritten_with_its_messages_on_lines_of_their_own
     assert lines[-1] == "Rewriting commits: 1/1 commits", lines
     # the conversion's file is stored with its own line, after the message that names it
     assert lines[converting[0] + 1].startswith(f"Storing m.safetensors: {TENSORS}/{TENSORS} tensors, "), lines
+
+
+def test_merge_shows_the_tensors_merged_of_n_and_the_device(
+    committed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = committed
+    import numpy as np
+
+    def variant(seed: int) -> bytes:
+        sd = small_model(seed=1, scale=2)
+        rng = np.random.default_rng(seed)
+        first = sorted(sd)[0]
+        dt, shape, raw = sd[first]
+        a = np.frombuffer(raw, np.float32) + rng.standard_normal(len(raw) // 4).astype(np.float32)
+        sd[first] = (dt, shape, a.tobytes())
+        return safetensors_bytes(sd)
+
+    git(repo, "checkout", "-q", "-b", "theirs")
+    (repo / "m.safetensors").write_bytes(variant(3))
+    git(repo, "commit", "-qam", "theirs")
+    git(repo, "checkout", "-q", "-")
+    (repo / "m.safetensors").write_bytes(variant(4))
+    git(repo, "commit", "-qam", "ours")
+    monkeypatch.setenv("GIT_THETA_LIKE_PROGRESS", "1")
+    err = gtl(repo, "merge", "theirs", "--device", "cpu").stderr
+    assert "Merging m.safetensors: 1/1 tensors, " in err and "on cpu" in err, err

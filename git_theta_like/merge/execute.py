@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from git_theta_like.display import printable
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import MergeBuildError
 from git_theta_like.formats import ByteReader, safetensors
@@ -32,6 +33,7 @@ from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry
 from git_theta_like.merge import config
 from git_theta_like.merge.plan import Job, Plan, Slot
 from git_theta_like.merge.strategies.base import Strategy, Value, format_value
+from git_theta_like.progress import Progress
 from git_theta_like.store import store_of
 from git_theta_like.store.local import LocalStore
 from git_theta_like.store.reader import CachedStore
@@ -272,7 +274,7 @@ def parents(ours: Manifest, theirs: Manifest, base: Manifest | None) -> Manifest
     return Manifest(ours.format, ours.size, ours.skeleton_length, ours.skeleton, tensors)
 
 
-def store_result(plan: Plan, repo: Repo, compute: Compute) -> Manifest:
+def store_result(plan: Plan, repo: Repo, compute: Compute, device: str = "") -> Manifest:
     """Store the plan's result through Engine.clean; returns its manifest, recipes recorded.
 
     The whole file is streamed when its header or zip records change; otherwise only the merged
@@ -291,7 +293,16 @@ def store_result(plan: Plan, repo: Repo, compute: Compute) -> Manifest:
     with engine_for(repo) as engine:
         engine.warn = warnings.append
         engine.store = store  # clean reads ours again as the delta parent: from the cache
-        produced = _Producer(slots, store, compute)
+        jobs = [s for s in slots if s.job is not None]
+        progress = Progress(
+            f"Merging {printable(plan.path)}",
+            unit="tensors",
+            total=len(jobs),
+            total_bytes=sum(slot_nbytes(s) for s in jobs),
+            detail=f"on {device}" if device else "",
+            delay=1.0,
+        )
+        produced = _counted(_Producer(slots, store, compute), progress)
         pieces = _pieces(plan, store, produced) if whole else _merged_only(slots, produced)
         data = engine.clean(
             ByteReader(IterSource(pieces)),
@@ -317,6 +328,17 @@ def store_result(plan: Plan, repo: Repo, compute: Compute) -> Manifest:
     result = Manifest(layout.format, layout.size, layout.skeleton_length, layout.skeleton, tensors)
     result.validate()
     return annotate(result, plan)
+
+
+def _counted(produced: Iterable[tuple[Slot, Buffer]], progress: Progress) -> Iterator[tuple[Slot, Buffer]]:
+    """produced, each merged tensor counted on the progress line (tensors merged of N, device)."""
+    try:
+        for slot, data in produced:
+            if slot.job is not None:
+                progress.step(len(data))
+            yield slot, data
+    finally:
+        progress.finish()
 
 
 def _merged_only(slots: list[Slot], produced: Iterable[tuple[Slot, Buffer]]) -> Iterator[Buffer]:
@@ -376,7 +398,7 @@ def build_result(plan: Plan, repo: Repo, cfg: config.MergeConfig) -> tuple[Manif
         return assemble(plan), ""
     ensure_local(repo, needed_objects(plan))
     compute, device = make_compute(cfg, plan.jobs) if plan.jobs else (_no_compute, None)
-    return store_result(plan, repo, compute), str(device or "")
+    return store_result(plan, repo, compute, str(device or "")), str(device or "")
 
 
 def _no_compute(job: Job, data: list[Buffer]) -> Buffer:  # pragma: no cover - no jobs, never called
