@@ -352,3 +352,26 @@ def test_man_pages_from_the_command_tree(tmp_path: Path) -> None:
         ["git", "help", "theta-like"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert page.returncode == 0 and "git-theta-like-status(1)" in page.stdout
+
+
+def test_install_puts_the_man_pages_next_to_the_environment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git theta-like install` writes the pages into <prefix>/share/man/man1 (where man looks
+    for an environment whose bin is on PATH), once per version; an unwritable prefix is no error."""
+    import sys
+
+    from git_theta_like.cli.manpage import install_pages
+
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "env"))
+    where = install_pages()
+    assert where == tmp_path / "env" / "share" / "man" / "man1"
+    overview = where / "git-theta-like.1"
+    assert overview.read_text().startswith('.TH "GIT-THETA-LIKE"')
+    assert (where / "git-theta-like-install.1").is_file()
+    overview.write_text(overview.read_text() + '.\\" kept\n')
+    install_pages()
+    assert overview.read_text().endswith('.\\" kept\n')  # this version's pages: left alone
+    (tmp_path / "ro").write_text("a file where a directory should be")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "ro"))
+    assert install_pages() is None

@@ -13,7 +13,6 @@ import os
 import sys
 
 import click
-import pygit2
 
 from git_theta_like import __version__
 from git_theta_like.cli.common import VERSION_LINE, error_line
@@ -93,7 +92,14 @@ class _Group(click.Group):
             sys.exit(141)
         except KeyboardInterrupt:
             sys.exit(130)
-        except (ThetaLikeError, pygit2.GitError, OSError) as e:
+        except (ThetaLikeError, OSError) as e:
+            text, status = error_line(e)
+            click.echo(text, err=True)
+            sys.exit(status)
+        except Exception as e:  # pygit2.GitError (pygit2 is imported only by what needs it)
+            pygit2 = sys.modules.get("pygit2")
+            if pygit2 is None or not isinstance(e, pygit2.GitError):
+                raise
             text, status = error_line(e)
             click.echo(text, err=True)
             sys.exit(status)

@@ -3,7 +3,9 @@
 roff (man(7) macros), so the pages always say what `--help` says.
 
 `python -m git_theta_like.cli.manpage DIR` writes them into DIR (e.g. a `man1` directory on
-MANPATH); nothing else runs this module."""
+MANPATH; scripts/setup does so for .venv), and `git theta-like install` into the installing
+environment's `share/man/man1` (`install_pages`): man finds that directory for an environment
+whose `bin` is on PATH, as it does for pip-installed git-lfs-like tools."""
 
 from __future__ import annotations
 
@@ -90,15 +92,48 @@ def pages(group: click.Group, version: str) -> dict[str, str]:
 
 
 def write_pages(directory: Path) -> list[Path]:
+    """Every page into directory; a page already there with the same text is left alone, the
+    others written atomically (several installs may run at once)."""
+    import os
+    import tempfile
+
     from git_theta_like import __version__
     from git_theta_like.cli import main
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for file_name, text in pages(main, __version__).items():
-        (directory / file_name).write_text(text)
-        written.append(directory / file_name)
+        target = directory / file_name
+        try:
+            same = target.read_text() == text
+        except OSError:
+            same = False
+        if not same:
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{file_name}.")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        written.append(target)
     return written
+
+
+def install_pages() -> Path | None:
+    """The pages into `<sys.prefix>/share/man/man1` (a virtual environment, or a user's prefix),
+    when that is writable; None when it is not (a system Python): best effort, never an error."""
+    from git_theta_like import __version__
+
+    directory = Path(sys.prefix) / "share" / "man" / "man1"
+    try:  # written by this version already: nothing to do (rendering them costs ~0.5 s)
+        if f'"{PROG} {__version__}"' in (directory / f"{PROG}.1").read_text().split("\n", 1)[0]:
+            return directory
+    except OSError:
+        pass
+    try:
+        write_pages(directory)
+    except OSError:
+        return None
+    return directory
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ def _scope(local: bool, global_: bool) -> bool:
 @click.option("--no-hooks", is_flag=True, help="Only set the git config; leave .git/hooks alone.")
 def install(local: bool, global_: bool, no_hooks: bool) -> None:
     """Configure git's filter, diff and merge drivers (repository-local by default) and hooks."""
+    from git_theta_like.cli.manpage import install_pages
     from git_theta_like.gitio import install as inst
+
+    install_pages()  # `git help theta-like` (man) finds them next to this environment's bin
 
     if _scope(local, global_):
         inst.write_config(inst.global_config())
