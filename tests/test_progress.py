@@ -71,14 +71,23 @@ def test_fsck_and_gc_show_progress_when_asked(committed: Path, monkeypatch: pyte
     assert gtl(repo, "gc", "--dry-run").stderr == ""
 
     monkeypatch.setenv("GIT_THETA_LIKE_PROGRESS", "1")
-    assert final_lines(gtl(repo, "fsck").stderr)[0].startswith(f"Checking objects: {n}/{n} objects, ")
+    commits = int(git(repo, "rev-list", "--count", "--all").stdout)
+    scanned, checked = final_lines(gtl(repo, "fsck").stderr)
+    assert scanned == f"Scanning history: {commits}/{commits} commits"  # the history walk
+    assert checked.startswith(f"Checking objects: {n}/{n} objects, ")
     lines = final_lines(gtl(repo, "gc", "--prune=now").stderr)
+    assert lines[0] == f"Scanning history: {commits}/{commits} commits"
+    lines = lines[1:]
     # the second version's tensors (the norm weights and biases are the same ones and stay)
     assert len(lines) == 1 and lines[0].startswith("Pruning objects: "), lines
     done, total = lines[0].split(": ")[1].split(" ")[0].split("/")
     assert done == total and int(total) > 0
-    # nothing left to prune: nothing to show
-    assert final_lines(gtl(repo, "gc", "--prune=now").stderr) == []
+    # nothing left to prune: nothing to show but the history walk
+    assert final_lines(gtl(repo, "gc", "--prune=now").stderr) == [lines_of_scan(commits)]
+
+
+def lines_of_scan(commits: int) -> str:
+    return f"Scanning history: {commits}/{commits} commits"
 
 
 def test_line_format_and_final_newline() -> None:

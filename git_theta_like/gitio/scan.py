@@ -18,6 +18,7 @@ import pygit2
 from git_theta_like.errors import ManifestError, RevisionError, ThetaLikeError
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, is_manifest
+from git_theta_like.progress import Progress
 
 
 @dataclass
@@ -335,9 +336,16 @@ def reachable_manifests(repo: Repo, reflogs: bool = True) -> dict[str, FoundMani
 
     seen_trees: set[pygit2.Oid] = set()
     commits, others = _roots(repo, reflogs)
-    for commit in _commits(repo, commits):
-        for path, blob_id in walk_tree(commit.tree, "", seen_trees):
-            consider(blob_id, str(commit.id)[:12], path)
+    # fsck, gc and fetch --all walk the whole history: a line once that has taken a second
+    progress = Progress("Scanning history", unit="commits", show_bytes=False, delay=1.0)
+    try:
+        for commit in _commits(repo, commits):
+            progress.add_total(1)
+            for path, blob_id in walk_tree(commit.tree, "", seen_trees):
+                consider(blob_id, str(commit.id)[:12], path)
+            progress.step()
+    finally:
+        progress.finish()
     for oid in others:  # a ref (or a tag) naming a tree or a blob directly
         obj = g.get(oid)
         if isinstance(obj, pygit2.Tree):
