@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ from git_theta_like.gitio.repo import Repo
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.merge import config
 from git_theta_like.merge.execute import build_result, summary
-from git_theta_like.merge.plan import FisherFiles, Plan, model_layers, plan_merge
+from git_theta_like.merge.plan import Conflict, FisherFiles, Plan, model_layers, plan_merge
 from git_theta_like.merge.state import state_file
 from git_theta_like.store.atomic import write_atomic
 from git_theta_like.threads import reuse_freed_memory
@@ -153,17 +154,25 @@ def _hint_sharded(repo: Repo, path: str) -> None:
         )
 
 
-def report_conflicts(plan: Plan) -> None:
-    n = len(plan.conflicts)
+def print_conflicts(path: str, conflicts: Sequence[Conflict], advice: str) -> None:
+    """The conflicts of one file on stderr, one line each, then how to resolve them (`advice`):
+    as the merge driver and the octopus strategy report them."""
+    n = len(conflicts)
     what = "tensor" if n == 1 else "tensors"
-    if all(c.tensor is None for c in plan.conflicts):
-        _err(f"{plan.path}: cannot be merged automatically:")
+    if all(c.tensor is None for c in conflicts):
+        _err(f"{path}: cannot be merged automatically:")
     else:
-        _err(f"{plan.path}: {n} {what} cannot be merged automatically:")
-    for c in plan.conflicts:
+        _err(f"{path}: {n} {what} cannot be merged automatically:")
+    for c in conflicts:
         print(f"    {c.line()}", file=sys.stderr)
-    _err(
-        f"{plan.path}: ours is in the work tree; resolve with `git theta-like mergetool {plan.path}` "
-        "(writes the base, ours, theirs and a best-effort merge next to it)"
-    )
+    _err(f"{path}: {advice}")
     sys.stderr.flush()
+
+
+def report_conflicts(plan: Plan) -> None:
+    print_conflicts(
+        plan.path,
+        plan.conflicts,
+        f"ours is in the work tree; resolve with `git theta-like mergetool {plan.path}` "
+        "(writes the base, ours, theirs and a best-effort merge next to it)",
+    )

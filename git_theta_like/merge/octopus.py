@@ -41,6 +41,7 @@ from git_theta_like.gitio.repo import Repo
 from git_theta_like.gitio.scan import walk_tree
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.merge import config
+from git_theta_like.merge.driver import print_conflicts
 from git_theta_like.merge.execute import build_result, summary
 from git_theta_like.merge.plan import Conflict, Plan, model_layers, plan_many
 from git_theta_like.merge.state import state_file
@@ -371,16 +372,11 @@ class Octopus:
         return conflicted
 
     def report(self, o: Outcome) -> None:
-        n = len(o.conflicts)
-        if all(c.tensor is None for c in o.conflicts):
-            _err(f"{o.path}: cannot be merged automatically:")
-        else:
-            _err(f"{o.path}: {n} tensor{'s' if n != 1 else ''} cannot be merged automatically:")
-        for c in o.conflicts:
-            print(f"    {c.line()}", file=sys.stderr)
-        _err(
-            f"{o.path}: ours is in the work tree; git's index holds the base, ours and one other head; "
-            f"resolve with `git theta-like mergetool {o.path} --resolve FILE` (or --use ours)"
+        print_conflicts(
+            o.path,
+            o.conflicts,
+            "ours is in the work tree; git's index holds the base, ours and one other head; "
+            f"resolve with `git theta-like mergetool {o.path} --resolve FILE` (or --use ours)",
         )
         state = state_file(self.repo, o.path)
         state.parent.mkdir(parents=True, exist_ok=True)
