@@ -70,7 +70,7 @@ class Progress:
         self.done_objects = 0
         self.done_bytes = 0
         self._start = time.monotonic()
-        self._last = 0.0
+        self._last = float("-inf")  # the first update draws
         self._shown = False
         self._finished = False
         self._lock = threading.Lock()
@@ -90,12 +90,13 @@ class Progress:
             self.done_bytes += nbytes
         self._draw()
 
-    def step(self, nbytes: int = 0) -> None:
-        """One item done (with the bytes it adds, if not reported through advance)."""
+    def step(self, nbytes: int = 0, count: int = 1) -> None:
+        """`count` items done (one by default), with the bytes they add if not reported through
+        advance."""
         if not self.enabled:
             return
         with self._lock:
-            self.done_objects += 1
+            self.done_objects += count
             self.done_bytes += nbytes
         self._draw()
 
@@ -131,7 +132,7 @@ class Progress:
             if self._shown and not self._finished:
                 self.stream.write("\r\x1b[K")
                 self.stream.flush()
-                self._last = 0.0
+                self._last = float("-inf")  # the first update draws
 
     def finish(self) -> None:
         """The final line, ended by a newline (so that git's own progress line, or the next

@@ -86,6 +86,23 @@ def test_fsck_and_gc_show_progress_when_asked(committed: Path, monkeypatch: pyte
     assert final_lines(gtl(repo, "gc", "--prune=now").stderr) == [lines_of_scan(commits)]
 
 
+def test_a_file_stored_whole_shows_its_chunks(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from git_theta_like.codecs import planes
+
+    size = 2 * planes.CHUNK + 123  # three chunks: not a checkpoint, stored whole
+    data = os.urandom(size)
+    (repo / "blob.bin").write_bytes(data)
+    monkeypatch.setenv("GIT_THETA_LIKE_PROGRESS", "1")
+    lines = [x for x in final_lines(git(repo, "add", "blob.bin").stderr) if not x.startswith("warning")]
+    assert len(lines) == 1, lines
+    total = f"{size / 2**20:.1f} MiB"
+    assert lines[0].startswith(f"Storing blob.bin whole: 3/3 chunks, {total}/{total}, "), lines
+    git(repo, "commit", "-qm", "blob")
+    (repo / "blob.bin").unlink()
+    git(repo, "checkout", "--", "blob.bin")
+    assert (repo / "blob.bin").read_bytes() == data
+
+
 def lines_of_scan(commits: int) -> str:
     return f"Scanning history: {commits}/{commits} commits"
 

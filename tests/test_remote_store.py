@@ -514,6 +514,11 @@ def test_progress_shown_when_asked(
     RemoteStore(b).download(objs)
     err = capfd.readouterr().err
     assert "Downloading LFS objects: 3/3 objects" in err
+    # the batch queries of fsck --remote, counted batch by batch
+    more = add_objects(a, 2, size=300)
+    assert RemoteStore(a, batch_size=2).missing_on_remote(objs + more) == [o for o, _ in more]
+    lines = [x.rsplit("\r", 1)[-1].replace("\x1b[K", "") for x in capfd.readouterr().err.split("\n") if x]
+    assert lines == ["Asking the remote: 5/5 objects"]
     p = Progress("x", enabled=False)
     p.add_total(1, 1)
     p.finish()

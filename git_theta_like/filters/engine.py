@@ -251,7 +251,7 @@ class Engine:
         known = ctx.known
         parser = formats.detect(head)
         if parser is None:
-            return self._store_whole(iter(()), reader, known).to_bytes()
+            return self._store_whole(iter(()), reader, known, path).to_bytes()
         pieces: list[_Piece] = []
         budget = _Budget(self.inflight_bytes)
         # tensors stored of those read so far, their bytes, the rate
@@ -269,7 +269,7 @@ class Engine:
             progress.finish()
             self.warn(f"{path or 'file'}: not split as {parser.name} ({e}); stored whole")
             leftover = reader.consumed_since_mark()
-            kept = self._store_whole(self._replay(pieces, leftover), reader, known)
+            kept = self._store_whole(self._replay(pieces, leftover), reader, known, path)
             shorter = previous is not None and (isinstance(e, TruncatedError) or kept.size < previous.size)
             if previous is not None and previous.format != WHOLE and shorter:
                 self._warn_truncated(path, kept.size, previous.size)
@@ -502,10 +502,13 @@ class Engine:
         yield leftover
 
     def _store_whole(
-        self, prefix: Iterator[Buffer], reader: ByteReader, known: dict[str, ObjectRef]
+        self, prefix: Iterator[Buffer], reader: ByteReader, known: dict[str, ObjectRef], path: str = ""
     ) -> Manifest:
-        """Store prefix + the rest of reader as one object (a file that is not split)."""
+        """Store prefix + the rest of reader as one object (a file that is not split), with a
+        progress line of chunks encoded for a file that takes over PROGRESS_DELAY."""
         raw_hash = hashlib.sha256()
+        label = f"Storing {display.printable(path) or 'file'} whole"
+        progress = Progress(label, unit="chunks", delay=PROGRESS_DELAY)
         size = 0
         reader.journaling = False  # nothing to recover from here on: don't keep what was read
 
@@ -534,11 +537,14 @@ class Engine:
             for chunk in chunks():
                 raw_hash.update(chunk)
                 size += len(chunk)
+                progress.add_total(1, len(chunk))
                 window.append(self.pool.submit(planes.encode_chunk, chunk, 1))
                 if len(window) > 2 * self.workers:
                     yield window.pop(0).result()
+                    progress.step(planes.CHUNK)
             for f in window:
                 yield f.result()
+            progress.step(size - progress.done_bytes, count=len(window))
 
         parts = encoded()
 
@@ -555,7 +561,10 @@ class Engine:
             )
             yield header.trailer()
 
-        oid, stored = self.store.write(with_trailer())
+        try:
+            oid, stored = self.store.write(with_trailer())
+        finally:
+            progress.finish()
         raw = raw_hash.hexdigest()
         previous = known.get(raw)
         if previous is not None and self._reusable(previous, raw, size):

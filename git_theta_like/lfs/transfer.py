@@ -294,16 +294,22 @@ class RemoteStore:
             dest = LocalStore(ep.lfs_dir)
             return [o for o in wanted if not dest.has(o)]
         missing: list[str] = []
-        for batch in _chunks(list(wanted.items()), self.batch_size):
-            objects = self._batch(ep, "upload", batch)
-            for oid, _ in batch:
-                obj = objects.get(oid)
-                err = self._object_error(ep, "upload", oid, obj)
-                if err is not None:
-                    raise err
-                assert obj is not None
-                if "upload" in (obj.get("actions") or {}):
-                    missing.append(oid)
+        # objects asked about of all, for a query of many batches (fsck --remote of a big history)
+        progress = Progress("Asking the remote", show_bytes=False, total=len(wanted), delay=1.0)
+        try:
+            for batch in _chunks(list(wanted.items()), self.batch_size):
+                objects = self._batch(ep, "upload", batch)
+                for oid, _ in batch:
+                    obj = objects.get(oid)
+                    err = self._object_error(ep, "upload", oid, obj)
+                    if err is not None:
+                        raise err
+                    assert obj is not None
+                    if "upload" in (obj.get("actions") or {}):
+                        missing.append(oid)
+                progress.step(count=len(batch))
+        finally:
+            progress.finish()
         return missing
 
     # -- pieces
