@@ -354,6 +354,18 @@ def test_man_pages_from_the_command_tree(tmp_path: Path) -> None:
     assert page.returncode == 0 and "git-theta-like-status(1)" in page.stdout
 
 
+def test_the_shipped_man_pages_are_current() -> None:
+    """docs/man (what the wheel installs into share/man/man1) is what the commands render now."""
+    from git_theta_like import __version__
+    from git_theta_like.cli import main
+    from git_theta_like.cli.manpage import pages
+
+    man = Path(__file__).resolve().parent.parent / "docs" / "man"
+    shipped = {p.name: p.read_text() for p in man.glob("*.1")}
+    stale = "docs/man is stale: run `python -m git_theta_like.cli.manpage docs/man` (git rm pages gone)"
+    assert shipped == pages(main, __version__), stale
+
+
 def test_install_puts_the_man_pages_next_to_the_environment_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

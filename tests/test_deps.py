@@ -114,6 +114,8 @@ def test_pip_install_without_extras_runs_the_core_and_names_the_merge_extra(
     monkeypatch.setenv("PYTHONPATH", str(block))
     where = run(py, "-c", "import git_theta_like; print(git_theta_like.__file__)", cwd=tmp_path).stdout
     assert where.startswith(str(venv)), where
+    # the wheel's man pages, before `install` could write any
+    assert (venv / "share" / "man" / "man1" / "git-theta-like-status.1").is_file()
 
     server = GiftlessServer(tmp_path / "giftless").start()
     try:

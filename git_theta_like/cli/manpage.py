@@ -2,10 +2,11 @@
 `git help theta-like` opens) and `git-theta-like-COMMAND.1` for each command a user runs, in
 roff (man(7) macros), so the pages always say what `--help` says.
 
-`python -m git_theta_like.cli.manpage DIR` writes them into DIR (e.g. a `man1` directory on
-MANPATH; scripts/setup does so for .venv), and `git theta-like install` into the installing
-environment's `share/man/man1` (`install_pages`): man finds that directory for an environment
-whose `bin` is on PATH, as it does for pip-installed git-lfs-like tools."""
+The wheel ships them (docs/man, rendered by `python -m git_theta_like.cli.manpage docs/man` and
+kept current by a test) into `<prefix>/share/man/man1`: man finds that directory for an
+environment whose `bin` is on PATH. `git theta-like install` writes them there when they are
+missing (`install_pages`: a checkout run from source); `python -m git_theta_like.cli.manpage DIR`
+writes them into any DIR."""
 
 from __future__ import annotations
 
