@@ -32,6 +32,11 @@ def human_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def counted(n: int, noun: str) -> str:
+    """(1, "tensor") -> `1 tensor`, (3, "tensor") -> `3 tensors`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def human_count(n: float) -> str:
     """1234567 -> 1.23M (parameter counts)."""
     for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -133,6 +133,7 @@ def test_version_and_env(tmp_path: Path) -> None:
     assert "Hook post-merge=git-theta-like" in lines
     assert 'git config filter.theta-like.process = "git-theta-like filter-process" (local)' in lines
     assert 'git config diff.theta-like.textconv = "git-theta-like diff-textconv" (local)' in lines
+    assert 'git config pull.octopus = "theta-like octopus" (local)' in lines
     # without a chained hook, in a repository that uses git-lfs, ours runs git lfs pre-push
     (hooks / "pre-push.theta-like-chained").unlink()
     git(r, "config", "filter.lfs.process", "git-lfs filter-process")
@@ -192,6 +193,11 @@ def test_uninstall_local_and_global(tmp_path: Path) -> None:
     assert "still configured in the global config (git theta-like uninstall --global" in r2.stderr
     gtl(r, "uninstall", "--global")
     assert git(r, "config", "filter.theta-like.process", check=False).returncode == 1
+    # a user's own octopus strategy is theirs: uninstall leaves it and does not call it ours
+    gtl_here(r, "install", "--local")
+    git(r, "config", "--local", "pull.octopus", "resolve")
+    r3 = gtl(r, "uninstall", "--local")
+    assert r3.stderr == "" and git(r, "config", "pull.octopus").stdout.strip() == "resolve"
     bad = gtl(r, "uninstall", "--local", "--global", check=False)
     assert bad.returncode == 2 and "--local and --global exclude each other" in bad.stderr
 
@@ -340,6 +346,7 @@ def test_man_pages_from_the_command_tree(tmp_path: Path) -> None:
     assert set(written) == {"git-theta-like.1"} | {f"git-theta-like-{c}.1" for c in shown}
     status = written["git-theta-like-status.1"]
     assert status.startswith('.TH "GIT-THETA-LIKE-STATUS" "1"')
+    assert ".B \\-h, \\-\\-help\n" in status  # the group's help names, inherited
     assert ".B \\-p, \\-\\-porcelain\n" in status and ".BR git-theta-like (1)" in status
     assert ".BR git-theta-like\\-pull (1)" in written["git-theta-like.1"]
     every = "".join(written.values())  # one groff for all: each page starts with its .TH

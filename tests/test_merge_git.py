@@ -628,7 +628,7 @@ def test_merge_of_an_earlier_merge_into_a_new_branch(repo: Path) -> None:
     assert np.array_equal(got["layer.0.mlp.weight"], first["layer.0.mlp.weight"])  # on main only
     k = "head.weight"  # on both: main's is the first merge
     assert got[k].tobytes() == merge_tensors(theirs[k], first[k], later[k], "average").tobytes()
-    assert "merged 1 tensors (average 1)" in r.stderr
+    assert "merged 1 tensor (average 1)" in r.stderr
 
 
 # ------------------------------------------------------------------ remotes

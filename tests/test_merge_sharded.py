@@ -123,7 +123,7 @@ def test_same_layout_merges_shard_by_shard_like_the_whole_model(repo: Path) -> N
     layout = even(base, 3)
     branches(repo, (base, layout), (ours, layout), (theirs, layout))
     r = gtl(repo, "merge", "side", "--strategy", "average")
-    assert "merged 1 tensors (average 1)" in r.stderr, r.stderr
+    assert "merged 1 tensor (average 1)" in r.stderr, r.stderr
     got, where = loaded(repo)
     assert where == {n: shard_name(i, 3) for i, names in enumerate(layout) for n in names}
     want = {**theirs, "layers.0.weight": ours["layers.0.weight"]}
@@ -167,7 +167,7 @@ def test_git_theta_like_merge_merges_a_resharded_model_and_commits(repo: Path) -
     # theirs re-shards 3 -> 2 (every tensor moves file); layers.3 changed on both sides
     branches(repo, (base, even(base, 3)), (ours, even(base, 3)), (theirs, even(base, 2)))
     r = gtl(repo, "merge", "side", "--strategy", "average")
-    assert "merged as one model" in r.stderr and "merged 1 tensors (average 1)" in r.stderr, r.stderr
+    assert "merged as one model" in r.stderr and "merged 1 tensor (average 1)" in r.stderr, r.stderr
     assert len(git(repo, "log", "-1", "--format=%P").stdout.split()) == 2
     got, where = loaded(repo)
     want = {**theirs, "layers.1.weight": ours["layers.1.weight"]}

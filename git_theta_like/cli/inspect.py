@@ -193,7 +193,7 @@ def status(porcelain: bool, as_json: bool) -> None:
     Y: the working tree against the index; A added, M modified, D deleted, U unmerged), with
     Y `N` for a checkpoint whose blob in Git is not a manifest (not converted).
     """
-    from git_theta_like.display import human_size, printable
+    from git_theta_like.display import counted, human_size, printable
     from git_theta_like.gitio.status import Change, Version, checkpoint_status
 
     st = checkpoint_status(open_repo())
@@ -206,7 +206,7 @@ def status(porcelain: bool, as_json: bool) -> None:
         return
 
     def side(v: Version) -> str:
-        what = f"{v.tensors} tensors, " if v.tensors is not None else ""
+        what = f"{counted(v.tensors, 'tensor')}, " if v.tensors is not None else ""
         return f"{v.where}: {v.oid[:7] + ', ' if v.oid else ''}{what}{human_size(v.size)}"
 
     def line(c: Change) -> str:

@@ -39,9 +39,10 @@ def _header(name: str, version: str) -> list[str]:
     return [f'.TH "{name.upper()}" "1" "" "{PROG} {version}" "{PROG} Manual"', ".nh", ".ad l"]
 
 
-def command_page(cmd: click.Command, name: str, version: str) -> str:
-    """The man page of `git theta-like NAME`."""
-    ctx = click.Context(cmd, info_name=f"git theta-like {name}")
+def command_page(cmd: click.Command, name: str, version: str, parent: click.Context | None = None) -> str:
+    """The man page of `git theta-like NAME` (run under `parent`, the group's context, whose
+    settings, `-h` among them, a command inherits)."""
+    ctx = click.Context(cmd, parent=parent, info_name=name)
     page = _header(f"{PROG}-{name}", version)
     page += [".SH NAME", _escape(f"{PROG}-{name} - {cmd.get_short_help_str(limit=120)}")]
     page += [
@@ -80,7 +81,7 @@ def overview_page(group: click.Group, commands: dict[str, click.Command], versio
 
 def pages(group: click.Group, version: str) -> dict[str, str]:
     """file name -> roff, for the overview and every command not hidden (those git runs)."""
-    ctx = click.Context(group, info_name=PROG)
+    ctx = click.Context(group, info_name=PROG, **group.context_settings)  # as make_context applies them
     commands: dict[str, click.Command] = {}
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
@@ -88,7 +89,7 @@ def pages(group: click.Group, version: str) -> dict[str, str]:
             commands[name] = cmd
     out = {f"{PROG}.1": overview_page(group, commands, version)}
     for name, cmd in commands.items():
-        out[f"{PROG}-{name}.1"] = command_page(cmd, name, version)
+        out[f"{PROG}-{name}.1"] = command_page(cmd, name, version, ctx)
     return out
 
 

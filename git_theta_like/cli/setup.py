@@ -61,14 +61,14 @@ def uninstall(local: bool, global_: bool) -> None:
     if _scope(local, global_):
         inst.remove_config(inst.global_config())
         click.echo("git-theta-like: removed the global configuration (~/.gitconfig).")
-        left = inst.configured(Path.cwd())
+        left = inst.ours(inst.configured(Path.cwd()))
     else:
         repo = open_repo()
         inst.remove_config(repo.git.config)
         click.echo(f"git-theta-like: removed the configuration of {repo.common_dir}.")
         for n in inst.uninstall_hooks(repo):
             click.echo(f"git-theta-like: {n}")
-        left = inst.configured(repo.workdir or repo.git_dir)
+        left = inst.ours(inst.configured(repo.workdir or repo.git_dir))
     scopes = sorted({scope for _, scope in left.values()})
     if scopes:
         where = " and ".join(scopes)

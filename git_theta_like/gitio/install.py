@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ CONFIG = {
     # cannot (docs/merging.md)
     "pull.octopus": "theta-like octopus",
 }
+SHARED_KEYS = {"pull.octopus"}  # keys that are not ours alone: a user may set them to something else
 HOOKS = ("pre-push", "post-merge")
 MARKER = "# installed by git-theta-like"
 CHAINED_SUFFIX = ".theta-like-chained"
@@ -72,9 +74,25 @@ def write_config(config: pygit2.Config) -> None:
 
 
 def remove_config(config: pygit2.Config) -> None:
+    """Our keys out of config: the driver keys, and pull.octopus where it is ours (a user's own
+    octopus strategy stays)."""
     for key in CONFIG:
+        if key in SHARED_KEYS and _get(config, key) != CONFIG[key]:
+            continue
         with contextlib.suppress(KeyError):
             del config[key]
+
+
+def _get(config: pygit2.Config, key: str) -> str | None:
+    try:
+        return str(config[key])
+    except KeyError:
+        return None
+
+
+def ours(found: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Those of configured()'s entries that are git-theta-like's (pull.octopus only with our value)."""
+    return {k: v for k, v in found.items() if k not in SHARED_KEYS or v[0] == CONFIG[k]}
 
 
 def hooks_dir(repo: Repo) -> Path:
@@ -153,11 +171,14 @@ def hook_states(repo: Repo) -> list[HookState]:
     return out
 
 
+_CONFIG_KEYS = "^(" + "|".join(re.escape(k.lower()) for k in CONFIG) + ")$"  # every key of CONFIG
+
+
 def configured(cwd: Path) -> dict[str, tuple[str, str]]:
     """Our driver keys as git reads them from cwd: key -> (value, scope: local, global, system,
     worktree or command), for the keys set in any config file."""
     p = subprocess.run(
-        ["git", "config", "--show-scope", "-z", "--get-regexp", rf"^(filter|diff|merge)\.{DRIVER}\."],
+        ["git", "config", "--show-scope", "-z", "--get-regexp", _CONFIG_KEYS],
         cwd=cwd,
         capture_output=True,
     )

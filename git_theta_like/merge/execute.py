@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from git_theta_like.display import printable
+from git_theta_like.display import counted, printable
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import MergeBuildError
 from git_theta_like.formats import ByteReader, safetensors
@@ -417,7 +417,7 @@ def count_parts(counts: dict[str, int]) -> list[str]:
     parts = []
     if merged:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(merged.items()))
-        parts.append(f"merged {sum(merged.values())} tensors ({detail})")
+        parts.append(f"merged {counted(sum(merged.values()), 'tensor')} ({detail})")
     if chosen:
         parts.append(", ".join(f"{v} by strategy {k.split(':')[1]}" for k, v in sorted(chosen.items())))
     for side in ("theirs", "ours", "both"):

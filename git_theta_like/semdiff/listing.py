@@ -3,14 +3,14 @@ bytes, delta depth) and the merge recipe a merged tensor records."""
 
 from __future__ import annotations
 
-from git_theta_like.display import human_size, printable
+from git_theta_like.display import counted, human_size, printable
 from git_theta_like.manifest import Manifest
 
 
 def describe(m: Manifest, path: str) -> str:
     """A per-tensor table: dtype, shape, codec, stored bytes, delta depth."""
     lines = [
-        f"{path}: {m.format}, {len(m.tensors)} tensors, {human_size(m.size)}, "
+        f"{path}: {m.format}, {counted(len(m.tensors), 'tensor')}, {human_size(m.size)}, "
         f"stored {human_size(m.stored_size)} ({m.stored_size / max(1, m.size):.3f}x)",
         f"  {'codec':<8} {'stored':>10} {'ratio':>6} {'depth':>5}  {'dtype':<6} {'shape':<16} name",
         f"  {m.skeleton.codec:<8} {human_size(m.skeleton.stored):>10} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from git_theta_like.display import human_count, human_size, printable
+from git_theta_like.display import counted, human_count, human_size, printable
 from git_theta_like.semdiff.model import (
     DiffResult,
     FileDiff,
@@ -98,9 +98,8 @@ def file_headline(f: FileDiff) -> str:
         if s.format == "opaque":
             return f"stored whole, {human_size(s.size)}"
         shards = f"{s.shards} shards, " if s.shards is not None else ""
-        return (
-            f"{s.format}, {shards}{s.tensors} tensors, {human_count(s.params)} params, {human_size(s.size)}"
-        )
+        tensors = counted(s.tensors, "tensor")
+        return f"{s.format}, {shards}{tensors}, {human_count(s.params)} params, {human_size(s.size)}"
 
     if f.old is None:
         return f"new checkpoint: {side(f.new)}"
@@ -207,7 +206,7 @@ def render_file_text(f: FileDiff, stat: bool = False) -> list[str]:
     if f.below_threshold:
         biggest = max(e.stats.relative_change or 0.0 for e in f.tensors if e.below_threshold and e.stats)
         lines.append(
-            f"  below threshold (relative change < {f.threshold:g}): {f.below_threshold} tensors, "
+            f"  below threshold (relative change < {f.threshold:g}): {counted(f.below_threshold, 'tensor')}, "
             f"largest {sci(biggest)}; not listed"
         )
     structural = any(g in groups for g in ("reshaped", "renamed", "added", "removed"))
@@ -276,7 +275,7 @@ def log_file_line(f: FileDiff) -> str:
     changed = f.count("modified") + f.count("reshaped") + f.count("renamed")
     parts = [f"{changed} tensor{'s' if changed != 1 else ''} changed"]
     if f.old is None:
-        parts = [f"new checkpoint ({f.new.tensors if f.new else 0} tensors)"]
+        parts = [f"new checkpoint ({counted(f.new.tensors if f.new else 0, 'tensor')})"]
     elif f.new is None:
         parts = ["deleted"]
     else:
