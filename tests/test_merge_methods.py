@@ -606,3 +606,42 @@ def test_ties_conventions_mergekit_on_cuda_is_mergekit_on_cuda() -> None:
     per = [{"weight": w, "density": d} for w, d in zip(params["weight"], params["density"], strict=True)]
     got = merge_many_tensors(ts[0], ts[1:], "ties", per_model=per, conventions="mergekit")
     assert got.device.type == "cuda" and torch.equal(got, want)
+
+
+def _trim_by_sort(tau: torch.Tensor, density: float) -> torch.Tensor:
+    """mergekit's `magnitude` as its code has it: a mask of the first k of a descending argsort."""
+    k = max(1, int(density * tau.numel()))
+    mask = torch.zeros(tau.numel(), dtype=tau.dtype)
+    mask[torch.argsort(tau.abs().reshape(-1).float(), descending=True)[:k]] = 1
+    return tau * mask.reshape_as(tau)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fast"),
+    [("random", True), ("zeros", True), ("split tie", False), ("whole tie", True), ("nan", False)],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_trim_selects_what_the_sort_picks(kind: str, fast: bool, dtype: torch.dtype) -> None:
+    """The selection that replaces mergekit's argsort gives its bytes, and sorts where ties at the
+    threshold make the sort's order decide (a test that fails if either path is wrong)."""
+    from git_theta_like.merge.strategies.task_vectors import _top_k_set, trim_top_k_mergekit
+
+    g = torch.Generator().manual_seed(len(kind))
+    tau = torch.randn(4000, generator=g) * 0.01
+    density = 0.3
+    if kind == "zeros":  # most of the task vector unchanged: the k-th largest is 0
+        tau[torch.rand(4000, generator=g) < 0.8] = 0.0
+        tau[:7] = -0.0
+    elif kind == "split tie":  # 1500 entries equal to the threshold, 1200 of them kept
+        tau[:1500] = 0.5
+        tau[5] = -0.5
+    elif kind == "whole tie":  # every entry equal to the threshold kept: no sort needed
+        tau = tau.clamp(-0.02, 0.02)
+        tau[:1200] = 1.0
+    elif kind == "nan":
+        tau[3] = float("nan")
+    tau = tau.to(dtype)
+    k = max(1, int(density * tau.numel()))
+    assert (_top_k_set(tau.abs().float(), k) is not None) == fast or dtype != torch.float32
+    got, want = trim_top_k_mergekit(tau, density, rescale=False), _trim_by_sort(tau, density)
+    assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))

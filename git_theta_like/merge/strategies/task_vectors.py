@@ -75,13 +75,39 @@ def trim_top_k_mergekit(tau: torch.Tensor, density: float, rescale: bool) -> tor
     if tau.numel() == 0:
         return torch.zeros_like(tau)
     k = max(1, int(density * tau.numel()))
-    mask = torch.zeros(tau.numel(), dtype=tau.dtype, device=tau.device)
     w = tau.abs().reshape(-1)
     if w.device.type == "cpu":
         w = w.float()
-    mask[torch.argsort(w, descending=True)[:k]] = 1
+    keep = _top_k_set(w, k)
+    if keep is not None:
+        mask = keep.to(tau.dtype)
+    else:
+        mask = torch.zeros(tau.numel(), dtype=tau.dtype, device=tau.device)
+        mask[torch.argsort(w, descending=True)[:k]] = 1
     masked = tau * mask.reshape_as(tau)
     return l1_rescale(tau, masked) if rescale else masked
+
+
+def _top_k_set(w: torch.Tensor, k: int) -> torch.Tensor | None:
+    """The entries the first k of a descending argsort of w pick, as a boolean mask, found by a
+    selection (about 10x faster than the sort on the CPU) where the answer does not depend on
+    how the sort orders ties: the k-th largest value t; every entry above t is picked and, when
+    all the entries equal to t are picked too, so is each of them. When only some entries equal
+    to t are (the sort's tie order decides which), None: the caller sorts. A tie at t = 0 needs
+    no sort: the entries of magnitude 0 are ±0, and ±0 times 1 or 0 is the same ±0. NaN: None."""
+    import torch
+
+    n = w.numel()
+    if w.device.type == "mps" or k >= n:
+        return None
+    t = torch.kthvalue(w, n - k + 1).values
+    if torch.isnan(t) or bool(torch.isnan(w).any()):
+        return None
+    above = w > t
+    if t == 0:
+        return above  # the k minus above.sum() zero entries the sort would pick change nothing
+    keep = above | (w == t)
+    return keep if int(keep.sum()) == k else None
 
 
 def breadcrumbs(tau: torch.Tensor, density: float, gamma: float, rescale: bool) -> torch.Tensor:
