@@ -856,7 +856,7 @@ def _wrapped(
     return dt, cpu, int(log.read_text().split()[-1]) * 1024
 
 
-def merge_times(work: Path, repeat: int, layers: int) -> str:
+def merge_times(work: Path, repeat: int, layers: int, only: list[str] | None = None) -> str:
     """The same merges of two full fine-tunes of one base (every tensor changed on both sides)
     through mergekit (`mergekit-yaml`, out to a directory) and through git-theta-like (`git
     merge` with the strategy set), alternating (A B A B): wall and CPU seconds, peak RSS, the
@@ -898,11 +898,12 @@ def merge_times(work: Path, repeat: int, layers: int) -> str:
         r.git("add", "model.safetensors")
         r.git("commit", "-qm", branch)
     r.peak_rss()
-    keys = [m[0] for m in MERGE_METHODS]
+    methods = [m for m in MERGE_METHODS if only is None or m[0] in only]
+    keys = [m[0] for m in methods]
     rec: dict[str, dict[str, list[float]]] = {k: collections.defaultdict(list) for k in keys}
     equal: dict[str, str] = {}
     for rep in range(repeat):
-        for method, yaml, strategy, setting in MERGE_METHODS:
+        for method, yaml, strategy, setting in methods:
             m = rec[method]
             # A: mergekit
             cfg = models / f"{method}.yml"
@@ -996,7 +997,7 @@ def merge_times(work: Path, repeat: int, layers: int) -> str:
         "\n`git merge` wall and CPU include git, the merge driver (which stores the result) and the "
         "checkout of the merged file; mergekit-yaml's include writing its output directory. "
         "Peak RSS: the merge driver's and mergekit-yaml's, each measured by a wrapper process "
-        "(scripts/memwrap.py). Settings: " + "; ".join(f"{m[0]}: {m[2]} {m[3]}" for m in MERGE_METHODS) + "."
+        "(scripts/memwrap.py). Settings: " + "; ".join(f"{m[0]}: {m[2]} {m[3]}" for m in methods) + "."
     )
     return "\n".join(out_lines)
 
@@ -1334,6 +1335,10 @@ def main() -> None:
         "--scale-layers", type=int, default=16, help="scale: decoder layers of the Llama-shaped model"
     )
     ap.add_argument("--sections", default=",".join(sorted(SECTIONS)))
+    ap.add_argument(
+        "--merge-methods",
+        help=f"merge: only these of {','.join(m[0] for m in MERGE_METHODS)} (comma-separated)",
+    )
     ap.add_argument("--out", type=Path, help="also write the report to this file")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -1365,7 +1370,8 @@ def main() -> None:
             parts.append(diff_times(work, args.repeat, args.layers))
             print(parts[-1], flush=True)
         if "merge" in sections:
-            parts.append(merge_times(work, args.repeat, args.layers))
+            only = args.merge_methods.split(",") if args.merge_methods else None
+            parts.append(merge_times(work, args.repeat, args.layers, only))
             print(parts[-1], flush=True)
         if "codec" in sections:
             parts.append(codec_ratios(args.repeat))
