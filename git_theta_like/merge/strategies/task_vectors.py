@@ -80,7 +80,8 @@ def trim_top_k_mergekit(tau: torch.Tensor, density: float, rescale: bool) -> tor
         w = w.float()
     keep = _top_k_set(w, k)
     if keep is not None:
-        mask = keep.to(tau.dtype)
+        del w
+        mask = keep  # tau * a bool mask: tau * 1 or tau * 0, as with the 0/1 mask
     else:
         mask = torch.zeros(tau.numel(), dtype=tau.dtype, device=tau.device)
         mask[torch.argsort(w, descending=True)[:k]] = 1
@@ -361,14 +362,21 @@ class TaskVectorMerge(Strategy):
             weights.unsqueeze_(-1)
         deltas.mul_(weights)
         if self.consensus:
-            sign = deltas.sign().to(base.dtype)
             if self["sign_method"] == "count":
+                sign = deltas.sign().to(base.dtype)
                 majority = (sign.sum(dim=0) >= 0).to(base.dtype) * 2 - 1
+                mask = sign == majority
+                del sign, majority
             else:
-                majority = (deltas.sum(dim=0) >= 0).to(base.dtype) * 2 - 1
-            mask = sign == majority
-            mixed = (deltas * mask).sum(dim=0)
+                # mergekit's sign(delta) == (sum >= 0) * 2 - 1, in fewer passes: a delta agrees
+                # when it is > 0 where the sum is >= 0, < 0 elsewhere (0 and NaN never agree)
+                positive = deltas.sum(dim=0) >= 0
+                mask = torch.where(positive, deltas > 0, deltas < 0)
+                del positive
             divisor = (weights * mask).sum(dim=0)
+            deltas.mul_(mask)  # deltas * mask, in place (its ±0 where a delta disagrees)
+            mixed = deltas.sum(dim=0)
+            del deltas, mask
             divisor[divisor == 0] = 1
         else:
             mixed = deltas.sum(dim=0)
