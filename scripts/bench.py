@@ -806,8 +806,16 @@ MERGE_METHODS = [
         "ties",
         "density=0.2,conventions=mergekit,normalize=true,rescale=false",
     ),
+    (  # our default conventions (the paper's: k rounded, every entry tied at the cut-off kept)
+        "ties (paper)",
+        "merge_method: ties\nbase_model: O\nmodels:\n"
+        "  - model: A\n    parameters: {weight: 1.0, density: 0.2}\n"
+        "  - model: B\n    parameters: {weight: 1.0, density: 0.2}\ndtype: float32\n",
+        "ties",
+        "density=0.2,normalize=true,rescale=false",
+    ),
 ]
-MERGE_TARGETS = {"linear": 1.0, "ties": 0.5}  # issue #17: git merge wall / mergekit wall
+MERGE_TARGETS = {"linear": 1.0, "ties": 0.5, "ties (paper)": 0.5}  # issue #17: git merge wall / mergekit wall
 DRIVER_RSS_TARGET = 600 * 2**20
 
 
@@ -906,13 +914,14 @@ def merge_times(work: Path, repeat: int, layers: int, only: list[str] | None = N
         for method, yaml, strategy, setting in methods:
             m = rec[method]
             # A: mergekit
-            cfg = models / f"{method}.yml"
+            slug = re.sub(r"[^a-z_]+", "-", method).strip("-")
+            cfg = models / f"{slug}.yml"
             cfg.write_text(
                 yaml.replace(": O", f": {models / 'O'}")
                 .replace(": A", f": {models / 'A'}")
                 .replace(": B", f": {models / 'B'}")
             )
-            out = work / f"mergekit-out-{method}"
+            out = work / f"mergekit-out-{slug}"
             shutil.rmtree(out, ignore_errors=True)
             cmd = ["mergekit-yaml", str(cfg), str(out), "--no-copy-tokenizer", "--quiet", "--no-cuda"]
             wall, cpu, rss = _wrapped(cmd, work, work / "mergekit.rss")

@@ -645,3 +645,20 @@ def test_the_trim_selects_what_the_sort_picks(kind: str, fast: bool, dtype: torc
     assert (_top_k_set(tau.abs().float(), k) is not None) == fast or dtype != torch.float32
     got, want = trim_top_k_mergekit(tau, density, rescale=False), _trim_by_sort(tau, density)
     assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_the_paper_trim_threshold_is_kthvalue(dtype: torch.dtype) -> None:
+    """The selection that finds the paper trim's threshold gives kthvalue's value, ties included;
+    a NaN leaves it to kthvalue."""
+    from git_theta_like.merge.strategies.task_vectors import _kth_largest
+
+    g = torch.Generator().manual_seed(3)
+    mag = (torch.randn(5000, generator=g) * 0.01).abs().to(dtype)
+    mag[:300] = mag[4000]  # a tie at many values' place
+    for k in (1, 17, 300, 1250, 4999):
+        got = _kth_largest(mag, k)
+        assert got is not None and got.dtype == dtype
+        assert torch.equal(got, torch.kthvalue(mag.float(), mag.numel() - k + 1).values.to(dtype))
+    mag[7] = float("nan")
+    assert _kth_largest(mag, 10) is None

@@ -49,10 +49,33 @@ def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
         return tau
     k = max(1, round(density * n))
     mag = tau.abs().reshape(-1)
-    threshold = torch.kthvalue(mag.cpu() if mag.device.type == "mps" else mag, n - k + 1).values
+    threshold = _kth_largest(mag, k)
+    if threshold is None:
+        threshold = torch.kthvalue(mag.cpu() if mag.device.type == "mps" else mag, n - k + 1).values
     return torch.where(
         tau.abs() >= threshold.to(tau.device), tau, torch.zeros((), dtype=tau.dtype, device=tau.device)
     )
+
+
+def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
+    """The k-th largest of mag (CPU, no NaN) by numpy's introselect, about 2x faster than
+    torch.kthvalue; None where it does not apply (the caller asks kthvalue)."""
+    import numpy as np
+    import torch
+
+    n = mag.numel()
+    if mag.device.type != "cpu" or mag.dtype not in (
+        torch.float32,
+        torch.float64,
+        torch.float16,
+        torch.bfloat16,
+    ):
+        return None
+    values = mag.numpy() if mag.dtype in (torch.float32, torch.float64) else mag.float().numpy()
+    part = np.partition(values, n - k)
+    if np.isnan(part[n - k :]).any():
+        return None
+    return torch.tensor(part[n - k]).to(mag.dtype)  # a value of mag: exact in its dtype
 
 
 def l1_rescale(tau: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
