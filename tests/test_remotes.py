@@ -349,6 +349,42 @@ def test_a_clone_of_many_checkpoints_downloads_them_together(tmp_path: Path, fau
     assert git(fresh, "status", "--porcelain").stdout == ""
 
 
+def test_delayed_files_are_written_while_the_download_goes_on(tmp_path: Path, faulty_remote: Remote) -> None:
+    """The delayed smudges' transfer runs in the background: a file is decoded and written as
+    soon as its own objects are in, not after every file's objects are (each download answers
+    late here, so the transfer takes several rounds)."""
+    import subprocess
+
+    work = make_origin(tmp_path, faulty_remote)
+    files = {f"ckpt/{i:02d}.safetensors": version(200 + i) for i in range(6)}
+    (work / "ckpt").mkdir()
+    for name, data in files.items():
+        (work / name).write_bytes(data)
+    git(work, "add", "ckpt")
+    git(work, "commit", "-qm", "six checkpoints")
+    git(work, "push", "-q", "origin", "main")
+    srv = faulty_remote.server
+    assert isinstance(srv, FaultyLFSServer)
+    srv.delay_transfers = 0.25
+    env = {**os.environ, "GIT_THETA_LIKE_PROGRESS": "1"}
+    p = subprocess.run(
+        ["git", "clone", "-q", str(faulty_remote.bare), str(tmp_path / "fresh")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr
+    # every redraw, in order (text mode reads each \r as a line end)
+    draws = [x.replace("\x1b[K", "") for x in p.stderr.splitlines() if x.strip()]
+    writing = next(i for i, x in enumerate(draws) if x.startswith("Writing ckpt/"))
+    downloading = max(i for i, x in enumerate(draws) if x.startswith("Downloading LFS objects: "))
+    assert writing < downloading, draws  # tensors written while objects were still coming
+    for name, data in files.items():
+        assert (tmp_path / "fresh" / name).read_bytes() == data, name
+    assert git(tmp_path / "fresh", "status", "--porcelain").stdout == ""
+
+
 def test_server_down_during_push_leaves_the_remote_ref_unchanged(
     tmp_path: Path, faulty_remote: Remote
 ) -> None:

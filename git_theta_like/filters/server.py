@@ -9,6 +9,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,10 +25,12 @@ from git_theta_like.gitio.pktline import ContentSource
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
+from git_theta_like.store import store_of
 
 if TYPE_CHECKING:
     from git_theta_like.gitio.scan import IndexManifests
 
+POLL = 0.01  # seconds between looks for an object a background download has not brought yet
 SPOOL_MEMORY = 8 << 20  # content passed through is held in memory up to this, then in a temp file
 
 
@@ -136,25 +139,68 @@ class _Staged:
 class Delayed:
     """Smudges answered later (git's `delay` capability): while git checks out many files, the
     objects they lack are collected, then downloaded in one batched, concurrent transfer when git
-    asks which files are ready, instead of one download per file."""
+    asks which files are ready, instead of one download per file. The transfer runs in the
+    background: every waiting file is reported ready at once, and each file's smudge decodes
+    and writes its tensors as their objects arrive (the store waits for an object the transfer
+    has not brought yet), so decoding overlaps the download instead of following it."""
 
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self.waiting: dict[str, Manifest] = {}
         self.ready: dict[str, Manifest] = {}
+        self.arrivals: Arrivals | None = None
 
     def fetch_all(self) -> list[str]:
-        """Download what every waiting file lacks; the paths git may now ask for again. A failed
-        download is reported by each file's own smudge (it tries again and fails as usual)."""
+        """Start downloading what every waiting file lacks; the paths git may now ask for again."""
         from git_theta_like.lfs import sync
 
         waiting, self.waiting = self.waiting, {}
-        objs = [o for m in waiting.values() for o in sync.manifest_objects(m)]
-        # never raise here: this request has no content section for the error path to drain
-        with contextlib.suppress(Exception):
-            sync.ensure_local(self.repo, objs, what=f"{len(waiting)} checkpoint(s)")
+        if waiting:
+            objs = [o for m in waiting.values() for o in sync.manifest_objects(m)]
+            if self.arrivals is not None:
+                self.arrivals.thread.join()  # one transfer at a time (git asks again only when done)
+            self.arrivals = Arrivals(self.repo, objs, f"{len(waiting)} checkpoint(s)")
         self.ready.update(waiting)
         return list(waiting)
+
+    def downloading(self) -> bool:
+        return self.arrivals is not None and not self.arrivals.done.is_set()
+
+
+class Arrivals:
+    """A background download of objects into the store, which waits for them (LocalStore.arriving)
+    while it runs. A failed download is reported by each file's own smudge: an object still
+    missing once the transfer has ended is asked for again, and a second failure is its error."""
+
+    def __init__(self, repo: Repo, objs: list[tuple[str, int]], what: str) -> None:
+        self.repo, self.what = repo, what
+        self.sizes = dict(objs)
+        self.store = store_of(repo)
+        self.done = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(objs,), name="gtl-delayed-download", daemon=True
+        )
+        self.store.arriving = self.wait
+        self.thread.start()
+
+    def _run(self, objs: list[tuple[str, int]]) -> None:
+        from git_theta_like.lfs import sync
+
+        # never raise here: nobody waits for this thread's errors (each smudge finds its own)
+        with contextlib.suppress(Exception):
+            sync.ensure_local(self.repo, objs, what=self.what)
+        self.done.set()
+
+    def wait(self, oid: str) -> None:
+        """Until oid is in the store or the transfer has ended; then, if it is still missing,
+        one download of it here (its error, if any, is the reader's)."""
+        from git_theta_like.lfs import sync
+
+        while not self.store.has(oid):
+            if self.done.wait(POLL):
+                if not self.store.has(oid):
+                    sync.ensure_local(self.repo, [(oid, self.sizes.get(oid, 0))], what=self.what)
+                return
 
 
 def _smudge(engine: Engine, repo: Repo, request: Request, chan: FilterChannel, later: Delayed | None) -> None:
@@ -169,7 +215,8 @@ def _smudge(engine: Engine, repo: Repo, request: Request, chan: FilterChannel, l
     if later is not None and path in later.ready:  # asked again after list_available_blobs
         content.drain()
         manifest = later.ready.pop(path)
-        sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
+        if not later.downloading():  # else the store waits for each object as it is read
+            sync.ensure_local(repo, sync.manifest_objects(manifest), what=path)
         _send(path, chan, lambda write: engine.smudge(manifest, write, path))
         return
     src = ByteReader(content)

@@ -57,6 +57,15 @@ class LocalStore:
         self._lock = threading.Lock()
         self.reads = 0  # objects read (tests assert on it: what a command touched)
         self.writes = 0  # objects newly written
+        # Set while a download of objects is under way in the background (a checkout's delayed
+        # smudges): called with an object that is not here, it waits until the object has
+        # arrived or the download has ended; a read tries once more after it.
+        self.arriving: Callable[[str], object] | None = None
+
+    def _await(self, oid: str) -> None:
+        """Before a read: an object not here yet, while a background download runs, is waited for."""
+        if self.arriving is not None and not self.has(oid):
+            self.arriving(oid)
 
     def register_user(self, git_dir: Path) -> None:
         """Record that the repository whose common git dir this is uses this store, in
@@ -184,6 +193,7 @@ class LocalStore:
     def read(self, oid: str, what: str = "object") -> bytes:
         """The stored bytes of an object, unverified."""
         p = self.path(oid)
+        self._await(oid)
         try:
             data = p.read_bytes()
         except FileNotFoundError:
@@ -198,6 +208,7 @@ class LocalStore:
     def read_header(self, oid: str, what: str = "object") -> ObjectHeader:
         """An object's header, reading only its trailer (not counted as a read of the object)."""
         p = self.path(oid)
+        self._await(oid)
         try:
             with open(p, "rb") as f:
                 return _file_header(f, oid)[0]
@@ -306,6 +317,7 @@ class LocalStore:
         yielded once the whole content has matched its hash.
         """
         p = self.path(oid)
+        self._await(oid)
         try:
             f = open(p, "rb")
         except FileNotFoundError:
