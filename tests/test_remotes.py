@@ -325,20 +325,27 @@ def faulty_remote(tmp_path: Path) -> Iterator[Remote]:
     r.stop()
 
 
-def test_a_clone_of_many_checkpoints_downloads_them_together(tmp_path: Path, faulty_remote: Remote) -> None:
-    """git's `delay` capability: the filter answers each file's smudge later, collects what all
-    of them lack, and downloads it in one batch request (with concurrent transfers) when git asks
-    which files are ready, instead of one batch and one download per file."""
-    work = make_origin(tmp_path, faulty_remote)
-    files = {f"ckpt/{i:02d}.safetensors": version(100 + i) for i in range(12)}
+def push_checkpoints(
+    tmp_path: Path, remote: Remote, n: int, seed: int
+) -> tuple[dict[str, bytes], FaultyLFSServer]:
+    """n checkpoints under ckpt/ committed and pushed to the faulty remote: path -> bytes, server."""
+    work = make_origin(tmp_path, remote)
+    files = {f"ckpt/{i:02d}.safetensors": version(seed + i) for i in range(n)}
     (work / "ckpt").mkdir()
     for name, data in files.items():
         (work / name).write_bytes(data)
     git(work, "add", "ckpt")
-    git(work, "commit", "-qm", "twelve checkpoints")
+    git(work, "commit", "-qm", f"{n} checkpoints")
     git(work, "push", "-q", "origin", "main")
-    srv = faulty_remote.server
-    assert isinstance(srv, FaultyLFSServer)
+    assert isinstance(remote.server, FaultyLFSServer)
+    return files, remote.server
+
+
+def test_a_clone_of_many_checkpoints_downloads_them_together(tmp_path: Path, faulty_remote: Remote) -> None:
+    """git's `delay` capability: the filter answers each file's smudge later, collects what all
+    of them lack, and downloads it in one batch request (with concurrent transfers) when git asks
+    which files are ready, instead of one batch and one download per file."""
+    files, srv = push_checkpoints(tmp_path, faulty_remote, 12, seed=100)
     asked = srv.count("POST", "/objects/batch")
     fresh = clone(tmp_path, faulty_remote, "fresh", env={"GIT_TRACE_PACKET": str(tmp_path / "packets")})
     assert srv.count("POST", "/objects/batch") - asked == 1
@@ -355,16 +362,7 @@ def test_delayed_files_are_written_while_the_download_goes_on(tmp_path: Path, fa
     late here, so the transfer takes several rounds)."""
     import subprocess
 
-    work = make_origin(tmp_path, faulty_remote)
-    files = {f"ckpt/{i:02d}.safetensors": version(200 + i) for i in range(6)}
-    (work / "ckpt").mkdir()
-    for name, data in files.items():
-        (work / name).write_bytes(data)
-    git(work, "add", "ckpt")
-    git(work, "commit", "-qm", "six checkpoints")
-    git(work, "push", "-q", "origin", "main")
-    srv = faulty_remote.server
-    assert isinstance(srv, FaultyLFSServer)
+    files, srv = push_checkpoints(tmp_path, faulty_remote, 6, seed=200)
     srv.delay_transfers = 0.25
     env = {**os.environ, "GIT_THETA_LIKE_PROGRESS": "1"}
     p = subprocess.run(
