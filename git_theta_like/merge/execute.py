@@ -39,9 +39,9 @@ from git_theta_like.store.local import LocalStore
 from git_theta_like.store.reader import CachedStore
 
 RECIPE_KEYS = ("merge", "merge-params", "merge-models", "merge-per-model")
-READ_AHEAD = 256 * 1024 * 1024  # bytes of tensor data read ahead of the one being merged
-CACHE_MIN = 256 * 1024 * 1024  # decoded tensors kept for reuse (CachedStore): at least this,
-CACHE_TENSORS = 4  # or this many of the largest tensor
+READ_AHEAD = 128 * 1024 * 1024  # bytes of tensor data read ahead of the one being merged
+CACHE_MIN = 128 * 1024 * 1024  # decoded tensors kept for reuse (CachedStore): at least this,
+CACHE_TENSORS = 2  # or this many of the largest tensor
 Compute = Callable[[Job, list[Buffer]], Buffer]
 
 if TYPE_CHECKING:
