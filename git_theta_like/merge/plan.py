@@ -177,7 +177,7 @@ def _struct(m: Manifest) -> list[tuple[str, str, tuple[int, ...]]]:
     return [(t.name, t.dtype, t.shape) for t in m.tensors]
 
 
-def _by_name(m: Manifest | None) -> dict[str, TensorEntry] | None:
+def tensors_by_name(m: Manifest | None) -> dict[str, TensorEntry] | None:
     """Tensors by name, or None when names repeat (no per-tensor matching then)."""
     if m is None:
         return {}
@@ -230,8 +230,8 @@ def plan_merge(
             )
         )
         return plan
-    a, t = _by_name(ours), _by_name(theirs)
-    b = _by_name(base) if base is not None and base.format == ours.format else {}
+    a, t = tensors_by_name(ours), tensors_by_name(theirs)
+    b = tensors_by_name(base) if base is not None and base.format == ours.format else {}
     if a is None or t is None or b is None:
         plan.conflicts.append(Conflict(None, "changed on both sides, and tensor names repeat in the file"))
         return plan
@@ -441,8 +441,8 @@ def plan_many(
             )
         )
         return plan
-    maps = [_by_name(m) for m in heads]
-    b = _by_name(base)
+    maps = [tensors_by_name(m) for m in heads]
+    b = tensors_by_name(base)
     if b is None or any(m is None for m in maps):
         plan.conflicts.append(Conflict(None, "changed in several heads, and tensor names repeat in the file"))
         return plan

@@ -54,6 +54,7 @@ from git_theta_like.merge.plan import (
     plan_merge,
     plan_tensor,
     shape_text,
+    tensors_by_name,
 )
 from git_theta_like.merge.strategies.base import Value
 from git_theta_like.store import store_of
@@ -337,11 +338,6 @@ def _change(base: TensorEntry | None, side: TensorEntry | None) -> str:
     return DELETED if side is None else MODIFIED
 
 
-def _unique(m: Manifest) -> dict[str, TensorEntry] | None:
-    out = {t.name: t for t in m.tensors}
-    return out if len(out) == len(m.tensors) else None
-
-
 def tensor_rows(
     plan: Plan,
     base: Manifest | None,
@@ -353,8 +349,7 @@ def tensor_rows(
     """Per tensor changed on either side, what the plan does with it (plan_tensor, as plan_merge
     calls it); and the number of tensors unchanged. Empty when tensors cannot be matched by name
     (plan_merge then conflicts on the file as a whole)."""
-    a, t = _unique(ours), _unique(theirs)
-    b = _unique(base) if base is not None else {}
+    a, t, b = tensors_by_name(ours), tensors_by_name(theirs), tensors_by_name(base)
     if a is None or t is None or b is None or ours.format != theirs.format or ours.format == WHOLE:
         return [], 0
     if base is not None and base.format != ours.format:
