@@ -533,18 +533,19 @@ class Engine:
 
         def encoded() -> Iterator[bytes]:
             nonlocal size
-            window: list[Future[bytes]] = []
+            window: list[tuple[Future[bytes], int]] = []  # chunks being encoded, their lengths
             for chunk in chunks():
                 raw_hash.update(chunk)
                 size += len(chunk)
                 progress.add_total(1, len(chunk))
-                window.append(self.pool.submit(planes.encode_chunk, chunk, 1))
+                window.append((self.pool.submit(planes.encode_chunk, chunk, 1), len(chunk)))
                 if len(window) > 2 * self.workers:
-                    yield window.pop(0).result()
-                    progress.step(planes.CHUNK)
-            for f in window:
+                    f, n = window.pop(0)
+                    yield f.result()
+                    progress.step(n)
+            for f, n in window:
                 yield f.result()
-            progress.step(size - progress.done_bytes, count=len(window))
+                progress.step(n)
 
         parts = encoded()
 
