@@ -169,14 +169,17 @@ class Delayed:
 
 class Arrivals:
     """A background download of objects into the store, which waits for them (LocalStore.arriving)
-    while it runs. A failed download is reported by each file's own smudge: an object still
-    missing once the transfer has ended is asked for again, and a second failure is its error."""
+    while it runs. A failed download is reported by each file's own smudge: objects still
+    missing once the transfer has ended are asked for once more, and a second failure is the
+    error of the file that reads them."""
 
     def __init__(self, repo: Repo, objs: list[tuple[str, int]], what: str) -> None:
         self.repo, self.what = repo, what
         self.sizes = dict(objs)
         self.store = store_of(repo)
         self.done = threading.Event()
+        self.retry_lock = threading.Lock()
+        self.retried = False
         self.thread = threading.Thread(
             target=self._run, args=(objs,), name="gtl-delayed-download", daemon=True
         )
@@ -192,15 +195,23 @@ class Arrivals:
         self.done.set()
 
     def wait(self, oid: str) -> None:
-        """Until oid is in the store or the transfer has ended; then, if it is still missing,
-        one download of it here (its error, if any, is the reader's)."""
-        from git_theta_like.lfs import sync
-
+        """Until oid is in the store or the transfer has ended. A read that still misses an
+        object then runs the whole transfer once more (what it lacks, delta chains followed;
+        once, whichever read misses first): an error there is the reader's, as it was when each
+        file downloaded its own objects."""
         while not self.store.has(oid):
             if self.done.wait(POLL):
                 if not self.store.has(oid):
-                    sync.ensure_local(self.repo, [(oid, self.sizes.get(oid, 0))], what=self.what)
+                    self._retry()
                 return
+
+    def _retry(self) -> None:
+        from git_theta_like.lfs import sync
+
+        with self.retry_lock:
+            if not self.retried:
+                self.retried = True
+                sync.ensure_local(self.repo, list(self.sizes.items()), what=self.what)
 
 
 def _smudge(engine: Engine, repo: Repo, request: Request, chan: FilterChannel, later: Delayed | None) -> None:
