@@ -29,6 +29,7 @@ from git_theta_like.errors import MergeConfigError
 from git_theta_like.merge.strategies.base import Param, Strategy, TensorContext, Value
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import Tensor
 
@@ -60,7 +61,6 @@ def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
 def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     """The k-th largest of mag (CPU, no NaN) by numpy's introselect, about 2x faster than
     torch.kthvalue; None where it does not apply (the caller asks kthvalue)."""
-    import numpy as np
     import torch
 
     n = mag.numel()
@@ -72,10 +72,21 @@ def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     ):
         return None
     values = mag.numpy() if mag.dtype in (torch.float32, torch.float64) else mag.float().numpy()
-    part = np.partition(values, n - k)
-    if np.isnan(part[n - k :]).any():
+    part = _partition(values, k)
+    if part is None:
         return None
     return torch.tensor(part[n - k]).to(mag.dtype)  # a value of mag: exact in its dtype
+
+
+def _partition(values: np.ndarray, k: int) -> np.ndarray | None:
+    """values partitioned around the k-th largest (at index n - k: those after it are >= it,
+    those before <= it), by numpy's introselect; None when a NaN is among them (the largest, to
+    a sort: the callers leave such a tensor to torch)."""
+    import numpy as np
+
+    n = values.size
+    part = np.partition(values, n - k)
+    return None if np.isnan(part[n - k :]).any() else part
 
 
 def l1_rescale(tau: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -120,17 +131,16 @@ def _top_k_set(w: torch.Tensor, k: int) -> torch.Tensor | None:
     each of them. When some are left out (the sort's tie order decides which), None: the caller
     sorts. A tie at t = 0 needs no sort: the entries of magnitude 0 are ±0, and ±0 times 1 or 0
     is the same ±0. A NaN (the largest, to the sort): None. CPU float32 only, else None."""
-    import numpy as np
     import torch
 
     n = w.numel()
     if w.device.type != "cpu" or w.dtype != torch.float32 or k >= n:
         return None
     values = w.numpy()
-    part = np.partition(values, n - k)  # [n-k] is t; those after it are >= t, those before <= t
-    t = part[n - k]
-    if np.isnan(part[n - k :]).any():  # a NaN sorts as the largest: it is among the top k
+    part = _partition(values, k)
+    if part is None:
         return None
+    t = part[n - k]
     if t == 0:
         return torch.from_numpy(values > 0)  # the zero entries the sort would add change nothing
     if (part[: n - k] == t).any():
