@@ -23,6 +23,11 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(_escape, text)
 
 
+# rows of a Markdown table meant for a PR comment (diffs, merge previews): a GitHub comment holds
+# 65536 characters; the JSON output has every tensor
+MARKDOWN_MAX_ROWS = 200
+
+
 def human_size(n: float) -> str:
     """1536 -> `1.5 KiB`."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

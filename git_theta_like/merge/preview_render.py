@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from git_theta_like.display import human_count, printable
+from git_theta_like.display import MARKDOWN_MAX_ROWS, human_count, printable
 from git_theta_like.merge.preview import (
     ACTIONS,
     BOTH,
@@ -28,7 +28,6 @@ from git_theta_like.merge.preview import (
 from git_theta_like.merge.strategies.base import format_value
 
 MARKDOWN_MARKER = "<!-- git-theta-like merge preview -->"
-MARKDOWN_MAX_ROWS = 200  # a GitHub comment holds 65536 characters; JSON has every tensor
 _ORDER = {a: i for i, a in enumerate((CONFLICT, BOTH, OURS, THEIRS, SAME))}
 _ACTION_TEXT = {
     OURS: "from ours",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from git_theta_like.display import human_count, human_size, printable
+from git_theta_like.display import MARKDOWN_MAX_ROWS, human_count, human_size, printable
 from git_theta_like.semdiff.model import DiffResult, LogEntry
 from git_theta_like.semdiff.render.text import (
     GROUP_TITLES,
@@ -23,9 +23,6 @@ from git_theta_like.semdiff.render.text import (
 )
 
 MARKDOWN_MARKER = "<!-- git-theta-like diff -->"
-
-
-MARKDOWN_MAX_ROWS = 200  # a GitHub comment holds 65536 characters; JSON has every tensor
 
 
 def _md(text: str) -> str:
