@@ -144,3 +144,19 @@ def test_the_textconv_imports_neither_click_nor_numpy(repo: Path) -> None:
         text=True,
     )
     assert bad.returncode == 1 and bad.stderr.startswith("git-theta-like: error: ")
+
+
+def test_a_filter_process_whose_input_closes_before_the_handshake_says_so_in_one_line(repo: Path) -> None:
+    """git gone before it said hello (killed, say): one line on stderr and status 1, no traceback."""
+    import subprocess
+
+    p = subprocess.run(
+        [sys.executable, "-m", "git_theta_like", "filter-process"],
+        cwd=repo,
+        input=b"",
+        capture_output=True,
+    )
+    assert p.returncode == 1
+    assert p.stderr.decode().strip() == (
+        "git-theta-like: error: git closed the connection during the filter handshake"
+    )

@@ -40,6 +40,12 @@ class FilterChannel:
 
     def handshake(self, offered: Iterable[str]) -> set[str]:
         """Agree on version 2 and the capabilities both sides have (`clean`, `smudge`, ...)."""
+        try:
+            return self._handshake(offered)
+        except EOFError:
+            raise ProtocolError("git closed the connection during the filter handshake") from None
+
+    def _handshake(self, offered: Iterable[str]) -> set[str]:
         hello = self.reader.read_text_list()
         if "git-filter-client" not in hello or "version=2" not in hello:
             raise ProtocolError(f"unexpected filter handshake {hello!r}")
