@@ -7,7 +7,8 @@ raw hash the previous manifest of the same path already has (git re-cleans a fil
 bounded: at most `inflight_bytes` of tensor data (or one tensor, if larger) is held at a time.
 
 Smudge decodes the objects a manifest references, verifies each against its raw hash, and
-streams skeleton and tensors back in file order, decoding ahead on the same pool.
+streams skeleton and tensors back in file order, decoding ahead on the same pool: the next
+`inflight_bytes` of tensors decode while the current one goes out to git.
 
 Files that no format parses, or that fail to parse half-way (truncated, corrupt), are stored
 whole as one object with a warning: clean never refuses a file and never loses a byte.
@@ -634,10 +635,10 @@ class Engine:
             ahead -= t.length
             if len(data) != t.length:
                 raise ThetaLikeError(f"tensor {t.name!r}: object decodes to the wrong length")
+            fill()  # the next tensors decode while this one goes out
             write(data)
             del data
             progress.step(gap + t.length)
             pos = t.offset + t.length
-            fill()
         write(skeleton[spos:])
         progress.advance(len(skeleton) - spos)
