@@ -16,6 +16,7 @@ from git_theta_like.merge.compute import from_bytes, to_bytes
 from git_theta_like.merge.config import MergeConfig, parse_set, parse_toml
 from git_theta_like.merge.plan import fisher_path, plan_merge
 from git_theta_like.merge.strategies import STRATEGIES
+from git_theta_like.merge.strategies.base import Strategy
 from git_theta_like.merge.strategies.task_vectors import dare_mask, tensor_seed
 
 SHAPE = (96, 80)
@@ -491,3 +492,59 @@ def test_strategies_do_not_import_torch_until_they_compute(tmp_path: Path) -> No
         "make_strategy('ties', {'density': 0.3}); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+ELEMENTWISE = sorted(name for name, cls in STRATEGIES.items() if cls.elementwise)
+
+
+def test_the_elementwise_strategies_are_the_ones_expected() -> None:
+    """A strategy marked element-wise is merged in blocks: only those whose formula is per element."""
+    assert ELEMENTWISE == ["average", "linear", "task-arithmetic"]
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16", "F64"])
+def test_an_elementwise_merge_in_blocks_gives_the_bits_of_the_whole_tensor(
+    name: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run / run_many in blocks (a block size that does not divide the tensor, odd shape) against
+    one merge of the whole tensor: the same bytes, two models and three with per-model weights,
+    both conventions where the strategy has them."""
+    from git_theta_like.merge import compute
+    from git_theta_like.merge.strategies import base as strategy_base
+
+    rng = np.random.default_rng(7)
+    shape = (37, 53)
+    td = compute.torch_dtype(dtype)
+    raw = [
+        to_bytes(torch.from_numpy(rng.standard_normal(shape).astype(np.float64)).to(td)).tobytes()
+        for _ in range(4)
+    ]
+    base, models = raw[0], raw[1:]
+    settings: list[dict[str, object]] = [{}]
+    if name == "linear":
+        settings = [{"ours": 0.3, "theirs": 0.9}, {"normalize": False, "ours": 0.7, "theirs": 0.2}]
+    if name == "task-arithmetic":
+        settings = [{"lambda": 0.8}, {"conventions": "mergekit", "normalize": True, "lambda": 1.3}]
+    cpu = torch.device("cpu")
+    for params in settings:
+        strat = make_strategy(name, params)
+
+        def both(strat: Strategy = strat) -> list[bytes]:
+            two = compute.run(strat, dtype, shape, base, models[0], models[1], device=cpu)
+            many = compute.run_many(
+                strat,
+                dtype,
+                shape,
+                base,
+                models,
+                per_model=[{"weight": 0.5}, {}, {"weight": 2.0}] if name != "average" else (),
+                device=cpu,
+            )
+            return [bytes(two), bytes(many)]
+
+        whole = both()
+        monkeypatch.setattr(strategy_base, "BLOCK_ELEMENTS", 97)
+        blocked = both()
+        monkeypatch.undo()
+        assert blocked == whole, (name, params)

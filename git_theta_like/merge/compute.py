@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from git_theta_like import dtypes
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import DeviceError, ThetaLikeError
 from git_theta_like.extras import require
+from git_theta_like.merge.strategies import base as strategy_base
 from git_theta_like.merge.strategies import make_strategy, parse_value
 from git_theta_like.merge.strategies.base import Strategy, TensorContext, Value
 
@@ -143,11 +144,23 @@ def run(
         return memoryview(strategy.merge_bits(base, ours, theirs, dtype, name))
     assert device is not None, "a torch strategy needs a device"
     cd = compute_dtype(dtype, precision)
+    used = base if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    if strategy.elementwise and fisher is None:
+        ctx = TensorContext(name=name)
+        return _blocked(
+            lambda b, ms: strategy.merge(b, ms[0], ms[1], ctx),
+            dtype,
+            shape,
+            used,
+            [ours, theirs],
+            device,
+            cd,
+        )
 
     def load(buf: Buffer, dt: str = dtype) -> torch.Tensor:
         return from_bytes(buf, dt, shape, device).to(cd)
 
-    b = load(base) if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    b = load(used) if used is not None else None
     o, t = load(ours), load(theirs)
     f = (load(fisher[0][0], fisher[0][1]), load(fisher[1][0], fisher[1][1])) if fisher else None
     out = strategy.merge(b, o, t, TensorContext(name=name, fisher=f))
@@ -177,15 +190,61 @@ def run_many(
         raise ThetaLikeError(f"strategy {strategy.name} merges two versions, not {len(models)}")
     assert device is not None, "a torch strategy needs a device"
     cd = compute_dtype(dtype, precision)
+    used = base if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    ctx = TensorContext(name=name, per_model=tuple(per_model))
+    if strategy.elementwise:
+        return _blocked(
+            lambda b, ms: strategy.merge_many(b, ms, ctx),
+            dtype,
+            shape,
+            used,
+            models,
+            device,
+            cd,
+        )
 
     def load(buf: Buffer) -> torch.Tensor:
         return from_bytes(buf, dtype, shape, device).to(cd)
 
-    b = load(base) if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    b = load(used) if used is not None else None
     ms = [load(m) for m in models]
-    out = strategy.merge_many(b, ms, TensorContext(name=name, per_model=tuple(per_model)))
+    out = strategy.merge_many(b, ms, ctx)
     del b, ms
     return to_bytes(cast_to(out, dtype))
+
+
+def _blocked(
+    merge: Callable[[torch.Tensor | None, list[torch.Tensor]], torch.Tensor],
+    dtype: str,
+    shape: Sequence[int],
+    base: Buffer | None,
+    models: Sequence[Buffer],
+    device: torch.device,
+    cd: torch.dtype,
+) -> memoryview:
+    """An element-wise merge, BLOCK_ELEMENTS at a time (flat blocks: an element-wise strategy
+    does not look at shapes), each block cast back into its place in the result: the same bits
+    as one merge of the whole tensor, in bounded memory."""
+    n, block = dtypes.numel(list(shape)), strategy_base.BLOCK_ELEMENTS
+    if n <= block:
+        b = from_bytes(base, dtype, shape, device).to(cd) if base is not None else None
+        out = merge(b, [from_bytes(m, dtype, shape, device).to(cd) for m in models])
+        return to_bytes(cast_to(out, dtype))
+    size = dtypes.itemsize(dtype)
+    result = bytearray(n * size)
+    view = memoryview(result)
+    base_v = memoryview(base).cast("B") if base is not None else None
+    model_v = [memoryview(m).cast("B") for m in models]
+    for start in range(0, n, block):
+        lo, hi = start * size, min(n, start + block) * size
+        count = (hi - lo) // size
+
+        b = from_bytes(base_v[lo:hi], dtype, (count,), device).to(cd) if base_v is not None else None
+        ms = [from_bytes(v[lo:hi], dtype, (count,), device).to(cd) for v in model_v]
+        out = merge(b, ms)
+        view[lo:hi] = to_bytes(cast_to(out, dtype))
+        del b, ms, out
+    return view
 
 
 def merge_tensors(

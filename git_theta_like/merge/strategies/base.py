@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import MergeConfigError
 
+# An element-wise strategy (and patch, on bits) merges a larger tensor this many elements at a
+# time: inputs in the compute dtype, intermediates and masks then take a few blocks of memory
+# (16 MiB each in float32) rather than a few copies of the tensor, on the CPU as on a GPU.
+BLOCK_ELEMENTS = 1 << 22
+
 Value = float | int | bool | str
 
 if TYPE_CHECKING:
@@ -120,6 +125,9 @@ class Strategy:
     needs_fisher: ClassVar[bool] = False
     # computes on the tensors' bits in numpy (merge_bits) rather than on torch tensors (merge)
     bitwise: ClassVar[bool] = False
+    # each element of the result depends only on the same element of the inputs (no norms,
+    # top-k, random masks or shapes): the merge may run on blocks of a tensor, the same bits
+    elementwise: ClassVar[bool] = False
     # how many models (besides the base) merge_many takes: 2 for a strategy that only has the
     # three-way `merge`, None for any number
     max_models: ClassVar[int | None] = 2
@@ -216,6 +224,6 @@ class Strategy:
             out.append(vals)
         return out
 
-    def merge_bits(self, base: Buffer, ours: Buffer, theirs: Buffer, dtype: str, name: str = "") -> bytes:
+    def merge_bits(self, base: Buffer, ours: Buffer, theirs: Buffer, dtype: str, name: str = "") -> Buffer:
         """The merged raw bytes, for `bitwise` strategies."""
         raise NotImplementedError

@@ -40,6 +40,7 @@ Base = _selecting("base", "go back to the merge base (drop both changes)")
 
 class Average(Strategy):
     name = "average"
+    elementwise = True
     summary = "element-wise mean (ours + theirs) / 2; of N models, sum / N"
     max_models = None
 
@@ -55,6 +56,7 @@ class Average(Strategy):
 
 class Linear(Strategy):
     name = "linear"
+    elementwise = True
     summary = "weighted average (w_o ours + w_t theirs) / (w_o + w_t)"
     params = (
         Param("ours", float, 0.5, "weight of our version"),

@@ -424,6 +424,7 @@ class TaskVectorMerge(Strategy):
 
 class TaskArithmetic(TaskVectorMerge):
     name = "task-arithmetic"
+    elementwise = True
     summary = "base + lambda * sum_i w_i tau_i  (Ilharco et al. 2023)"
     params = (
         Param("lambda", float, 1.0, "scale of the summed task vectors"),
