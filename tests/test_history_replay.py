@@ -289,3 +289,37 @@ def test_patch_of_other_dtypes(dtype: str) -> None:
     want[2:4] = ours[2:4] + kind(5)
     want[4:6] = theirs[4:6]
     assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "I32", "F8_E4M3"])
+def test_patch_in_blocks_gives_the_bits_of_the_whole_tensor(
+    dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """patch runs entry by entry, a block at a time (bounded masks and float64 copies): blocks
+    that do not divide the tensor give the bytes of one pass, disjoint, equal and overlapping
+    changes alike; an overlap it cannot replay is the same conflict."""
+    from git_theta_like.errors import MergeConflictError
+    from git_theta_like.merge.strategies import base as strategy_base
+    from git_theta_like.merge.strategies import make_strategy
+
+    width = {"F32": 4, "BF16": 2, "I32": 4, "F8_E4M3": 1}[dtype]
+    kind = {1: np.uint8, 2: np.uint16, 4: np.uint32}[width]
+    rng = np.random.default_rng(5)
+    n = 1000
+    base = rng.integers(0, 1 << (8 * width - 2), n, dtype=np.uint64).astype(kind)  # finite floats
+    ours, theirs = base.copy(), base.copy()
+    ours[rng.random(n) < 0.3] ^= kind(1)
+    theirs[rng.random(n) < 0.3] ^= kind(2)
+    theirs[:50] = ours[:50]  # changed alike
+    patch = make_strategy("patch")
+
+    def merged() -> bytes | str:
+        try:
+            return bytes(patch.merge_bits(base.tobytes(), ours.tobytes(), theirs.tobytes(), dtype, "w"))
+        except MergeConflictError as e:
+            return str(e)
+
+    whole = merged()
+    monkeypatch.setattr(strategy_base, "BLOCK_ELEMENTS", 37)
+    assert merged() == whole
+    assert isinstance(whole, str) == (dtype == "F8_E4M3")  # 1-byte floats: overlaps conflict

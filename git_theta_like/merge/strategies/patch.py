@@ -20,6 +20,7 @@ from git_theta_like import dtypes
 from git_theta_like.codecs import bits
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import MergeConflictError
+from git_theta_like.merge.strategies import base as strategy_base
 from git_theta_like.merge.strategies.base import Strategy, TensorContext
 
 if TYPE_CHECKING:
@@ -44,22 +45,44 @@ class Patch(Strategy):
     needs_base = True
     bitwise: ClassVar[bool] = True
 
-    def merge_bits(self, base: Buffer, ours: Buffer, theirs: Buffer, dtype: str, name: str = "") -> bytes:
+    def merge_bits(self, base: Buffer, ours: Buffer, theirs: Buffer, dtype: str, name: str = "") -> Buffer:
         b, o, t = (bits.elements(x, dtype) for x in (base, ours, theirs))
         if not (b.shape == o.shape == t.shape):
             raise MergeConflictError(f"tensor {name!r}: base, ours and theirs differ in size")
         out = o.copy()
-        ours_changed = o != b
-        theirs_changed = t != b
-        only_theirs = theirs_changed & ~ours_changed
-        out[only_theirs] = t[only_theirs]
-        both = ours_changed & theirs_changed & (o != t)
-        if both.any():
-            out[both] = _combine(b[both], o[both], t[both], dtype, name)
-        return out.tobytes()
+        # entry by entry, so block by block: masks and float64 values for one block at a time
+        step = strategy_base.BLOCK_ELEMENTS
+        unreplayable = 0  # entries both sides changed, in a dtype without arithmetic
+        for s in range(0, len(o), step):
+            unreplayable += _patch_block(
+                b[s : s + step], o[s : s + step], t[s : s + step], out[s : s + step], dtype, name
+            )
+        if unreplayable:
+            raise MergeConflictError(
+                f"tensor {name!r}: {unreplayable} {dtype} entries changed on both sides to different "
+                f"values ({dtypes.itemsize(dtype)}-byte elements have no arithmetic to replay a change "
+                "onto another)"
+            )
+        return out.data.cast("B")
 
     def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
         raise AssertionError("patch merges bits (merge_bits), never torch tensors")
+
+
+def _patch_block(b: np.ndarray, o: np.ndarray, t: np.ndarray, out: np.ndarray, dtype: str, name: str) -> int:
+    """One block of merge_bits, into out (ours's bits on entry); returns how many entries both
+    sides changed differently where the dtype has no arithmetic (a conflict, counted whole)."""
+    ours_changed = o != b
+    theirs_changed = t != b
+    only_theirs = theirs_changed & ~ours_changed
+    out[only_theirs] = t[only_theirs]
+    both = ours_changed & theirs_changed & (o != t)
+    if not both.any():
+        return 0
+    if dtype not in ARITHMETIC_FLOATS and dtype not in INTEGERS:
+        return int(both.sum())
+    out[both] = _combine(b[both], o[both], t[both], dtype, name)
+    return 0
 
 
 def _combine(b: np.ndarray, o: np.ndarray, t: np.ndarray, dtype: str, name: str) -> np.ndarray:
@@ -81,7 +104,4 @@ def _combine(b: np.ndarray, o: np.ndarray, t: np.ndarray, dtype: str, name: str)
                 f"tensor {name!r}: ours + (theirs - base) leaves the range of {dtype} for some entries"
             )
         return np.array(vals, dtype=kind).view(o.dtype)
-    raise MergeConflictError(
-        f"tensor {name!r}: {len(o)} {dtype} entries changed on both sides to different values "
-        f"({dtypes.itemsize(dtype)}-byte elements have no arithmetic to replay a change onto another)"
-    )
+    raise AssertionError(dtype)  # merge_bits counts these as conflicts
