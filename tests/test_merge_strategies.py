@@ -502,14 +502,35 @@ def test_the_elementwise_strategies_are_the_ones_expected() -> None:
     assert ELEMENTWISE == ["average", "linear", "task-arithmetic"]
 
 
-@pytest.mark.parametrize("name", ELEMENTWISE)
+BLOCKED = sorted(
+    name
+    for name, cls in STRATEGIES.items()
+    if cls.elementwise or cls.prepare_many is not Strategy.prepare_many
+)
+
+
+def test_the_task_vector_strategies_merge_in_blocks() -> None:
+    """Besides the element-wise ones, every task-vector method decides its sparsification on the
+    whole tensor and then runs in blocks."""
+    assert set(BLOCKED) == set(ELEMENTWISE) | {
+        "ties",
+        "dare",
+        "dare-ties",
+        "breadcrumbs",
+        "breadcrumbs-ties",
+        "della",
+        "della-linear",
+    }
+
+
+@pytest.mark.parametrize("name", BLOCKED)
 @pytest.mark.parametrize("dtype", ["F32", "BF16", "F16", "F64"])
-def test_an_elementwise_merge_in_blocks_gives_the_bits_of_the_whole_tensor(
+def test_a_merge_in_blocks_gives_the_bits_of_the_whole_tensor(
     name: str, dtype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """run / run_many in blocks (a block size that does not divide the tensor, odd shape) against
     one merge of the whole tensor: the same bytes, two models and three with per-model weights,
-    both conventions where the strategy has them."""
+    both conventions where the strategy has them, L1 rescale on and off."""
     from git_theta_like.merge import compute
     from git_theta_like.merge.strategies import base as strategy_base
 
@@ -520,24 +541,38 @@ def test_an_elementwise_merge_in_blocks_gives_the_bits_of_the_whole_tensor(
         to_bytes(torch.from_numpy(rng.standard_normal(shape).astype(np.float64)).to(td)).tobytes()
         for _ in range(4)
     ]
+    # ties at the cut-off of a trim: a block of equal deltas in every model
+    tied = [np.frombuffer(r, np.uint8).copy() for r in raw]
+    size = compute.dtypes.itemsize(dtype)
+    for m in tied[1:]:
+        m[: 200 * size] = tied[0][: 200 * size]
+        m[200 * size : 400 * size] = np.tile(tied[0][:size], 200)
+    raw = [t.tobytes() for t in tied]
     base, models = raw[0], raw[1:]
     settings: list[dict[str, object]] = [{}]
     if name == "linear":
         settings = [{"ours": 0.3, "theirs": 0.9}, {"normalize": False, "ours": 0.7, "theirs": 0.2}]
-    if name == "task-arithmetic":
+    elif name == "task-arithmetic":
         settings = [{"lambda": 0.8}, {"conventions": "mergekit", "normalize": True, "lambda": 1.3}]
+    elif name != "average":
+        cls = STRATEGIES[name]
+        names = {p.name for p in cls.params}
+        settings = [{"conventions": c} for c in ("paper", "mergekit")]
+        if "rescale" in names:
+            settings += [{**x, "rescale": not cls({})["rescale"]} for x in list(settings)]
     cpu = torch.device("cpu")
     for params in settings:
         strat = make_strategy(name, params)
 
         def both(strat: Strategy = strat) -> list[bytes]:
-            two = compute.run(strat, dtype, shape, base, models[0], models[1], device=cpu)
+            two = compute.run(strat, dtype, shape, base, models[0], models[1], name="w", device=cpu)
             many = compute.run_many(
                 strat,
                 dtype,
                 shape,
                 base,
                 models,
+                name="w",
                 per_model=[{"weight": 0.5}, {}, {"weight": 2.0}] if name != "average" else (),
                 device=cpu,
             )

@@ -145,23 +145,21 @@ def run(
     assert device is not None, "a torch strategy needs a device"
     cd = compute_dtype(dtype, precision)
     used = base if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    n = dtypes.numel(list(shape))
     if strategy.elementwise and fisher is None:
         ctx = TensorContext(name=name)
-        return _blocked(
-            lambda b, ms: strategy.merge(b, ms[0], ms[1], ctx),
-            dtype,
-            shape,
-            used,
-            [ours, theirs],
-            device,
-            cd,
+        merge = _elementwise(
+            lambda b, ms: strategy.merge(b, ms[0], ms[1], ctx), dtype, used, [ours, theirs], device, cd
         )
+        return _in_blocks(n, dtype, merge)
 
     def load(buf: Buffer, dt: str = dtype) -> torch.Tensor:
         return from_bytes(buf, dt, shape, device).to(cd)
 
     b = load(used) if used is not None else None
     o, t = load(ours), load(theirs)
+    if fisher is None and (prepared := strategy.prepare_many(b, [o, t], TensorContext(name=name))):
+        return _in_blocks(n, dtype, prepared)
     f = (load(fisher[0][0], fisher[0][1]), load(fisher[1][0], fisher[1][1])) if fisher else None
     out = strategy.merge(b, o, t, TensorContext(name=name, fisher=f))
     del b, o, t, f
@@ -192,58 +190,62 @@ def run_many(
     cd = compute_dtype(dtype, precision)
     used = base if base is not None and (strategy.needs_base or strategy.selects == "base") else None
     ctx = TensorContext(name=name, per_model=tuple(per_model))
+    n = dtypes.numel(list(shape))
     if strategy.elementwise:
-        return _blocked(
-            lambda b, ms: strategy.merge_many(b, ms, ctx),
-            dtype,
-            shape,
-            used,
-            models,
-            device,
-            cd,
-        )
+        merge = _elementwise(lambda b, ms: strategy.merge_many(b, ms, ctx), dtype, used, models, device, cd)
+        return _in_blocks(n, dtype, merge)
 
     def load(buf: Buffer) -> torch.Tensor:
         return from_bytes(buf, dtype, shape, device).to(cd)
 
     b = load(used) if used is not None else None
     ms = [load(m) for m in models]
+    if prepared := strategy.prepare_many(b, ms, ctx):
+        return _in_blocks(n, dtype, prepared)
     out = strategy.merge_many(b, ms, ctx)
     del b, ms
     return to_bytes(cast_to(out, dtype))
 
 
-def _blocked(
+Block = Callable[[int, int], "torch.Tensor"]
+
+
+def _elementwise(
     merge: Callable[[torch.Tensor | None, list[torch.Tensor]], torch.Tensor],
     dtype: str,
-    shape: Sequence[int],
     base: Buffer | None,
     models: Sequence[Buffer],
     device: torch.device,
     cd: torch.dtype,
-) -> memoryview:
-    """An element-wise merge, BLOCK_ELEMENTS at a time (flat blocks: an element-wise strategy
-    does not look at shapes), each block cast back into its place in the result: the same bits
-    as one merge of the whole tensor, in bounded memory."""
-    n, block = dtypes.numel(list(shape)), strategy_base.BLOCK_ELEMENTS
+) -> Block:
+    """An element-wise strategy's merge of elements lo..hi, its inputs read from the raw bytes
+    block by block (flat: an element-wise strategy does not look at shapes)."""
+    size = dtypes.itemsize(dtype)
+    base_v = memoryview(base).cast("B") if base is not None else None
+    model_v = [memoryview(m).cast("B") for m in models]
+
+    def block(lo: int, hi: int) -> torch.Tensor:
+        def load(v: memoryview) -> torch.Tensor:
+            return from_bytes(v[lo * size : hi * size], dtype, (hi - lo,), device).to(cd)
+
+        return merge(load(base_v) if base_v is not None else None, [load(v) for v in model_v])
+
+    return block
+
+
+def _in_blocks(n: int, dtype: str, merge: Block) -> memoryview:
+    """The n merged elements, BLOCK_ELEMENTS at a time, each block cast back into its place in
+    the result: the same bits as one merge of the whole tensor, the compute's intermediates
+    bounded by a few blocks."""
+    block = strategy_base.BLOCK_ELEMENTS
     if n <= block:
-        b = from_bytes(base, dtype, shape, device).to(cd) if base is not None else None
-        out = merge(b, [from_bytes(m, dtype, shape, device).to(cd) for m in models])
-        return to_bytes(cast_to(out, dtype))
+        return to_bytes(cast_to(merge(0, n), dtype))
     size = dtypes.itemsize(dtype)
     result = bytearray(n * size)
     view = memoryview(result)
-    base_v = memoryview(base).cast("B") if base is not None else None
-    model_v = [memoryview(m).cast("B") for m in models]
-    for start in range(0, n, block):
-        lo, hi = start * size, min(n, start + block) * size
-        count = (hi - lo) // size
-
-        b = from_bytes(base_v[lo:hi], dtype, (count,), device).to(cd) if base_v is not None else None
-        ms = [from_bytes(v[lo:hi], dtype, (count,), device).to(cd) for v in model_v]
-        out = merge(b, ms)
-        view[lo:hi] = to_bytes(cast_to(out, dtype))
-        del b, ms, out
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        view[lo * size : hi * size] = to_bytes(cast_to(merge(lo, hi), dtype))
     return view
 
 

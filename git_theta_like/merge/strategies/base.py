@@ -4,7 +4,7 @@ per-tensor context, and the `Strategy` base class. Imports torch only for type c
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -200,6 +200,15 @@ class Strategy:
         if len(models) != 2:
             raise MergeConfigError(f"strategy {self.name} merges two versions, not {len(models)}")
         raise MergeConfigError(f"strategy {self.name} takes no per-model parameters")
+
+    def prepare_many(
+        self, base: torch.Tensor | None, models: Sequence[torch.Tensor], ctx: TensorContext
+    ) -> Callable[[int, int], torch.Tensor] | None:
+        """For a strategy that decides on whole tensors (a threshold, a mask) and then works entry
+        by entry: do the deciding, and return (lo, hi) -> elements lo..hi of the merged tensor,
+        flat, in the compute dtype (the merge then runs in blocks, the same bits as merge_many).
+        None (the default): merge_many merges whole tensors."""
+        return None
 
     def model_values(self, ctx: TensorContext, n: int) -> list[dict[str, Value]]:
         """For each of the n models, its values of `per_model_params`: ctx.per_model's, parsed

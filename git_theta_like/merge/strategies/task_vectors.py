@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from git_theta_like.errors import MergeConfigError
@@ -40,27 +40,62 @@ SIGN_METHODS = ("sum", "count")
 # ------------------------------------------------------------------ sparsifiers
 
 
+# A sparsifier decided on a whole task vector, applied element by element: (a block of τ, flat;
+# the block's first and last element + 1) -> that block of the sparsified τ. TIES's trims keep
+# only a threshold or a mask (and a rescale factor) of the whole tensor; others the result.
+KeepRule = Callable[["Tensor", int, int], "Tensor"]
+
+
+def _identity(tau: Tensor, lo: int, hi: int) -> Tensor:
+    return tau
+
+
+def _precomputed(full: Tensor) -> KeepRule:
+    flat = full.reshape(-1)
+    return lambda tau, lo, hi: flat[lo:hi]
+
+
+def _scaled(rule: KeepRule, factor: Tensor | None) -> KeepRule:
+    return rule if factor is None else (lambda tau, lo, hi: rule(tau, lo, hi) * factor)
+
+
+def _l1_factor(tau: Tensor, masked: Tensor, eps: float = 1e-7) -> Tensor | None:
+    """l1_rescale's factor (None: unchanged), from the whole tensors."""
+    before = tau.abs().sum()
+    after = masked.abs().sum()
+    if before < eps or after < eps:
+        return None
+    return before / after
+
+
 def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
     """TIES's trim: keep the round(density * n) entries of largest magnitude (at least one),
     zero the rest. Entries tied with the smallest kept magnitude are kept too."""
+    return trim_top_k_rule(tau, density)(tau.reshape(-1), 0, tau.numel()).reshape(tau.shape)
+
+
+def trim_top_k_rule(tau: torch.Tensor, density: float) -> KeepRule:
+    """trim_top_k as a rule: the threshold of the whole tensor, kept entry by entry."""
     import torch
 
     n = tau.numel()
     if density >= 1.0 or n == 0:
-        return tau
+        return _identity
     k = max(1, round(density * n))
     mag = tau.abs().reshape(-1)
     threshold = _kth_largest(mag, k)
     if threshold is None:
         threshold = torch.kthvalue(mag.cpu() if mag.device.type == "mps" else mag, n - k + 1).values
-    return torch.where(
-        tau.abs() >= threshold.to(tau.device), tau, torch.zeros((), dtype=tau.dtype, device=tau.device)
-    )
+    del mag
+    t = threshold.to(tau.device)
+    zero = torch.zeros((), dtype=tau.dtype, device=tau.device)
+    return lambda blk, lo, hi: torch.where(blk.abs() >= t, blk, zero)
 
 
 def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     """The k-th largest of mag (CPU, no NaN) by numpy's introselect, about 2x faster than
-    torch.kthvalue; None where it does not apply (the caller asks kthvalue)."""
+    torch.kthvalue; None where it does not apply (the caller asks kthvalue). mag is the caller's
+    scratch: float32 and float64 are partitioned in place (no copy of the tensor)."""
     import torch
 
     n = mag.numel()
@@ -72,20 +107,24 @@ def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     ):
         return None
     values = mag.numpy() if mag.dtype in (torch.float32, torch.float64) else mag.float().numpy()
-    part = _partition(values, k)
+    part = _partition(values, k, in_place=True)
     if part is None:
         return None
     return torch.tensor(part[n - k]).to(mag.dtype)  # a value of mag: exact in its dtype
 
 
-def _partition(values: np.ndarray, k: int) -> np.ndarray | None:
+def _partition(values: np.ndarray, k: int, *, in_place: bool = False) -> np.ndarray | None:
     """values partitioned around the k-th largest (at index n - k: those after it are >= it,
-    those before <= it), by numpy's introselect; None when a NaN is among them (the largest, to
-    a sort: the callers leave such a tensor to torch)."""
+    those before <= it), by numpy's introselect (`in_place`: values itself, reordered); None
+    when a NaN is among them (the largest, to a sort: the callers leave such a tensor to torch)."""
     import numpy as np
 
     n = values.size
-    part = np.partition(values, n - k)
+    if in_place:
+        values.partition(n - k)
+        part = values
+    else:
+        part = np.partition(values, n - k)
     return None if np.isnan(part[n - k :]).any() else part
 
 
@@ -102,12 +141,18 @@ def l1_rescale(tau: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> to
 def trim_top_k_mergekit(tau: torch.Tensor, density: float, rescale: bool) -> torch.Tensor:
     """mergekit's `magnitude`: exactly k = max(1, int(density * n)) entries, the first k of a
     descending argsort of |tau| (on the CPU in float32), kept through a 0/1 mask."""
+    rule = trim_top_k_mergekit_rule(tau, density, rescale)
+    return rule(tau.reshape(-1), 0, tau.numel()).reshape(tau.shape)
+
+
+def trim_top_k_mergekit_rule(tau: torch.Tensor, density: float, rescale: bool) -> KeepRule:
+    """trim_top_k_mergekit as a rule: the mask (and L1 factor) of the whole tensor."""
     import torch
 
     if density >= 1:
-        return tau
+        return _identity
     if tau.numel() == 0:
-        return torch.zeros_like(tau)
+        return lambda blk, lo, hi: torch.zeros_like(blk)
     k = max(1, int(density * tau.numel()))
     w = tau.abs().reshape(-1)
     if w.device.type == "cpu":
@@ -119,8 +164,9 @@ def trim_top_k_mergekit(tau: torch.Tensor, density: float, rescale: bool) -> tor
     else:
         mask = torch.zeros(tau.numel(), dtype=tau.dtype, device=tau.device)
         mask[torch.argsort(w, descending=True)[:k]] = 1
-    masked = tau * mask.reshape_as(tau)
-    return l1_rescale(tau, masked) if rescale else masked
+        del w
+    rule: KeepRule = lambda blk, lo, hi: blk * mask[lo:hi]  # noqa: E731
+    return _scaled(rule, _l1_factor(tau, rule(tau.reshape(-1), 0, tau.numel())) if rescale else None)
 
 
 def _top_k_set(w: torch.Tensor, k: int) -> torch.Tensor | None:
@@ -355,13 +401,49 @@ class TaskVectorMerge(Strategy):
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
         if base is None:
             raise MergeConfigError(f"strategy {self.name} needs the tensor in the merge base")
+        blocks = self.prepare_many(base, models, ctx)
+        return blocks(0, base.numel()).reshape(base.shape)
+
+    def prepare_many(
+        self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext
+    ) -> Callable[[int, int], Tensor]:
+        """Each model's sparsifier decided on its whole task vector (a threshold or mask where it
+        can, else the sparsified vector), then the rest of the method entry by entry: returns
+        (lo, hi) -> elements lo..hi of the merged tensor, flat (compute.py runs it in blocks)."""
+        if base is None:
+            raise MergeConfigError(f"strategy {self.name} needs the tensor in the merge base")
         vals = self.model_values(ctx, len(models))
-        if self["conventions"] == "mergekit":
-            return self._merge_mergekit(base, models, vals, ctx)
-        taus = [
-            self.sparsify(m - base, v, ctx.name, i, l1=False)
+        mergekit = self["conventions"] == "mergekit"
+        rules = [
+            self.keep_rule(m - base, v, ctx.name, i, l1=mergekit)
             for i, (m, v) in enumerate(zip(models, vals, strict=True))
         ]
+        flat_base, flat_models = base.reshape(-1), [m.reshape(-1) for m in models]
+
+        def block(lo: int, hi: int) -> Tensor:
+            b = flat_base[lo:hi]
+            taus = [rule(m[lo:hi] - b, lo, hi) for rule, m in zip(rules, flat_models, strict=True)]
+            return self._combine(b, taus, vals, mergekit)
+
+        return block
+
+    def keep_rule(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> KeepRule:
+        """One model's sparsifier as a rule over blocks of its task vector (see KeepRule): the
+        sparsified vector, decided on the whole tensor, unless a subclass keeps less."""
+        if self.sparsifier is None:
+            return _identity
+        return _precomputed(self.sparsify(tau, v, name, index, l1=l1))
+
+    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
+        """One model's task vector, sparsified with its values `v` (paper conventions unless l1)."""
+        return tau
+
+    def _combine(
+        self, base: Tensor, taus: list[Tensor], vals: list[dict[str, Value]], mergekit: bool
+    ) -> Tensor:
+        """The sparsified task vectors combined and added to the base (one block of them)."""
+        if mergekit:
+            return self._combine_mergekit(base, taus, vals)
         weights = [float(v["weight"]) for v in vals]
         if any(w != 1.0 for w in weights):
             taus = [tau * w for tau, w in zip(taus, weights, strict=True)]
@@ -377,19 +459,15 @@ class TaskVectorMerge(Strategy):
                     mixed = mixed / total
         return base + mixed * float(self["lambda"])
 
-    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
-        """One model's task vector, sparsified with its values `v` (paper conventions unless l1)."""
-        return tau
-
-    def _merge_mergekit(
-        self, base: Tensor, models: Sequence[Tensor], vals: list[dict[str, Value]], ctx: TensorContext
-    ) -> Tensor:
-        """mergekit's GeneralizedTaskArithmeticMerge.merge_group, operation for operation."""
+    def _combine_mergekit(self, base: Tensor, taus: list[Tensor], vals: list[dict[str, Value]]) -> Tensor:
+        """mergekit's GeneralizedTaskArithmeticMerge.merge_group, operation for operation, after
+        the sparsification."""
         import torch
 
-        deltas = base.new_empty((len(models), *base.shape))
-        for i, (m, v) in enumerate(zip(models, vals, strict=True)):
-            deltas[i] = self.sparsify(m - base, v, ctx.name, i, l1=True)
+        deltas = base.new_empty((len(taus), *base.shape))
+        for i, tau in enumerate(taus):
+            deltas[i] = tau
+        del taus
         weights = torch.tensor([float(v["weight"]) for v in vals], dtype=deltas.dtype, device=deltas.device)
         while deltas.dim() > weights.dim():
             weights.unsqueeze_(-1)
@@ -451,12 +529,17 @@ class Ties(TaskVectorMerge):
     consensus = True
     per_model_params = ("weight", "density")
 
-    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
+    def keep_rule(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> KeepRule:
         d, rescale = float(v["density"]), bool(self["rescale"])
         if l1:
-            return trim_top_k_mergekit(tau, d, rescale)
-        trimmed = trim_top_k(tau, d)
-        return l1_rescale(tau, trimmed) if rescale and d < 1.0 else trimmed
+            return trim_top_k_mergekit_rule(tau, d, rescale)
+        rule = trim_top_k_rule(tau, d)
+        if not (rescale and d < 1.0):
+            return rule
+        return _scaled(rule, _l1_factor(tau, rule(tau.reshape(-1), 0, tau.numel())))
+
+    def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
+        return self.keep_rule(tau, v, name, index, l1=l1)(tau.reshape(-1), 0, tau.numel()).reshape(tau.shape)
 
 
 _DARE_PARAMS = (
