@@ -6,6 +6,10 @@ Shown when stderr is a terminal, or always when GIT_THETA_LIKE_PROGRESS=1 (=0 hi
 nothing), unless GIT_THETA_LIKE_PROGRESS=1 forces it. Thread-safe: workers report from threads.
 Disabled, every call is one attribute check: no lock, no clock, no formatting.
 
+Lines drawn at the same time on one stream (a delayed checkout writes files while its download
+goes on) share the row, `first | second`, cut to the terminal's width; each one's final line
+gets a row of its own when it finishes, and the others go on below it.
+
 No tqdm or rich: the filter process starts once per git command and importing either costs about
 half its start-up (docs/reliability.md, "Progress").
 """
@@ -21,6 +25,12 @@ from typing import IO
 from git_theta_like.display import human_size
 
 ENV = "GIT_THETA_LIKE_PROGRESS"
+SEPARATOR = " | "
+
+# The lines drawn and not finished, per stream (by id), in the order they appeared; one lock
+# for every stream's row, so that no two draws interleave.
+_rows: dict[int, list[Progress]] = {}
+_row_lock = threading.Lock()
 
 
 def wanted(stream: IO[str] | None = None) -> bool:
@@ -120,24 +130,39 @@ class Progress:
                 return
             self._last = now
             self._shown = True
-            self.stream.write("\r" + self.line() + "\x1b[K")
-            self.stream.flush()
+        with _row_lock:
+            row = _rows.setdefault(id(self.stream), [])
+            if self not in row:
+                row.append(self)
+            self._write_row(row)
+
+    def _write_row(self, row: list[Progress], final: str = "") -> None:
+        """Redraw the stream's row (its lines joined; `final` first, on a row of its own)."""
+        text = SEPARATOR.join(p.line() for p in row)
+        width = _columns(self.stream)
+        if width and len(text) >= width:
+            text = text[: width - 1]  # a wrapped row could not be redrawn in place
+        self.stream.write(("\r" + final + "\x1b[K\n" if final else "") + "\r" + text + "\x1b[K")
+        self.stream.flush()
 
     def clear(self) -> None:
-        """Wipe the drawn line (before other output, which then starts a line of its own); the
+        """Wipe the drawn row (before other output, which then starts a line of its own); the
         next update draws it again."""
         if not self.enabled:
             return
         with self._lock:
-            if self._shown and not self._finished:
-                self.stream.write("\r\x1b[K")
-                self.stream.flush()
-                self._last = float("-inf")  # the first update draws
+            if not self._shown or self._finished:
+                return
+            self._last = float("-inf")  # the first update draws
+        with _row_lock:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
 
     def finish(self) -> None:
         """The final line, ended by a newline (so that git's own progress line, or the next
-        file's, starts on a line of its own); nothing if nothing was drawn and the work took
-        less than the delay, or there was no work at all."""
+        file's, starts on a line of its own; lines still going on are drawn again below it);
+        nothing if nothing was drawn and the work took less than the delay, or there was no
+        work at all."""
         if not self.enabled or self._finished:
             return
         if not self._shown and (
@@ -146,8 +171,24 @@ class Progress:
             return
         with self._lock:
             self._finished = True
-            self.stream.write("\r" + self.line() + "\x1b[K\n")
-            self.stream.flush()
+        with _row_lock:
+            row = _rows.get(id(self.stream), [])
+            if self in row:
+                row.remove(self)
+            if not row:
+                _rows.pop(id(self.stream), None)
+                self.stream.write("\r" + self.line() + "\x1b[K\n")
+                self.stream.flush()
+            else:
+                self._write_row(row, final=self.line())
+
+
+def _columns(stream: IO[str]) -> int:
+    """The terminal's width when stream is one, else 0 (no limit: a pipe or a file)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _isatty(stream: IO[str]) -> bool:

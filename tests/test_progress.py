@@ -181,6 +181,38 @@ def test_clear_lets_other_output_start_a_line() -> None:
     assert final_lines(out.getvalue()) == ["a message", "x: 2/2 objects, 0 B, 0 B/s"]
 
 
+def test_lines_drawn_at_once_share_the_row_and_finish_on_rows_of_their_own() -> None:
+    """A delayed checkout's download (a background thread) and the file being written: one row,
+    `Downloading ... | Writing ...`, never one line drawn over the other; the first to finish
+    leaves its final line and the other goes on below it."""
+    out = io.StringIO()
+    down = Progress("Downloading objects", total=2, enabled=True, stream=out, min_interval=0)
+    write = Progress(
+        "Writing m.safetensors", unit="tensors", total=3, enabled=True, stream=out, min_interval=0
+    )
+    down.step(100)
+    write.step(10)
+    rows = out.getvalue().split("\r")
+    assert (
+        rows[-1].startswith("Downloading objects: 1/2 objects")
+        and " | Writing m.safetensors: 1/3 tensors" in rows[-1]
+    )
+    write.step(10)
+    assert "Downloading objects: 1/2" in out.getvalue().split("\r")[-1]  # its line is not wiped
+    down.step(100)
+    down.finish()
+    write.step(10)
+    write.finish()
+    assert len(final_lines(out.getvalue())) == 2
+    first, second = final_lines(out.getvalue())
+    assert first.startswith("Downloading objects: 2/2 objects") and "|" not in first
+    assert second.startswith("Writing m.safetensors: 3/3 tensors") and "|" not in second
+    lone = Progress("Checking objects", total=1, enabled=True, stream=out)
+    lone.step()
+    lone.finish()
+    assert final_lines(out.getvalue())[-1].startswith("Checking objects: 1/1")  # nothing left over
+
+
 def test_counts_are_exact_across_threads() -> None:
     out = io.StringIO()
     p = Progress("x", enabled=True, stream=out, min_interval=0)
