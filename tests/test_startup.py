@@ -160,3 +160,19 @@ def test_a_filter_process_whose_input_closes_before_the_handshake_says_so_in_one
     assert p.stderr.decode().strip() == (
         "git-theta-like: error: git closed the connection during the filter handshake"
     )
+
+
+def test_the_post_merge_hook_loads_no_codecs_when_nothing_is_left_as_manifest_text(repo: Path) -> None:
+    """git runs post-merge after every merge and pull: with every checkpoint checked out it only
+    reads the index (no numpy, no engine); a checkpoint left as manifest text is still written."""
+    data = safetensors_bytes(small_model())
+    (repo / "model.safetensors").write_bytes(data)
+    git(repo, "add", "model.safetensors")
+    git(repo, "commit", "-qm", "model")
+    mods, seen = _imports_of(repo, "post-merge", "0")
+    assert "git_theta_like.filters.checkout" in mods
+    assert "numpy" not in mods and "git_theta_like.filters.engine" not in mods and seen == ""
+    (repo / "model.safetensors").write_text(git(repo, "show", "HEAD:model.safetensors").stdout)
+    mods, _ = _imports_of(repo, "post-merge", "0")
+    assert "git_theta_like.filters.engine" in mods
+    assert (repo / "model.safetensors").read_bytes() == data

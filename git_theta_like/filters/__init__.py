@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from git_theta_like.errors import ManifestError
-from git_theta_like.filters.engine import DEFAULT_CHAIN_RATIO, DEFAULT_MAX_CHAIN, Engine
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs.pointer import parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.store import register_repo
+
+if TYPE_CHECKING:
+    from git_theta_like.filters.engine import Engine
 
 __all__ = [
     "Engine",
@@ -49,8 +52,20 @@ def staged_manifest(repo: Repo, path: str) -> Manifest | None:
     return staged_previous(repo, path)[0]
 
 
+def __getattr__(name: str) -> object:
+    # the engine (numpy, the codecs) loads when first used: the post-merge hook and the other
+    # commands that find nothing to write never pay for it
+    if name == "Engine":
+        from git_theta_like.filters.engine import Engine
+
+        return Engine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def engine_for(repo: Repo) -> Engine:
     """An Engine configured from git config (theta-like.*) and the environment."""
+    from git_theta_like.filters.engine import DEFAULT_CHAIN_RATIO, DEFAULT_MAX_CHAIN, Engine
+
     lora = None
     if adapter := os.environ.get("GIT_THETA_LIKE_LORA"):
         from git_theta_like.filters.lora import load_adapter

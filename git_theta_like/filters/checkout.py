@@ -3,18 +3,22 @@ left truncated, into checkpoint files."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from git_theta_like import display
 from git_theta_like.dtypes import Buffer
 from git_theta_like.errors import ThetaLikeError, WorkTreeRequiredError
-from git_theta_like.filters.engine import Engine
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs import sync
 from git_theta_like.manifest import Manifest, is_manifest
 from git_theta_like.store.atomic import AtomicFile
+
+if TYPE_CHECKING:
+    from git_theta_like.filters.engine import Engine
 
 
 def materialize(
@@ -47,7 +51,15 @@ def materialize(
     missing = wanted - {f.path for f in files}
     if missing:
         raise ThetaLikeError(f"not tracked checkpoints in the index: {', '.join(sorted(missing))}")
-    with engine_for(repo) as engine:
+    with contextlib.ExitStack() as stack:
+        engines: list[Engine] = []
+
+        def engine() -> Engine:
+            # made for the first file to write: a hook that finds none loads no codecs
+            if not engines:
+                engines.append(stack.enter_context(engine_for(repo)))
+            return engines[0]
+
         for f in files:
             target = repo.workdir / f.path
             if f.manifest is None:
@@ -57,7 +69,7 @@ def materialize(
             if size is not None and not _is_manifest_file(target):
                 if size == m.size:
                     continue  # already the checkpoint (or a same-size edit: git status tells)
-                if size < m.size and _repair(repo, engine, m, f.path, target, size):
+                if size < m.size and _repair(repo, engine(), m, f.path, target, size):
                     done.append(f.path)
                     continue
                 msg = (
@@ -74,7 +86,7 @@ def materialize(
             sync.ensure_local(repo, sync.manifest_objects(m), what=f.path)
             target.parent.mkdir(parents=True, exist_ok=True)
             with AtomicFile(target.parent, prefix=f".{target.name}.gtl-") as out:
-                engine.smudge(m, out.write, f.path)
+                engine().smudge(m, out.write, f.path)
                 out.commit(target)
             done.append(f.path)
     if done:
