@@ -176,3 +176,31 @@ def test_the_post_merge_hook_loads_no_codecs_when_nothing_is_left_as_manifest_te
     mods, _ = _imports_of(repo, "post-merge", "0")
     assert "git_theta_like.filters.engine" in mods
     assert (repo / "model.safetensors").read_bytes() == data
+
+
+def test_a_filter_process_git_closes_after_the_handshake_exits_0_at_once(repo: Path) -> None:
+    """git closes the pipe when its command is done and waits for the filter to exit: the
+    filter exits 0, without the interpreter's teardown (os._exit once no thread is working)."""
+    import subprocess
+
+    def pkt(s: bytes) -> bytes:
+        return b"%04x" % (len(s) + 4) + s
+
+    hello = pkt(b"git-filter-client\n") + pkt(b"version=2\n") + b"0000"
+    caps = pkt(b"capability=clean\n") + pkt(b"capability=smudge\n") + b"0000"
+    p = subprocess.run(
+        [sys.executable, "-m", "git_theta_like", "filter-process"],
+        cwd=repo,
+        input=hello + caps,
+        capture_output=True,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == b""
+    assert p.stdout == (
+        pkt(b"git-filter-server\n")
+        + pkt(b"version=2\n")
+        + b"0000"
+        + pkt(b"capability=clean\n")
+        + pkt(b"capability=smudge\n")
+        + b"0000"
+    )
