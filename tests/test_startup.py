@@ -41,7 +41,7 @@ def test_a_checkout_that_only_smudges_loads_neither_pygit2_nor_the_pickle_reader
     """The filter's fixed cost per git command: a checkout finds the repository with one `git
     rev-parse`, reads config with one `git config --list` and decodes; pygit2 (a quarter of the
     start-up) is loaded only to clean (reading the index), the pickle reader only for a PyTorch
-    file."""
+    file, the format parsers only to clean."""
     data = safetensors_bytes(small_model())
     (repo / "model.safetensors").write_bytes(data)
     git(repo, "add", "model.safetensors")
@@ -56,6 +56,12 @@ def test_a_checkout_that_only_smudges_loads_neither_pygit2_nor_the_pickle_reader
     mods = _imported(log)
     assert "git_theta_like.filters.engine" in mods
     assert not {m for m in mods if m.split(".")[0] == "pygit2"}
+    # nor the format parsers: a smudge writes skeleton and tensors back as the manifest says
+    assert not mods & {
+        "git_theta_like.formats.safetensors",
+        "git_theta_like.formats.pytorch",
+        "git_theta_like.formats.gguf",
+    }
     assert "git_theta_like.formats.pytorch.pickle_reader" not in mods
     log.unlink()
     (repo / "model.safetensors").write_bytes(data + b"")  # touched: git re-cleans it

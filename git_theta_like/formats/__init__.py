@@ -18,21 +18,35 @@ from git_theta_like.formats.base import (
     Tensor,
     TensorInfo,
 )
-from git_theta_like.formats.gguf import GgufFormat
-from git_theta_like.formats.pytorch import PyTorchZipFormat
-from git_theta_like.formats.safetensors import SafetensorsFormat
 
 SNIFF_BYTES = 64
 
-# The one registry of formats: name -> parser, tried in this order by detect().
-FORMATS: dict[str, FormatParser] = {
-    p.name: p for p in (SafetensorsFormat(), PyTorchZipFormat(), GgufFormat())
-}
+_registry: dict[str, FormatParser] | None = None
+
+
+def registry() -> dict[str, FormatParser]:
+    """The one registry of formats: name -> parser, tried in this order by detect() (also as
+    `FORMATS`). The parsers load when first asked for: a filter that only smudges never does
+    (some 16 ms of its start-up)."""
+    global _registry
+    if _registry is None:
+        from git_theta_like.formats.gguf import GgufFormat
+        from git_theta_like.formats.pytorch import PyTorchZipFormat
+        from git_theta_like.formats.safetensors import SafetensorsFormat
+
+        _registry = {p.name: p for p in (SafetensorsFormat(), PyTorchZipFormat(), GgufFormat())}
+    return _registry
+
+
+def __getattr__(name: str) -> object:
+    if name == "FORMATS":
+        return registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def detect(head: bytes) -> FormatParser | None:
     """The parser for a file starting with `head` (its first SNIFF_BYTES bytes), if any."""
-    for parser in FORMATS.values():
+    for parser in registry().values():
         if parser.sniff(head):
             return parser
     return None
@@ -62,5 +76,6 @@ __all__ = [
     "TensorInfo",
     "TruncatedError",
     "detect",
+    "registry",
     "split",
 ]
