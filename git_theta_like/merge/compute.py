@@ -18,7 +18,7 @@ from git_theta_like.errors import DeviceError, ThetaLikeError
 from git_theta_like.extras import require
 from git_theta_like.merge.strategies import base as strategy_base
 from git_theta_like.merge.strategies import make_strategy, parse_value
-from git_theta_like.merge.strategies.base import Strategy, TensorContext, Value
+from git_theta_like.merge.strategies.base import Blocks, Strategy, TensorContext, Value
 
 if TYPE_CHECKING:
     import torch
@@ -144,7 +144,7 @@ def run(
         return memoryview(strategy.merge_bits(base, ours, theirs, dtype, name))
     assert device is not None, "a torch strategy needs a device"
     cd = compute_dtype(dtype, precision)
-    used = base if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    used = _base_used(strategy, base)
     n = dtypes.numel(list(shape))
     if strategy.elementwise and fisher is None:
         ctx = TensorContext(name=name)
@@ -188,7 +188,7 @@ def run_many(
         raise ThetaLikeError(f"strategy {strategy.name} merges two versions, not {len(models)}")
     assert device is not None, "a torch strategy needs a device"
     cd = compute_dtype(dtype, precision)
-    used = base if base is not None and (strategy.needs_base or strategy.selects == "base") else None
+    used = _base_used(strategy, base)
     ctx = TensorContext(name=name, per_model=tuple(per_model))
     n = dtypes.numel(list(shape))
     if strategy.elementwise:
@@ -207,7 +207,9 @@ def run_many(
     return to_bytes(cast_to(out, dtype))
 
 
-Block = Callable[[int, int], "torch.Tensor"]
+def _base_used(strategy: Strategy, base: Buffer | None) -> Buffer | None:
+    """The base, for a strategy that computes with it (or picks it); else None, never loaded."""
+    return base if base is not None and (strategy.needs_base or strategy.selects == "base") else None
 
 
 def _elementwise(
@@ -217,7 +219,7 @@ def _elementwise(
     models: Sequence[Buffer],
     device: torch.device,
     cd: torch.dtype,
-) -> Block:
+) -> Blocks:
     """An element-wise strategy's merge of elements lo..hi, its inputs read from the raw bytes
     block by block (flat: an element-wise strategy does not look at shapes)."""
     size = dtypes.itemsize(dtype)
@@ -233,7 +235,7 @@ def _elementwise(
     return block
 
 
-def _in_blocks(n: int, dtype: str, merge: Block) -> memoryview:
+def _in_blocks(n: int, dtype: str, merge: Blocks) -> memoryview:
     """The n merged elements, BLOCK_ELEMENTS at a time, each block cast back into its place in
     the result: the same bits as one merge of the whole tensor, the compute's intermediates
     bounded by a few blocks."""

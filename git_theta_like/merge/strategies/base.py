@@ -17,6 +17,8 @@ from git_theta_like.errors import MergeConfigError
 BLOCK_ELEMENTS = 1 << 22
 
 Value = float | int | bool | str
+# (lo, hi) -> elements lo..hi of a merged tensor, flat, in the compute dtype (Strategy.prepare_many)
+Blocks = Callable[[int, int], "torch.Tensor"]
 
 if TYPE_CHECKING:
     import torch
@@ -203,7 +205,7 @@ class Strategy:
 
     def prepare_many(
         self, base: torch.Tensor | None, models: Sequence[torch.Tensor], ctx: TensorContext
-    ) -> Callable[[int, int], torch.Tensor] | None:
+    ) -> Blocks | None:
         """For a strategy that decides on whole tensors (a threshold, a mask) and then works entry
         by entry: do the deciding, and return (lo, hi) -> elements lo..hi of the merged tensor,
         flat, in the compute dtype (the merge then runs in blocks, the same bits as merge_many).

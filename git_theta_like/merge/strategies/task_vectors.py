@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from git_theta_like.errors import MergeConfigError
-from git_theta_like.merge.strategies.base import Param, Strategy, TensorContext, Value
+from git_theta_like.merge.strategies.base import Blocks, Param, Strategy, TensorContext, Value
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,8 +55,9 @@ def _precomputed(full: Tensor) -> KeepRule:
     return lambda tau, lo, hi: flat[lo:hi]
 
 
-def _scaled(rule: KeepRule, factor: Tensor | None) -> KeepRule:
-    return rule if factor is None else (lambda tau, lo, hi: rule(tau, lo, hi) * factor)
+def _applied(rule: KeepRule, tau: Tensor) -> Tensor:
+    """The rule applied to the whole of tau, in tau's shape."""
+    return rule(tau.reshape(-1), 0, tau.numel()).reshape(tau.shape)
 
 
 def _l1_factor(tau: Tensor, masked: Tensor, eps: float = 1e-7) -> Tensor | None:
@@ -68,10 +69,17 @@ def _l1_factor(tau: Tensor, masked: Tensor, eps: float = 1e-7) -> Tensor | None:
     return before / after
 
 
+def _l1_scaled(rule: KeepRule, tau: Tensor) -> KeepRule:
+    """The rule, its result scaled to tau's L1 norm (l1_rescale, the factor taken once from the
+    whole tensor)."""
+    factor = _l1_factor(tau, _applied(rule, tau))
+    return rule if factor is None else (lambda blk, lo, hi: rule(blk, lo, hi) * factor)
+
+
 def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
     """TIES's trim: keep the round(density * n) entries of largest magnitude (at least one),
     zero the rest. Entries tied with the smallest kept magnitude are kept too."""
-    return trim_top_k_rule(tau, density)(tau.reshape(-1), 0, tau.numel()).reshape(tau.shape)
+    return _applied(trim_top_k_rule(tau, density), tau)
 
 
 def trim_top_k_rule(tau: torch.Tensor, density: float) -> KeepRule:
@@ -131,18 +139,14 @@ def _partition(values: np.ndarray, k: int, *, in_place: bool = False) -> np.ndar
 def l1_rescale(tau: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """masked scaled so that its L1 norm is tau's (unchanged when either norm is below eps):
     mergekit's `rescale` (RescaleNorm.l1), operation for operation."""
-    before = tau.abs().sum()
-    after = masked.abs().sum()
-    if before < eps or after < eps:
-        return masked
-    return masked * (before / after)
+    factor = _l1_factor(tau, masked, eps)
+    return masked if factor is None else masked * factor
 
 
 def trim_top_k_mergekit(tau: torch.Tensor, density: float, rescale: bool) -> torch.Tensor:
     """mergekit's `magnitude`: exactly k = max(1, int(density * n)) entries, the first k of a
     descending argsort of |tau| (on the CPU in float32), kept through a 0/1 mask."""
-    rule = trim_top_k_mergekit_rule(tau, density, rescale)
-    return rule(tau.reshape(-1), 0, tau.numel()).reshape(tau.shape)
+    return _applied(trim_top_k_mergekit_rule(tau, density, rescale), tau)
 
 
 def trim_top_k_mergekit_rule(tau: torch.Tensor, density: float, rescale: bool) -> KeepRule:
@@ -166,7 +170,7 @@ def trim_top_k_mergekit_rule(tau: torch.Tensor, density: float, rescale: bool) -
         mask[torch.argsort(w, descending=True)[:k]] = 1
         del w
     rule: KeepRule = lambda blk, lo, hi: blk * mask[lo:hi]  # noqa: E731
-    return _scaled(rule, _l1_factor(tau, rule(tau.reshape(-1), 0, tau.numel())) if rescale else None)
+    return _l1_scaled(rule, tau) if rescale else rule
 
 
 def _top_k_set(w: torch.Tensor, k: int) -> torch.Tensor | None:
@@ -399,14 +403,11 @@ class TaskVectorMerge(Strategy):
         return self.merge_many(base, [ours, theirs], ctx)
 
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
-        if base is None:
-            raise MergeConfigError(f"strategy {self.name} needs the tensor in the merge base")
         blocks = self.prepare_many(base, models, ctx)
+        assert base is not None  # prepare_many said so otherwise
         return blocks(0, base.numel()).reshape(base.shape)
 
-    def prepare_many(
-        self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext
-    ) -> Callable[[int, int], Tensor]:
+    def prepare_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Blocks:
         """Each model's sparsifier decided on its whole task vector (a threshold or mask where it
         can, else the sparsified vector), then the rest of the method entry by entry: returns
         (lo, hi) -> elements lo..hi of the merged tensor, flat (compute.py runs it in blocks)."""
@@ -534,12 +535,10 @@ class Ties(TaskVectorMerge):
         if l1:
             return trim_top_k_mergekit_rule(tau, d, rescale)
         rule = trim_top_k_rule(tau, d)
-        if not (rescale and d < 1.0):
-            return rule
-        return _scaled(rule, _l1_factor(tau, rule(tau.reshape(-1), 0, tau.numel())))
+        return _l1_scaled(rule, tau) if rescale and d < 1.0 else rule
 
     def sparsify(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> Tensor:
-        return self.keep_rule(tau, v, name, index, l1=l1)(tau.reshape(-1), 0, tau.numel()).reshape(tau.shape)
+        return _applied(self.keep_rule(tau, v, name, index, l1=l1), tau)
 
 
 _DARE_PARAMS = (
