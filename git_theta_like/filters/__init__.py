@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from git_theta_like.filters.engine import Engine
 
 __all__ = [
-    "Engine",
     "engine_for",
     "recent_manifests",
     "remember_manifest",
@@ -52,18 +51,10 @@ def staged_manifest(repo: Repo, path: str) -> Manifest | None:
     return staged_previous(repo, path)[0]
 
 
-def __getattr__(name: str) -> object:
-    # the engine (numpy, the codecs) loads when first used: the post-merge hook and the other
-    # commands that find nothing to write never pay for it
-    if name == "Engine":
-        from git_theta_like.filters.engine import Engine
-
-        return Engine
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def engine_for(repo: Repo) -> Engine:
-    """An Engine configured from git config (theta-like.*) and the environment."""
+    """An Engine configured from git config (theta-like.*) and the environment. The engine's
+    module (numpy, the codecs) loads here, when one is first needed: the post-merge hook and the
+    other commands that find nothing to write never pay for it."""
     from git_theta_like.filters.engine import DEFAULT_CHAIN_RATIO, DEFAULT_MAX_CHAIN, Engine
 
     lora = None

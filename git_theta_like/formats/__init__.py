@@ -25,9 +25,9 @@ _registry: dict[str, FormatParser] | None = None
 
 
 def registry() -> dict[str, FormatParser]:
-    """The one registry of formats: name -> parser, tried in this order by detect() (also as
-    `FORMATS`). The parsers load when first asked for: a filter that only smudges never does
-    (some 16 ms of its start-up)."""
+    """The one registry of formats: name -> parser, tried in this order by detect(). The parsers
+    load when first asked for: a filter that only smudges never does (some 16 ms of its
+    start-up)."""
     global _registry
     if _registry is None:
         from git_theta_like.formats.gguf import GgufFormat
@@ -36,12 +36,6 @@ def registry() -> dict[str, FormatParser]:
 
         _registry = {p.name: p for p in (SafetensorsFormat(), PyTorchZipFormat(), GgufFormat())}
     return _registry
-
-
-def __getattr__(name: str) -> object:
-    if name == "FORMATS":
-        return registry()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def detect(head: bytes) -> FormatParser | None:
@@ -69,7 +63,6 @@ __all__ = [
     "Event",
     "FormatParser",
     "HashingSource",
-    "FORMATS",
     "SNIFF_BYTES",
     "Skeleton",
     "Tensor",
