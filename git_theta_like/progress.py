@@ -185,8 +185,10 @@ class Progress:
 
 def _columns(stream: IO[str]) -> int:
     """The terminal's width when stream is one, else 0 (no limit: a pipe or a file)."""
+    if not _isatty(stream):
+        return 0
     try:
-        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+        return os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, ValueError, OSError):
         return 0
 
