@@ -647,6 +647,41 @@ def test_the_trim_selects_what_the_sort_picks(kind: str, fast: bool, dtype: torc
     assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_selection_finds_the_kth_largest_and_counts_its_ties(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """_select against a full sort: the k-th largest magnitude, how many are above it and how
+    many equal, for gaussian magnitudes over many scales, zeros (and -0), coarse values with many
+    ties, a value repeated across half the tensor, infinities, and radix blocks that do not divide
+    the tensor; a NaN anywhere: None."""
+    from git_theta_like.merge.strategies import task_vectors
+
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        n = int(rng.integers(1, 3000))
+        x = np.abs(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3)).astype(np.float32)
+        if trial % 5 == 1:
+            x[rng.random(n) < 0.5] = 0
+        elif trial % 5 == 2:
+            x = np.round(x * 3) / 3
+        elif trial % 5 == 3:
+            x[: n // 2] = x[0]
+        elif trial % 5 == 4:
+            x[rng.random(n) < 0.1] = np.inf
+        if trial % 7 == 0:
+            x[rng.integers(0, n)] = -0.0
+        x = x.astype(dtype)
+        monkeypatch.setattr(task_vectors, "RADIX_BLOCK", int(rng.integers(1, 5000)))
+        k = int(rng.integers(1, n + 1))
+        t = np.sort(x)[n - k]
+        want = (t, int(np.count_nonzero(x > t)), int(np.count_nonzero(x == t)))
+        got = task_vectors._select(x.copy(), k)
+        assert got is not None and (got[0], got[1], got[2]) == want, (trial, got, want)
+    x[int(rng.integers(0, n))] = np.nan
+    assert task_vectors._select(x, 1) is None
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_the_paper_trim_threshold_is_kthvalue(dtype: torch.dtype) -> None:
     """The selection that finds the paper trim's threshold gives kthvalue's value, ties included;
