@@ -26,11 +26,18 @@ def test_round_trip_any_length(dtype: str, n: int) -> None:
     assert bytes(codecs.decode(enc.header, memoryview(payload))) == raw
 
 
-def test_planes_compress_floats_and_raw_wins_on_noise() -> None:
+def test_keyframes_compress_floats_and_raw_wins_on_noise() -> None:
+    """F32 and BF16 keyframes are `exponent`, the other dtypes' `planes`; noise stays raw."""
     rng = np.random.default_rng(0)
-    floats = (rng.standard_normal(1 << 20) * 0.02).astype(np.float32).tobytes()
-    enc = _enc(floats)
-    assert enc.header.codec == "planes" and enc.payload_size < 0.9 * len(floats)
+    floats = (rng.standard_normal(1 << 20) * 0.02).astype(np.float32)
+    enc = _enc(floats.tobytes())
+    assert enc.header.codec == "exponent" and enc.payload_size < 0.9 * floats.nbytes
+    bf16 = (floats.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    enc = _enc(bf16, "BF16")
+    assert enc.header.codec == "exponent" and enc.payload_size < 0.8 * len(bf16)
+    halves = floats.astype(np.float16).tobytes()
+    enc = _enc(halves, "F16")
+    assert enc.header.codec == "planes" and enc.payload_size < 0.95 * len(halves)
     noise = rng.bytes(1 << 20)
     assert _enc(noise, "U8").header.codec == "raw"
 

@@ -110,7 +110,8 @@ def test_manifest_arbitrary_text(sample: str) -> None:
 
 
 def _objects(tmp: LocalStore) -> list[tuple[str, str, bytes | None]]:
-    """A planes object, a raw one, and xor/sparse/lowrank deltas on the first: (oid, raw hash, base)."""
+    """An exponent object (F32), a planes one (F16), a raw one, and xor/sparse/lowrank deltas on
+    the first: (oid, raw hash, base)."""
     rng = np.random.default_rng(0)
     a = (rng.standard_normal((32, 48)) * 0.05).astype(np.float32)
     raw = a.tobytes()
@@ -118,6 +119,10 @@ def _objects(tmp: LocalStore) -> list[tuple[str, str, bytes | None]]:
     out = []
     base_oid, _ = tmp.write_encoded(codecs.encode(raw, "F32", a.shape, h))
     out.append((base_oid, h, None))
+    half = a.astype(np.float16).tobytes()
+    half_h = hashlib.sha256(half).hexdigest()
+    oid, _ = tmp.write_encoded(codecs.encode(half, "F16", a.shape, half_h))
+    out.append((oid, half_h, None))
     noise = rng.bytes(3000)
     oid, _ = tmp.write_encoded(codecs.encode(noise, "U8", (3000,), hashlib.sha256(noise).hexdigest()))
     out.append((oid, hashlib.sha256(noise).hexdigest(), None))

@@ -1,6 +1,7 @@
 """The chooser: for each tensor, the smallest lossless encoding within a time budget.
 
-`encode` picks the keyframe codec (planes, else raw); `encode_delta` tries the delta codecs
+`encode` picks the keyframe codec (exponent for F32 and BF16, planes for the rest, raw where
+neither is smaller); `encode_delta` tries the delta codecs
 against the tensor's previous version, cheap probes first (how many elements changed; sub or xor
 for a dense change, from two samples), the SVD
 only for dense changes of a 2-D float tensor whose xor delta is still large (or with factors
@@ -15,11 +16,13 @@ from types import ModuleType
 import numpy as np
 
 from git_theta_like import dtypes
-from git_theta_like.codecs import lowrank, planes, sparse, subtract, xor
+from git_theta_like.codecs import exponent, lowrank, planes, sparse, subtract, xor
 from git_theta_like.codecs import raw as raw_codec
 from git_theta_like.codecs.bits import elements
 from git_theta_like.codecs.container import Encoded, ObjectHeader
 from git_theta_like.codecs.planes import MapFn
+
+EXPONENT_KEYFRAMES = frozenset({"F32", "BF16"})  # the dtypes whose keyframes are `exponent`
 
 
 def encode(
@@ -29,13 +32,19 @@ def encode(
     raw_hash: str,
     map_fn: MapFn = map,
 ) -> Encoded:
-    """The smallest lossless encoding of raw among the codecs available (planes, raw).
+    """The keyframe of raw: `exponent` for F32 and BF16, else `planes`; `raw` when that is
+    not smaller.
 
-    `map_fn` maps the per-chunk encoder over the chunks: pass an executor's map to spread one
-    large tensor over several cores.
+    Measured on all-MiniLM-L6-v2 (`scripts/bench --sections codec`): exponent stores F32 in
+    0.8185 of raw and BF16 in 0.6647 (planes: 0.8314, 0.6865), encodes faster and decodes at
+    about the same speed on two cores; for F16 it is no smaller and encodes 3x slower, for F64 it
+    is larger. `map_fn` maps the per-chunk encoder over the chunks: pass an executor's map to
+    spread one large tensor over several cores.
     """
     mv = memoryview(raw).cast("B")
     size = len(mv)
+    if dtype in EXPONENT_KEYFRAMES and (enc := exponent.encode_keyframe(mv, dtype, shape, raw_hash, map_fn)):
+        return enc
     params, chunks = planes.encode(mv, dtypes.itemsize(dtype), map_fn)
     if sum(len(c) for c in chunks) < size:
         return Encoded(ObjectHeader(planes.NAME, dtype, shape, size, raw_hash, params), list(chunks))
