@@ -1352,7 +1352,7 @@ def scale(work: Path, repeat: int, layers: int) -> str:
             {"add": 0.8, "checkout of v1": 1.0, "add CPU per GB": 1.5, "checkout of v1 CPU per GB": 1.5},
         )
     )
-    print(report[-1], flush=True)
+    print(report[-1], file=sys.stderr, flush=True)  # progress: the report holds it too
     shutil.rmtree(small)
     sd = llama_like(layers)
     v1, v2 = work / "scale-v1", work / "scale-v2"
