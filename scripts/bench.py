@@ -1106,10 +1106,11 @@ def codec_floor(data: dict[str, tuple[str, list[tuple[tuple[int, ...], bytes]]]]
     needs structure these statistics do not see."""
     out = [
         "",
-        "Entropy floor of the same tensors (order-0, per tensor; bits per element, ratio = bits / width):",
+        "Entropy floor of the same tensors (order-0, per tensor; bits per element; a floor is a ratio,"
+        " bits / width: of the fields, with the mantissa given the exponent, of the whole element):",
         "",
-        "| dtype | sign | exponent | exponent given its row | mantissa | mantissa given exponent "
-        "| floor (fields) | floor (mantissa given exponent) | floor (whole element) |",
+        "| dtype | sign | exp. | exp. given row | mantissa | mantissa given exp. "
+        "| floor, fields | floor, m. given exp. | floor, element |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, (dtype, tensors) in data.items():
