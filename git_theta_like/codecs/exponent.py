@@ -96,20 +96,16 @@ def split(raw: memoryview, width: int) -> list[np.ndarray]:
 def join(planes: list[np.ndarray], width: int, out: memoryview) -> None:
     """Write the element bytes of a chunk's planes (split's inverse) into out."""
     exp, sm = planes[0], planes[1]
-    if width == 2:  # the element is one uint16: built whole, no byte-strided writes
-        g16 = np.frombuffer(out, dtype=np.uint16)
-        top = sm & np.uint8(0x80)
-        top |= exp >> np.uint8(1)
-        np.multiply(top, np.uint16(256), out=g16, casting="unsafe")  # (sign + 7 bits) << 8
-        low = exp * np.uint8(0x80)
-        low |= sm & np.uint8(0x7F)
-        g16 |= low
-        return
-    grid = np.frombuffer(out, dtype=np.uint8).reshape(-1, width)
     hi = sm & np.uint8(0x80)
     hi |= exp >> np.uint8(1)
     lo = exp * np.uint8(0x80)  # << 7, wrapping (a multiply: SIMD, unlike numpy's uint8 shift)
     lo |= sm & np.uint8(0x7F)
+    if width == 2:  # the element is one uint16: built whole, no byte-strided writes
+        g16 = np.frombuffer(out, dtype=np.uint16)
+        np.multiply(hi, np.uint16(256), out=g16, casting="unsafe")  # hi << 8
+        g16 |= lo
+        return
+    grid = np.frombuffer(out, dtype=np.uint8).reshape(-1, width)
     grid[:, width - 1] = hi
     grid[:, width - 2] = lo
     for i, j in enumerate(range(width - 3, -1, -1)):

@@ -141,17 +141,19 @@ def _select(values: np.ndarray, k: int) -> tuple[np.floating, int, int] | None:
         return t, int(np.count_nonzero(part[n - k + 1 :] > t)), int(np.count_nonzero(part == t))
     bits = values.view(np.uint32)
     blocks = range(0, n, RADIX_BLOCK)
+
+    def bins(lo: int) -> np.ndarray:  # the top 16 bits of a block's entries, the sign's cleared
+        return (bits[lo : lo + RADIX_BLOCK] >> 16) & 0x7FFF  # (±0 counts as +0)
+
     counts = np.zeros(1 << 15, np.int64)
-    for lo in blocks:  # the sign bit is 0 (±0 counts as +0)
-        counts += np.bincount((bits[lo : lo + RADIX_BLOCK] >> 16) & 0x7FFF, minlength=1 << 15)
+    for lo in blocks:
+        counts += np.bincount(bins(lo), minlength=1 << 15)
     if counts[0x7F80:].any() and np.isnan(values).any():  # infinities and NaNs live up there
         return None
     at_or_above = np.cumsum(counts[::-1])[::-1]  # entries in bin b or above
     b = int(np.flatnonzero(at_or_above >= k)[-1])
     above = int(at_or_above[b] - counts[b])
-    inside = np.concatenate(
-        [values[lo : lo + RADIX_BLOCK][((bits[lo : lo + RADIX_BLOCK] >> 16) & 0x7FFF) == b] for lo in blocks]
-    )
+    inside = np.concatenate([values[lo : lo + RADIX_BLOCK][bins(lo) == b] for lo in blocks])
     rank = len(inside) - (k - above)
     t = np.partition(inside, rank)[rank]
     return t, above + int(np.count_nonzero(inside > t)), int(np.count_nonzero(inside == t))
