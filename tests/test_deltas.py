@@ -12,7 +12,7 @@ from conftest import git, gtl
 from fixtures import safetensors_bytes
 
 from git_theta_like import codecs
-from git_theta_like.codecs import bits, lowrank, sparse, subtract, xor
+from git_theta_like.codecs import bits, lowrank, planes, sparse, subtract, xor
 from git_theta_like.codecs.container import ObjectHeader
 from git_theta_like.manifest import Manifest
 
@@ -111,6 +111,61 @@ def test_sub_codes_a_dense_fine_tune_smaller_than_xor() -> None:
     w2 = (w * (1 + rng.standard_normal(w.size).astype(np.float32) * 1e-4)).astype(np.float32)
     a, b = w.view(np.uint32), w2.view(np.uint32)
     assert len(subtract.encode(b, a)) < 0.95 * len(xor.encode(b, a))
+
+
+def test_deltas_computed_chunk_by_chunk_are_the_bytes_of_the_whole_difference() -> None:
+    """sub and xor compute their difference one planes chunk at a time (no tensor-sized
+    temporary): the payload is byte for byte what encoding the whole difference gives, across
+    several chunks, a short last chunk and bytes that form no whole elements."""
+    rng = np.random.default_rng(11)
+    n = (2 * planes.CHUNK + 12_344) // 4
+    base = float_bits(rng, "F32", (n,))
+    new = bits.from_float64(bits.to_float64(base, "F32") * (1 + rng.standard_normal(n) * 1e-4), "F32")
+    whole_sub = new - base
+    signed = whole_sub.view(np.int32)
+    zz = ((signed << 1) ^ (signed >> 31)).view(np.uint32)
+    assert subtract.encode(new, base) == bits.pack_section(zz, 4)
+    assert xor.encode(new, base) == bits.pack_section(new ^ base, 4)
+    assert bytes(subtract.decode_elements(memoryview(subtract.encode(new, base)), base)) == new.tobytes()
+    odd = np.frombuffer(rng.bytes(planes.CHUNK + 7), dtype=np.uint8)
+    other = odd ^ np.uint8(3)
+    assert xor.encode(other, odd) == bits.pack_section(other ^ odd, 1)
+
+
+def test_a_dense_delta_that_cannot_fit_the_chains_bound_is_not_encoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the chain's cost bound leaves less room than a dense delta's estimate (two samples)
+    by SKIP_MARGIN, the chooser writes the keyframe without encoding that delta: the same
+    object as before, and no tensor-sized delta computed only to be thrown away. With room, the
+    delta is encoded, and the estimate is close to its real size."""
+    from git_theta_like.codecs import chooser
+
+    rng = np.random.default_rng(12)
+    shape = (512, 1024)
+    base = float_bits(rng, "F32", shape)
+    new = bits.from_float64(bits.to_float64(base, "F32") * (1 + rng.standard_normal(base.size) * 1e-3), "F32")
+    raw = new.tobytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    encoded: list[int] = []
+    real = subtract.encode
+
+    def counting(a: np.ndarray, b: np.ndarray) -> bytearray:
+        encoded.append(a.size)
+        return real(a, b)
+
+    monkeypatch.setattr(subtract, "encode", counting)
+    opts = codecs.DeltaOptions(lowrank=False)
+    args = (raw, base.tobytes(), "F32", shape, digest, "0" * 64, 1, opts)
+    tight = codecs.encode_delta(*args, room=len(raw) // 20)
+    assert tight.header.codec == "exponent" and tight.header.base is None
+    assert tight.parts == codecs.encode(raw, "F32", shape, digest).parts
+    assert max(encoded) <= chooser.PROBE_ELEMENTS  # the samples only
+    encoded.clear()
+    roomy = codecs.encode_delta(*args, room=len(raw))
+    assert roomy.header.codec == "sub" and max(encoded) == base.size
+    ((_, estimate),) = chooser._dense_delta_codecs(new, base)
+    assert estimate is not None and 0.8 < estimate / roomy.payload_size < 1.25
 
 
 def test_fp8_and_ints_use_xor_and_sparse_exactly() -> None:

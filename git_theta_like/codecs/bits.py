@@ -5,6 +5,7 @@ views of those bits (and deterministic rounding back), and self-delimited planes
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,13 +26,42 @@ def elements(buf: bytes | bytearray | memoryview, dtype: str) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8)
 
 
-def pack_section(data: np.ndarray, width: int) -> bytes:
-    """planes-encode a contiguous array's bytes, chunk by chunk, self-delimited by a length."""
-    mv = np.ascontiguousarray(data).data.cast("B")
-    w = planes.plane_width(len(mv), width)
-    chunks = [planes.encode_chunk(mv[s:e], w) for s, e in planes.chunk_bounds(len(mv), w)]
-    body = b"".join(chunks)
-    return _U64.pack(len(mv)) + struct.pack("<B", w) + _U64.pack(len(body)) + body
+def pack_section(
+    data: np.ndarray, width: int, transform: Callable[[slice], np.ndarray] | None = None
+) -> bytearray:
+    """planes-encode a contiguous array's bytes, chunk by chunk, self-delimited by a length.
+
+    `transform`, when given, is applied to each chunk's slice of data's elements (data then only
+    gives the size and element width): a delta computes its difference chunk by chunk, never
+    for the whole tensor at once. The section is built in one buffer, each chunk dropped once
+    copied in (a tensor-sized delta costs its encoding once, not three times)."""
+    flat = np.ascontiguousarray(data).reshape(-1)
+    nbytes, k = flat.nbytes, flat.itemsize
+    w = planes.plane_width(nbytes, width)
+    bounds = planes.chunk_bounds(nbytes, w)
+    if transform is not None and any(s % k or e % k for s, e in bounds):
+        flat, transform = np.ascontiguousarray(transform(slice(None))).reshape(-1), None
+
+    mv = flat.data.cast("B")
+
+    def chunk(s: int, e: int) -> bytes:
+        if transform is None:
+            return planes.encode_chunk(mv[s:e], w)
+        part = np.ascontiguousarray(transform(slice(s // k, e // k)))
+        return planes.encode_chunk(part.data.cast("B"), w)
+
+    chunks = [chunk(s, e) for s, e in bounds]
+    blen = sum(len(c) for c in chunks)
+    out = bytearray(17 + blen)
+    _U64.pack_into(out, 0, nbytes)
+    out[8] = w
+    _U64.pack_into(out, 9, blen)
+    pos = 17
+    for i, c in enumerate(chunks):
+        out[pos : pos + len(c)] = c
+        pos += len(c)
+        chunks[i] = b""
+    return out
 
 
 def unpack_section(payload: memoryview, pos: int, limit: int) -> tuple[bytearray, int]:

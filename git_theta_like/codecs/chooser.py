@@ -62,22 +62,37 @@ class DeltaOptions:
 
 
 PROBE_ELEMENTS = 1 << 15  # elements per sample when choosing between sub and xor
+# A dense delta whose size, estimated from those samples, exceeds what the chain's cost bound
+# leaves by this factor is not encoded at all (it would be thrown away for a keyframe): the
+# estimate is off by far less (checked in tests/test_deltas.py), and a wrong skip costs only a
+# keyframe where a delta would have fitted, never correctness.
+SKIP_MARGIN = 1.5
+COUNT_BLOCK = 1 << 22  # elements compared at a time when counting changes
 
 
-def _dense_delta_codecs(new: np.ndarray, base: np.ndarray) -> list[ModuleType]:
-    """The dense delta codecs worth running on the whole tensor: both for a small one, else
-    whichever codes two samples (its start and its middle) smaller, sub on a tie. sub (integer
-    differences) nearly always wins; xor where signs flip often (a difference across zero is
-    large, its XOR is one bit)."""
+def _dense_delta_codecs(new: np.ndarray, base: np.ndarray) -> list[tuple[ModuleType, int | None]]:
+    """The dense delta codecs worth running on the whole tensor, each with its estimated payload
+    size (None: not estimated): both for a small one, else whichever codes two samples (its
+    start and its middle) smaller, sub on a tie. sub (integer differences) nearly always wins;
+    xor where signs flip often (a difference across zero is large, its XOR is one bit)."""
     if new.size <= 4 * PROBE_ELEMENTS:
-        return [subtract, xor]
+        return [(subtract, None), (xor, None)]
     mid = new.size // 2
     spans = (slice(0, PROBE_ELEMENTS), slice(mid, mid + PROBE_ELEMENTS))
     cost = {
         c: sum(len(c.encode(np.ascontiguousarray(new[s]), np.ascontiguousarray(base[s]))) for s in spans)
         for c in (subtract, xor)
     }
-    return [subtract if cost[subtract] <= cost[xor] else xor]
+    best = subtract if cost[subtract] <= cost[xor] else xor
+    return [(best, cost[best] * new.size // (2 * PROBE_ELEMENTS))]
+
+
+def _changed(new: np.ndarray, base: np.ndarray) -> int:
+    """How many elements' bits differ, counted in blocks (no tensor-sized temporary)."""
+    return sum(
+        int(np.count_nonzero(new[s : s + COUNT_BLOCK] != base[s : s + COUNT_BLOCK]))
+        for s in range(0, new.size, COUNT_BLOCK)
+    )
 
 
 def encode_delta(
@@ -105,18 +120,21 @@ def encode_delta(
     base = elements(base_raw, dtype)
     size = len(memoryview(raw).cast("B"))
     params = {"depth": depth}
-    candidates: list[tuple[int, str, list[bytes], dict[str, int]]] = []
-    diff = np.bitwise_xor(new, base)
-    frac = np.count_nonzero(diff) / max(1, new.size)
+    candidates: list[tuple[int, str, list[bytearray], dict[str, int]]] = []
+    frac = _changed(new, base) / max(1, new.size)
     if frac <= 0.3:
-        p = sparse.encode(new, base, np.flatnonzero(diff))
+        p = sparse.encode(new, base)
         candidates.append((len(p), sparse.NAME, [p], {}))
+    estimated: list[int] = []  # dense deltas not encoded: they could not fit the room
     if frac > 0.02:
-        for dense in _dense_delta_codecs(new, base):
+        for dense, estimate in _dense_delta_codecs(new, base):
+            if estimate is not None and room is not None and estimate > room * SKIP_MARGIN:
+                estimated.append(estimate)
+                continue
             p = dense.encode(new, base)
             candidates.append((len(p), dense.NAME, [p], {}))
     shape2d = lowrank.shape_2d(shape)
-    best = min(c[0] for c in candidates)
+    best = min([c[0] for c in candidates] + estimated, default=size)
     if factors is not None and (
         shape2d is None
         or getattr(factors[0], "shape", None) is None
@@ -138,8 +156,12 @@ def encode_delta(
             p, extra = lowrank.encode(new, base, dtype, shape2d, uv[0], uv[1])  # type: ignore[arg-type]
             candidates.append((len(p), lowrank.NAME, [p], extra))
         opts.spent += time.perf_counter() - t
+    if not candidates:  # no delta was worth encoding (see SKIP_MARGIN)
+        return encode(raw, dtype, shape, raw_hash, map_fn)
     size_, codec, parts, extra = min(candidates, key=lambda c: c[0])
+    candidates.clear()  # only the smallest is kept while a keyframe may be encoded
     if room is not None and size_ > room:  # the chain would cost more than its bound allows
+        del parts
         return encode(raw, dtype, shape, raw_hash, map_fn)
     if size_ >= size * 0.9:  # the delta hardly helps: store the tensor on its own (a keyframe)
         plain = encode(raw, dtype, shape, raw_hash, map_fn)

@@ -83,11 +83,13 @@ def zigzag_add(rec: np.ndarray, zz: np.ndarray) -> np.ndarray:
 
 def encode(
     new: np.ndarray, base: np.ndarray, dtype: str, shape2d: tuple[int, int], u: np.ndarray, v: np.ndarray
-) -> tuple[bytes, dict[str, int]]:
+) -> tuple[bytearray, dict[str, int]]:
     iu, su, iv, sv = quantize_factors(u, v)
     rec = reconstruct(base, dtype, shape2d, iu, su, iv, sv)
     residual = zigzag_sub(new, rec)
-    payload = pack_section(iu, 4) + pack_section(iv, 4) + pack_section(residual, new.itemsize)
+    payload = pack_section(iu, 4)
+    payload += pack_section(iv, 4)
+    payload += pack_section(residual, new.itemsize)
     m, n = shape2d
     return payload, {"rank": int(iu.shape[1]), "m": m, "n": n, "su": su, "sv": sv}
 

@@ -12,13 +12,16 @@ NAME = "sparse"
 IS_DELTA = True
 
 
-def encode(new: np.ndarray, base: np.ndarray, changed: np.ndarray | None = None) -> bytes:
-    diff = np.bitwise_xor(new, base)
-    idx = np.flatnonzero(diff) if changed is None else changed
+def encode(new: np.ndarray, base: np.ndarray, changed: np.ndarray | None = None) -> bytearray:
+    """changed: the positions whose bits differ (computed when not given)."""
+    idx = np.flatnonzero(new != base) if changed is None else changed
     gaps = np.diff(idx, prepend=0)  # first gap = first index; all >= 0
     wide = new.size >= 2**32
     gaps = gaps.astype(np.uint64 if wide else np.uint32)
-    return pack_section(gaps, gaps.itemsize) + pack_section(diff[idx], new.itemsize)
+    out = pack_section(gaps, gaps.itemsize)
+    del gaps
+    out += pack_section(np.bitwise_xor(new[idx], base[idx]), new.itemsize)
+    return out
 
 
 def decode_elements(payload: memoryview, base: np.ndarray) -> bytearray:

@@ -22,28 +22,35 @@ IS_DELTA = True
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
-def encode(new: np.ndarray, base: np.ndarray) -> bytes:
+def encode(new: np.ndarray, base: np.ndarray) -> bytearray:
     """new and base: unsigned integer elements of one width (codecs.bits.elements)."""
-    d = np.subtract(new, base)  # modulo 2^bits
+    return pack_section(new, new.itemsize, lambda part: _zigzag(new[part], base[part]))
+
+
+def _zigzag(new: np.ndarray, base: np.ndarray) -> np.ndarray:
+    d: np.ndarray = np.subtract(new, base)  # modulo 2^bits
     s = d.view(_SIGNED[d.itemsize])
     sign = np.right_shift(s, 8 * d.itemsize - 1)  # 0 or -1
     np.left_shift(s, 1, out=s)
     np.bitwise_xor(s, sign, out=s)
-    del sign
-    return pack_section(d, new.itemsize)
+    return d
+
+
+BLOCK = 1 << 20  # elements decoded at a time (the sign's temporary stays small)
 
 
 def decode_elements(payload: memoryview, base: np.ndarray) -> bytearray:
     raw, end = unpack_section(payload, 0, base.nbytes)
     if end != len(payload) or len(raw) != base.nbytes:
         raise ValueError("sub payload does not match its base")
-    z = np.frombuffer(raw, dtype=base.dtype)
-    sign = np.bitwise_and(z, 1)
-    np.negative(sign, out=sign)  # 0 or all ones (modulo 2^bits)
-    np.right_shift(z, 1, out=z)
-    np.bitwise_xor(z, sign, out=z)
-    del sign
-    np.add(z, base, out=z)
+    zz = np.frombuffer(raw, dtype=base.dtype)
+    for s in range(0, zz.size, BLOCK):
+        z, b = zz[s : s + BLOCK], base[s : s + BLOCK]
+        sign = np.bitwise_and(z, 1)
+        np.negative(sign, out=sign)  # 0 or all ones (modulo 2^bits)
+        np.right_shift(z, 1, out=z)
+        np.bitwise_xor(z, sign, out=z)
+        np.add(z, b, out=z)
     return raw
 
 

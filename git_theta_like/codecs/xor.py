@@ -12,8 +12,8 @@ NAME = "xor"
 IS_DELTA = True
 
 
-def encode(new: np.ndarray, base: np.ndarray) -> bytes:
-    return pack_section(np.bitwise_xor(new, base), new.itemsize)
+def encode(new: np.ndarray, base: np.ndarray) -> bytearray:
+    return pack_section(new, new.itemsize, lambda part: np.bitwise_xor(new[part], base[part]))
 
 
 def decode_elements(payload: memoryview, base: np.ndarray) -> bytearray:
