@@ -150,3 +150,28 @@ def test_cached_store_reads_through_the_reader(tmp_path: Path) -> None:
     with pytest.raises(ObjectCorruptError):
         cached.read_raw(b, "b", _sha(raws[0]))
     assert cached.lock is store.lock
+
+
+def test_forget_drops_objects_and_their_chains_and_drop_after_counts_reads(tmp_path: Path) -> None:
+    """What a merge has read for the last time leaves the cache: `forget` takes the objects and
+    the delta bases they were decoded from, except those kept; `drop_after(oid, n)` lets an
+    object go on its n-th next read (clean's read of ours as the delta parent)."""
+    store, (k1, k2), raws = _objects(tmp_path, 2)
+    new = np.frombuffer(raws[0], dtype=np.uint32) ^ np.uint32(1)
+    delta = codecs.encode_delta(new.tobytes(), raws[0], "F32", (N // 4,), _sha(new.tobytes()), k1, 1)
+    assert delta.header.base == k1
+    d = store.write_encoded(delta)[0]
+    reader = ObjectReader(store, budget=None)
+    assert bytes(reader.raw(d, "d")[0]) == new.tobytes()
+    reader.raw(k2, "k2")
+    assert set(reader.cached()) == {k1, k2, d} and reader.held == 3 * N
+    reader.forget([d], keep={d})  # d stays, its base goes
+    assert set(reader.cached()) == {k2, d} and reader.held == 2 * N
+    reader.forget([d, k2])
+    assert reader.cached() == [] and reader.held == 0
+    reader.raw(k1, "k1")
+    reader.drop_after(k1, 2)
+    reader.raw(k1, "k1")
+    assert reader.cached() == [k1]
+    reader.raw(k1, "k1")  # the last read: served, then dropped
+    assert reader.cached() == [] and reader.held == 0 and store.reads == 4

@@ -13,7 +13,7 @@ Concatenating the bytes of all events in order gives back the file exactly. A pa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -49,6 +49,14 @@ class Source(Protocol):
     def readinto(self, buffer: memoryview, /) -> int: ...
 
 
+class BufferSource(Source, Protocol):
+    """A Source that can hand over its next n bytes as a buffer of its own, uncopied, when
+    they are one whole buffer it holds (a merge hands its merged tensors to clean this way:
+    a tensor-sized copy less). None when they are not: the caller reads them as usual."""
+
+    def take(self, n: int, /) -> bytearray | None: ...
+
+
 class HashingSource:
     """A Source read through SHA-256 and a byte count (to check content against a git-lfs
     pointer's oid and size while it is being cleaned)."""
@@ -79,6 +87,7 @@ class ByteReader:
 
     def __init__(self, source: Source | BinaryIO) -> None:
         self._src: Source = source  # type: ignore[assignment]  # binary files have readinto
+        self._take: Callable[[int], bytearray | None] | None = getattr(source, "take", None)  # BufferSource
         self._pending = bytearray()  # bytes peeked but not yet consumed
         self.position = 0
         self._eof = False
@@ -154,7 +163,16 @@ class ByteReader:
 
         The buffer grows as the bytes arrive (EXACT_ALLOC at a time), so a length claimed by a
         header costs memory only for the bytes that exist: a 100-byte file claiming a 100 GB
-        tensor allocates kilobytes, not 100 GB, and ends in TruncatedError."""
+        tensor allocates kilobytes, not 100 GB, and ends in TruncatedError.
+
+        From a BufferSource, n bytes that are one of its buffers come as that buffer."""
+        if self._take is not None and not self._pending:
+            whole = self._take(n)
+            if whole is not None:
+                self.position += n
+                if self.journaling:
+                    self._journal.append(memoryview(whole))
+                return whole
         if n <= EXACT_ALLOC:
             buf = bytearray(n)
             got = self.readinto_exact(memoryview(buf))

@@ -39,7 +39,7 @@ from git_theta_like.store.local import LocalStore
 from git_theta_like.store.reader import CachedStore
 
 RECIPE_KEYS = ("merge", "merge-params", "merge-models", "merge-per-model")
-READ_AHEAD = 128 * 1024 * 1024  # bytes of tensor data read ahead of the one being merged
+READ_AHEAD = 64 * 1024 * 1024  # bytes of tensor data read ahead of the one being merged
 CACHE_MIN = 128 * 1024 * 1024  # decoded tensors kept for reuse (CachedStore): at least this,
 CACHE_TENSORS = 2  # or this many of the largest tensor
 Compute = Callable[[Job, list[Buffer]], Buffer]
@@ -134,15 +134,33 @@ def needed_objects(plan: Plan) -> list[ObjectRef]:
 
 
 class IterSource:
-    """A `readinto` source over an iterator of buffers (ByteReader's input)."""
+    """A `readinto` source over an iterator of buffers (ByteReader's input), and a
+    BufferSource: a merged tensor computed into a buffer of its own is handed to clean as it is."""
 
     def __init__(self, parts: Iterator[Buffer]) -> None:
         self._it = parts
         self._cur = memoryview(b"")
         self._pos = 0
 
+    def take(self, n: int) -> bytearray | None:
+        """The next buffer, uncopied, when it is a whole bytearray of n bytes and nothing of it
+        has been read; else None (and it is read through readinto)."""
+        if self._pos < len(self._cur):
+            return None
+        self._cur = memoryview(b"")
+        try:
+            nxt = next(self._it)
+        except StopIteration:
+            return None
+        whole = nxt.obj if isinstance(nxt, memoryview) else nxt
+        if isinstance(whole, bytearray) and len(whole) == n and memoryview(nxt).nbytes == n:
+            return whole
+        self._cur, self._pos = memoryview(nxt).cast("B"), 0
+        return None
+
     def readinto(self, buf: memoryview) -> int:
         while self._pos >= len(self._cur):
+            self._cur = memoryview(b"")  # let go of the last buffer before the next is made
             try:
                 self._cur = memoryview(next(self._it)).cast("B")
             except StopIteration:
@@ -156,11 +174,21 @@ class IterSource:
 
 class _Producer:
     """The bytes of each slot in order: existing tensors read ahead on a small pool, merged
-    tensors computed one at a time in the consuming thread."""
+    tensors computed one at a time in the consuming thread.
 
-    def __init__(self, slots: list[Slot], store: LocalStore, compute: Compute, budget: int = READ_AHEAD):
+    Once a merged tensor is computed, the decoded objects it read (and the delta bases they
+    were decoded from) leave the store's cache unless a later slot reads them too; ours stays,
+    since clean reads it again as the parent of the result's delta. The cache then holds what
+    is still to come rather than the largest tensor's three versions."""
+
+    def __init__(
+        self, slots: list[Slot], store: LocalStore, compute: Compute, budget: int = READ_AHEAD
+    ) -> None:
         self.slots, self.store, self.compute, self.budget = slots, store, compute, budget
         self.pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="gtl-merge-read")
+        self.reads: collections.Counter[str] = collections.Counter(
+            e.obj.oid for s in slots for e in self._inputs(s)[0] if e is not None
+        )
 
     def _read(self, e: TensorEntry) -> Buffer:
         return self.store.read_raw(e.obj.oid, f"tensor {e.name!r}", e.obj.raw, 0, e.length)
@@ -174,6 +202,23 @@ class _Producer:
         if j.fisher:
             ins += [j.fisher[0], j.fisher[1]]
         return ins, sum(e.length for e in ins if e is not None)
+
+    def _release(self, slot: Slot, done: bool) -> None:
+        """Drop from the cache the delta bases slot's inputs were decoded from (once they are in
+        hand: a strategy that needs the base reads it as an input), and when done its inputs
+        too, ours excepted; anything a later slot reads stays (see the class)."""
+        if not isinstance(self.store, CachedStore):
+            return
+        oids = [e.obj.oid for e in self._inputs(slot)[0] if e is not None]
+        if done:
+            self.reads.subtract(oids)
+        keep = {o for o, n in self.reads.items() if n > 0}
+        if slot.job is not None:
+            ours = slot.job.ours.obj.oid
+            if done and ours not in keep:
+                self.store.reader.drop_after(ours, 1)  # clean's read of it as the delta parent
+            keep.add(ours)
+        self.store.reader.forget(oids, keep)
 
     def __iter__(self) -> Iterator[tuple[Slot, Buffer]]:
         window: collections.deque[tuple[Slot, list[Future[Buffer] | None], int]] = collections.deque()
@@ -192,12 +237,18 @@ class _Producer:
                     return
                 slot, futs, cost = window.popleft()
                 data = [f.result() if f is not None else None for f in futs]
+                del futs  # the futures hold the buffers too
                 ahead -= cost
                 if slot.job is None:
+                    self._release(slot, done=True)
                     yield slot, data[0]  # type: ignore[misc]
                 else:
-                    yield slot, self.compute(slot.job, data)  # type: ignore[arg-type]
-                del data
+                    self._release(slot, done=False)
+                    result = self.compute(slot.job, data)  # type: ignore[arg-type]
+                    del data
+                    self._release(slot, done=True)
+                    yield slot, result
+                    del result
         finally:
             for _, futs, _ in window:
                 for f in futs:
@@ -227,6 +278,7 @@ def _pieces(plan: Plan, store: LocalStore, produced: Iterable[tuple[Slot, Buffer
         yield safetensors_header(plan.slots, changed[0] if changed else heads[0])
         for _, data in produced:
             yield data
+            del data  # (each buffer is let go of before the next is produced, here and below)
         return
     layout = plan.layout
     assert layout is not None
@@ -249,6 +301,7 @@ def _pieces(plan: Plan, store: LocalStore, produced: Iterable[tuple[Slot, Buffer
         yield view[spos : spos + gap]
         spos += gap
         yield data
+        del data
         pos = t.offset + t.length
     yield view[spos:]
 
@@ -337,6 +390,7 @@ def _counted(produced: Iterable[tuple[Slot, Buffer]], progress: Progress) -> Ite
             if slot.job is not None:
                 progress.step(len(data))
             yield slot, data
+            del data
     finally:
         progress.finish()
 
@@ -345,6 +399,7 @@ def _merged_only(slots: list[Slot], produced: Iterable[tuple[Slot, Buffer]]) -> 
     yield safetensors_header(slots, None)
     for _, data in produced:
         yield data
+        del data
 
 
 def make_compute(

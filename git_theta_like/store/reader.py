@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 
 from git_theta_like.codecs.container import ObjectHeader
 from git_theta_like.concurrency import SingleFlight
@@ -57,11 +57,35 @@ class ObjectReader:
         self._cache: collections.OrderedDict[str, Decoded] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._decoding: SingleFlight[str, Decoded] = SingleFlight()
+        self._last_reads: dict[str, int] = {}  # oid -> reads left before it leaves the cache
 
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
             self.held = 0
+
+    def forget(self, oids: Iterable[str], keep: Container[str] = ()) -> None:
+        """Drop the given objects from the cache, and the delta bases they were decoded from
+        (their chains, as far as the cache holds them), except those in keep: what a merge has
+        read for the last time (its buffers are freed once their readers let go of them)."""
+        with self._lock:
+            todo = list(oids)
+            while todo:
+                oid = todo.pop()
+                found = self._cache.get(oid)
+                if found is None:
+                    continue
+                if found[1].base:
+                    todo.append(found[1].base)
+                if oid not in keep:
+                    del self._cache[oid]
+                    self.held -= memoryview(found[0]).nbytes
+
+    def drop_after(self, oid: str, reads: int) -> None:
+        """Drop oid from the cache after `reads` more reads of it (a merge: clean's read of ours
+        as the parent of the merged tensor's delta is its last)."""
+        with self._lock:
+            self._last_reads[oid] = reads
 
     def cached(self) -> list[str]:
         """The objects kept now, least recently used first."""
@@ -98,6 +122,12 @@ class ObjectReader:
             found = self._cache.get(oid)
             if found is not None:
                 self._cache.move_to_end(oid)
+                left = self._last_reads.pop(oid, None)
+                if left is not None and left > 1:
+                    self._last_reads[oid] = left - 1
+                elif left is not None:
+                    del self._cache[oid]
+                    self.held -= memoryview(found[0]).nbytes
         if found is None:
             try:
                 found = self._decoding.run(
