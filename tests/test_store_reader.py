@@ -175,3 +175,24 @@ def test_forget_drops_objects_and_their_chains_and_drop_after_counts_reads(tmp_p
     assert reader.cached() == [k1]
     reader.raw(k1, "k1")  # the last read: served, then dropped
     assert reader.cached() == [] and reader.held == 0 and store.reads == 4
+
+
+def test_a_large_object_is_mapped_and_decodes_the_same_after_its_pages_are_dropped(tmp_path: Path) -> None:
+    """LocalStore.read maps objects of MAP_MIN bytes and more (a read-only view); the decoders
+    give each decoded chunk's pages back (drop_read_pages) and a second decode of the same
+    mapping, its pages read again from the page cache, gives the same verified bytes."""
+    from git_theta_like.codecs.container import split_object
+    from git_theta_like.store import local
+
+    store = LocalStore(tmp_path / "lfs", durable=False)
+    rng = np.random.default_rng(5)
+    raw = (rng.standard_normal(3 * local.MAP_MIN // 4) * 0.02).astype(np.float32).tobytes()
+    oid = store.write_encoded(codecs.encode(raw, "F32", (len(raw) // 4,), _sha(raw)))[0]
+    data = store.read(oid)
+    assert isinstance(data, memoryview) and data.readonly
+    header, payload = split_object(data, oid)
+    for _ in range(2):
+        assert bytes(codecs.decode(header, payload, oid)) == raw
+    assert bytes(store.read_raw(oid, "w", _sha(raw))) == raw
+    small = _raw(1)
+    assert isinstance(store.read(_put(store, small)), bytes)

@@ -82,7 +82,8 @@ def unpack_section(payload: memoryview, pos: int, limit: int) -> tuple[bytearray
     out = bytearray(size)
     omv = memoryview(out)
     for s, e in planes.chunk_bounds(size, w):
-        pos = planes.decode_chunk(payload, pos, e - s, w, omv[s:e])
+        done, pos = pos, planes.decode_chunk(payload, pos, e - s, w, omv[s:e])
+        planes.drop_read_pages(payload, done, pos)
     if pos != end:
         raise ValueError("delta section has trailing bytes")
     return out, end

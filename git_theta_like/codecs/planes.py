@@ -11,6 +11,7 @@ independently, so one large tensor spreads across cores and decodes in bounded m
 
 from __future__ import annotations
 
+import mmap
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -153,6 +154,21 @@ def max_raw(payload_len: int) -> int:
 ChunkDecoder = Callable[[memoryview, int, int, int, memoryview], int]
 
 
+def drop_read_pages(payload: memoryview, start: int, end: int) -> None:
+    """Let the kernel take back the pages of payload[start:end], decoded by now, when the
+    payload maps a file (LocalStore.read maps large objects): a decode then keeps about one
+    chunk of the stored object resident, not all of it. An object's payload starts its
+    mapping, so offsets are the payload's; the pages come back from the page cache if read
+    again (a read-only file mapping), so a wrong guess costs a re-read, never a wrong byte."""
+    m = payload.obj
+    if not isinstance(m, mmap.mmap):
+        return
+    lo = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    hi = end // mmap.PAGESIZE * mmap.PAGESIZE
+    if hi > lo:
+        m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
 def decode_chunks(
     header: ObjectHeader,
     payload: memoryview,
@@ -174,7 +190,8 @@ def decode_chunks(
     pos = 0
     for start in range(0, size, chunk):
         n = min(chunk, size - start)
-        pos = decode_chunk(payload, pos, n, width, omv[start : start + n])
+        done, pos = pos, decode_chunk(payload, pos, n, width, omv[start : start + n])
+        drop_read_pages(payload, done, pos)
     if pos != len(payload):
         raise ValueError(f"{len(payload) - pos} unexpected bytes after the last chunk")
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +34,7 @@ from git_theta_like.store.lock import StoreLock
 
 MAX_CHAIN = 64  # deltas are kept far shorter (theta-like.maxChainDepth); this guards bad input
 PLAIN_CHUNK = 1 << 20  # plain git-lfs objects are streamed in chunks of this size
+MAP_MIN = 4 << 20  # objects at least this large are mapped, not read (LocalStore.read)
 USERS_FILE = "theta-like-repos"  # the repositories that use a store, one git dir a line
 
 
@@ -190,12 +192,20 @@ class LocalStore:
     def write_encoded(self, enc: codecs.Encoded) -> tuple[str, int]:
         return self.write([*enc.parts, enc.header.trailer()])
 
-    def read(self, oid: str, what: str = "object") -> bytes:
-        """The stored bytes of an object, unverified."""
+    def read(self, oid: str, what: str = "object") -> bytes | memoryview:
+        """The stored bytes of an object, unverified. A large object is mapped rather than read
+        (a read-only view): its pages come in as it is decoded and the decoders let them go
+        again chunk by chunk (codecs.planes.drop_read_pages), so decoding a tensor holds about
+        one chunk of its stored bytes instead of all of them."""
         p = self.path(oid)
         self._await(oid)
         try:
-            data = p.read_bytes()
+            with open(p, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size >= MAP_MIN:
+                    data: bytes | memoryview = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+                else:
+                    data = f.read()
         except FileNotFoundError:
             raise ObjectMissingError(
                 f"{what}: object {oid} is not in the local store ({p}); "
@@ -276,7 +286,7 @@ class LocalStore:
     def decode_verified(
         self,
         oid: str,
-        data: bytes,
+        data: bytes | memoryview,
         what: str,
         expect_raw: str | None,
         expect_size: int | None,
