@@ -29,7 +29,7 @@ _M_ARENA_MAX = -8
 _KEEP = 1 << 30
 
 
-def reuse_freed_memory() -> None:
+def reuse_freed_memory(mmap_threshold: int = _KEEP) -> None:
     """Let glibc keep freed tensor buffers for the next tensor instead of returning them to the
     system: by default each buffer over 32 MiB (and, once its dynamic threshold rises, every
     large one) is a fresh mmap whose pages fault in one by one as they are first written and are
@@ -38,13 +38,16 @@ def reuse_freed_memory() -> None:
     freed buffers and the peak RSS grow by a tensor or two (measured: +40-80 MiB on a 0.44 GiB
     bf16 model); with one, the peak is lower than glibc's default (checkout 308 -> 277 MiB). Large
     allocations are a few per tensor, so threads hardly contend for it. A no-op where the C
-    library has no mallopt (macOS, musl)."""
+    library has no mallopt (macOS, musl).
+
+    `mmap_threshold`: allocations of this size and up are still mapped (and unmapped when
+    freed); the default keeps every size in the heap."""
     try:
         import ctypes
 
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return
-    mallopt(_M_MMAP_THRESHOLD, _KEEP)
+    mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
     mallopt(_M_TRIM_THRESHOLD, _KEEP)
     mallopt(_M_ARENA_MAX, 1)

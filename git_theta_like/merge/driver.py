@@ -30,7 +30,6 @@ from git_theta_like.merge.execute import build_result, summary
 from git_theta_like.merge.plan import Conflict, FisherFiles, Plan, model_layers, plan_merge
 from git_theta_like.merge.state import state_file
 from git_theta_like.store.atomic import write_atomic
-from git_theta_like.threads import reuse_freed_memory
 
 if TYPE_CHECKING:
     pass
@@ -62,7 +61,6 @@ def _merge_file(base: str, ours: str, theirs: str, path: str) -> int:
 
 def main(base_path: str, ours_path: str, theirs_path: str, path: str) -> int:
     started = time.perf_counter()
-    reuse_freed_memory()  # tensor-sized buffers come and go: keep them rather than fault in anew
     try:
         ours_b, theirs_b = Path(ours_path).read_bytes(), Path(theirs_path).read_bytes()
         base_b = Path(base_path).read_bytes() if os.path.exists(base_path) else b""
