@@ -196,7 +196,9 @@ class LocalStore:
         """The stored bytes of an object, unverified. A large object is mapped rather than read
         (a read-only view): its pages come in as it is decoded and the decoders let them go
         again chunk by chunk (codecs.planes.drop_read_pages), so decoding a tensor holds about
-        one chunk of its stored bytes instead of all of them."""
+        one chunk of its stored bytes instead of all of them. (A mapped file truncated in place
+        would fault the process: the store never truncates an object, it writes new ones by
+        atomic rename and gc unlinks, both of which leave a mapping intact.)"""
         p = self.path(oid)
         self._await(oid)
         try:
