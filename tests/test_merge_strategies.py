@@ -528,11 +528,13 @@ def test_the_task_vector_strategies_merge_in_blocks() -> None:
 def test_a_merge_in_blocks_gives_the_bits_of_the_whole_tensor(
     name: str, dtype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """run / run_many in blocks (a block size that does not divide the tensor, odd shape) against
-    one merge of the whole tensor: the same bytes, two models and three with per-model weights,
-    both conventions where the strategy has them, L1 rescale on and off."""
+    """run / run_many in blocks (a block size that does not divide the tensor, odd shape), and in
+    blocks written over theirs's bytes (`into`), against one merge of the whole tensor: the same
+    bytes, two models and three with per-model weights, both conventions where the strategy has
+    them, L1 rescale on and off."""
     from git_theta_like.merge import compute
     from git_theta_like.merge.strategies import base as strategy_base
+    from git_theta_like.merge.strategies import task_vectors
 
     rng = np.random.default_rng(7)
     shape = (37, 53)
@@ -564,22 +566,39 @@ def test_a_merge_in_blocks_gives_the_bits_of_the_whole_tensor(
     for params in settings:
         strat = make_strategy(name, params)
 
-        def both(strat: Strategy = strat) -> list[bytes]:
-            two = compute.run(strat, dtype, shape, base, models[0], models[1], name="w", device=cpu)
+        def both(strat: Strategy = strat, into: bool = False) -> list[bytes]:
+            # into: the result written over the last model's bytes (as the merge producer does)
+            theirs, last = bytearray(models[1]), bytearray(models[-1])
+            two = compute.run(
+                strat,
+                dtype,
+                shape,
+                base,
+                models[0],
+                theirs,
+                name="w",
+                device=cpu,
+                into=theirs if into else None,
+            )
+            assert (two.obj is theirs) == (into and len(theirs) // size > strategy_base.BLOCK_ELEMENTS)
             many = compute.run_many(
                 strat,
                 dtype,
                 shape,
                 base,
-                models,
+                [*models[:-1], last],
                 name="w",
                 per_model=[{"weight": 0.5}, {}, {"weight": 2.0}] if name != "average" else (),
                 device=cpu,
+                into=last if into else None,
             )
             return [bytes(two), bytes(many)]
 
         whole = both()
         monkeypatch.setattr(strategy_base, "BLOCK_ELEMENTS", 97)
+        monkeypatch.setattr(task_vectors, "RADIX_BLOCK", 101)  # the trims' selections in blocks too
         blocked = both()
+        blocked_into = both(into=True)
         monkeypatch.undo()
         assert blocked == whole, (name, params)
+        assert blocked_into == whole, (name, params)

@@ -137,8 +137,15 @@ def run(
     fisher: tuple[tuple[Buffer, str], tuple[Buffer, str]] | None = None,
     device: torch.device | None,
     precision: str = "float32",
+    into: bytearray | None = None,
 ) -> memoryview:
-    """Merge one tensor given as raw bytes; returns the merged raw bytes in `dtype`."""
+    """Merge one tensor given as raw bytes; returns the merged raw bytes in `dtype`.
+
+    `into`: a buffer the result may be written into, block by block, when it is merged in blocks
+    and has the result's size: an input's own bytes that nothing else reads (the merge producer
+    hands over theirs), saving a tensor-sized allocation. Safe because each block is written
+    after it is computed and a block reads only its own elements of the inputs (element-wise
+    strategies; prepare_many decides on whole tensors before the first block)."""
     if strategy.bitwise:
         assert base is not None
         return memoryview(strategy.merge_bits(base, ours, theirs, dtype, name))
@@ -151,7 +158,7 @@ def run(
         merge = _elementwise(
             lambda b, ms: strategy.merge(b, ms[0], ms[1], ctx), dtype, used, [ours, theirs], device, cd
         )
-        return _in_blocks(n, dtype, merge)
+        return _in_blocks(n, dtype, merge, into)
 
     def load(buf: Buffer, dt: str = dtype) -> torch.Tensor:
         return from_bytes(buf, dt, shape, device).to(cd)
@@ -159,7 +166,7 @@ def run(
     b = load(used) if used is not None else None
     o, t = load(ours), load(theirs)
     if fisher is None and (prepared := strategy.prepare_many(b, [o, t], TensorContext(name=name))):
-        return _in_blocks(n, dtype, prepared)
+        return _in_blocks(n, dtype, prepared, into)
     f = (load(fisher[0][0], fisher[0][1]), load(fisher[1][0], fisher[1][1])) if fisher else None
     out = strategy.merge(b, o, t, TensorContext(name=name, fisher=f))
     del b, o, t, f
@@ -177,12 +184,22 @@ def run_many(
     per_model: Sequence[Mapping[str, Value]] = (),
     device: torch.device | None,
     precision: str = "float32",
+    into: bytearray | None = None,
 ) -> memoryview:
     """Merge one tensor of N >= 2 models (raw bytes, models[0] is ours) with
-    `strategy.merge_many`; returns the merged raw bytes in `dtype`."""
+    `strategy.merge_many`; returns the merged raw bytes in `dtype` (`into`: as for run)."""
     if len(models) == 2 and not any(per_model):
         return run(
-            strategy, dtype, shape, base, models[0], models[1], name=name, device=device, precision=precision
+            strategy,
+            dtype,
+            shape,
+            base,
+            models[0],
+            models[1],
+            name=name,
+            device=device,
+            precision=precision,
+            into=into,
         )
     if strategy.bitwise or strategy.needs_fisher:
         raise ThetaLikeError(f"strategy {strategy.name} merges two versions, not {len(models)}")
@@ -193,7 +210,7 @@ def run_many(
     n = dtypes.numel(list(shape))
     if strategy.elementwise:
         merge = _elementwise(lambda b, ms: strategy.merge_many(b, ms, ctx), dtype, used, models, device, cd)
-        return _in_blocks(n, dtype, merge)
+        return _in_blocks(n, dtype, merge, into)
 
     def load(buf: Buffer) -> torch.Tensor:
         return from_bytes(buf, dtype, shape, device).to(cd)
@@ -201,7 +218,7 @@ def run_many(
     b = load(used) if used is not None else None
     ms = [load(m) for m in models]
     if prepared := strategy.prepare_many(b, ms, ctx):
-        return _in_blocks(n, dtype, prepared)
+        return _in_blocks(n, dtype, prepared, into)
     out = strategy.merge_many(b, ms, ctx)
     del b, ms
     return to_bytes(cast_to(out, dtype))
@@ -235,15 +252,15 @@ def _elementwise(
     return block
 
 
-def _in_blocks(n: int, dtype: str, merge: Blocks) -> memoryview:
+def _in_blocks(n: int, dtype: str, merge: Blocks, into: bytearray | None = None) -> memoryview:
     """The n merged elements, BLOCK_ELEMENTS at a time, each block cast back into its place in
-    the result: the same bits as one merge of the whole tensor, the compute's intermediates
-    bounded by a few blocks."""
+    the result (`into` when it has the result's size, see run): the same bits as one merge of
+    the whole tensor, the compute's intermediates bounded by a few blocks."""
     block = strategy_base.BLOCK_ELEMENTS
     if n <= block:
         return to_bytes(cast_to(merge(0, n), dtype))
     size = dtypes.itemsize(dtype)
-    result = bytearray(n * size)
+    result = into if into is not None and len(into) == n * size else bytearray(n * size)
     view = memoryview(result)
     for lo in range(0, n, block):
         hi = min(n, lo + block)

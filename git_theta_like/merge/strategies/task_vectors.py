@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from git_theta_like.errors import MergeConfigError
@@ -84,39 +84,75 @@ def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
 
 def trim_top_k_rule(tau: torch.Tensor, density: float) -> KeepRule:
     """trim_top_k as a rule: the threshold of the whole tensor, kept entry by entry."""
+    flat = tau.reshape(-1)
+    return trim_top_k_rule_of(lambda lo, hi: flat[lo:hi], tau.numel(), density, tau)
+
+
+def trim_top_k_rule_of(
+    span: Callable[[int, int], torch.Tensor], n: int, density: float, like: torch.Tensor
+) -> KeepRule:
+    """trim_top_k_rule of the task vector whose elements lo..hi (flat) span(lo, hi) gives: a merge
+    passes model[lo:hi] - base[lo:hi], so that on the CPU neither the task vector nor its
+    magnitudes are ever whole in memory (the threshold is found in two passes over blocks).
+    `like`: a tensor of the task vector's dtype and device."""
     import torch
 
-    n = tau.numel()
     if density >= 1.0 or n == 0:
         return _identity
     k = max(1, round(density * n))
-    mag = tau.abs().reshape(-1)
-    threshold = _kth_largest(mag, k)
+    threshold = _kth_largest_of(span, n, k, like)
     if threshold is None:
+        mag = span(0, n).abs()
         threshold = torch.kthvalue(mag.cpu() if mag.device.type == "mps" else mag, n - k + 1).values
-    del mag
-    t = threshold.to(tau.device)
-    zero = torch.zeros((), dtype=tau.dtype, device=tau.device)
+        del mag
+    t = threshold.to(like.device)
+    zero = torch.zeros((), dtype=like.dtype, device=like.device)
     return lambda blk, lo, hi: torch.where(blk.abs() >= t, blk, zero)
 
 
 def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     """The k-th largest of mag (CPU, no NaN) by a selection (_select), several times faster than
     torch.kthvalue; None where it does not apply (the caller asks kthvalue)."""
+    flat = mag.reshape(-1)
+    return _kth_largest_of(lambda lo, hi: flat[lo:hi], mag.numel(), k, mag, magnitudes=True)
+
+
+def _kth_largest_of(
+    span: Callable[[int, int], torch.Tensor],
+    n: int,
+    k: int,
+    like: torch.Tensor,
+    *,
+    magnitudes: bool = False,
+) -> torch.Tensor | None:
+    """The k-th largest magnitude of the n values span(lo, hi) gives (`magnitudes`: they are
+    magnitudes already) as a 0-d tensor of like's dtype, by _select: block by block for float32
+    and the 16-bit floats (compared in float32, where they are exact), float64 whole. None off
+    the CPU, for other dtypes, or when a NaN is among them."""
     import torch
 
-    if mag.device.type != "cpu" or mag.dtype not in (
+    if like.device.type != "cpu" or like.dtype not in (
         torch.float32,
         torch.float64,
         torch.float16,
         torch.bfloat16,
     ):
         return None
-    values = mag.numpy() if mag.dtype in (torch.float32, torch.float64) else mag.float().numpy()
-    found = _select(values, k)
+
+    def mags(lo: int, hi: int) -> np.ndarray:
+        blk = span(lo, hi)
+        m = blk if magnitudes else blk.abs()
+        return (m if m.dtype in (torch.float32, torch.float64) else m.float()).numpy()
+
+    if like.dtype == torch.float64:
+        found = _select(mags(0, n), k)
+    else:
+        found = _select_blocks(
+            lambda: (mags(lo, min(n, lo + RADIX_BLOCK)) for lo in range(0, n, RADIX_BLOCK)), k
+        )
     if found is None:
         return None
-    return torch.tensor(found[0]).to(mag.dtype)  # a value of mag: exact in its dtype
+    return torch.tensor(found[0]).to(like.dtype)  # a value of the magnitudes: exact in their dtype
 
 
 RADIX_BLOCK = 1 << 22  # entries a radix selection counts at a time (bounds its scratch memory)
@@ -126,10 +162,8 @@ def _select(values: np.ndarray, k: int) -> tuple[np.floating, int, int] | None:
     """(t, above, equal): the k-th largest of the magnitudes `values` (1-D, >= 0, 1 <= k <= n),
     how many entries are above it and how many equal to it; None when a NaN is among them (the
     largest, to a sort: the callers leave such a tensor to torch). float32 by a radix selection
-    (non-negative floats order as their bits do: a histogram of the top 16 bits names the bin
-    that holds t, then a selection among that bin's entries alone; 2-3x faster than numpy's
-    introselect of the whole tensor, which moreover needs a copy), other dtypes by introselect.
-    `values` is left as it is."""
+    over blocks of it (_select_blocks), other dtypes by numpy's introselect of a copy. `values`
+    is left as it is."""
     import numpy as np
 
     n = values.size
@@ -139,21 +173,31 @@ def _select(values: np.ndarray, k: int) -> tuple[np.floating, int, int] | None:
             return None
         t = part[n - k]
         return t, int(np.count_nonzero(part[n - k + 1 :] > t)), int(np.count_nonzero(part == t))
-    bits = values.view(np.uint32)
-    blocks = range(0, n, RADIX_BLOCK)
+    return _select_blocks(lambda: (values[lo : lo + RADIX_BLOCK] for lo in range(0, n, RADIX_BLOCK)), k)
 
-    def bins(lo: int) -> np.ndarray:  # the top 16 bits of a block's entries, the sign's cleared
-        return (bits[lo : lo + RADIX_BLOCK] >> 16) & 0x7FFF  # (±0 counts as +0)
+
+def _select_blocks(blocks: Callable[[], Iterator[np.ndarray]], k: int) -> tuple[np.floating, int, int] | None:
+    """_select of float32 magnitudes that `blocks()` yields a block at a time (called twice: the
+    blocks need never be whole in memory). Non-negative floats order as their bits do: a
+    histogram of the top 16 bits names the bin that holds t, then a selection among that bin's
+    entries alone (2-3x faster than numpy's introselect of the whole tensor, which moreover
+    needs a copy)."""
+    import numpy as np
+
+    def bins(blk: np.ndarray) -> np.ndarray:  # the top 16 bits of a block's entries, the sign's
+        return (blk.view(np.uint32) >> 16) & 0x7FFF  # cleared (±0 counts as +0)
 
     counts = np.zeros(1 << 15, np.int64)
-    for lo in blocks:
-        counts += np.bincount(bins(lo), minlength=1 << 15)
-    if counts[0x7F80:].any() and np.isnan(values).any():  # infinities and NaNs live up there
+    nan = False
+    for blk in blocks():
+        counts += np.bincount(bins(blk), minlength=1 << 15)
+        nan = nan or bool(counts[0x7F80:].any() and np.isnan(blk).any())  # infinities and NaNs
+    if nan:  # live up there
         return None
     at_or_above = np.cumsum(counts[::-1])[::-1]  # entries in bin b or above
     b = int(np.flatnonzero(at_or_above >= k)[-1])
     above = int(at_or_above[b] - counts[b])
-    inside = np.concatenate([values[lo : lo + RADIX_BLOCK][bins(lo) == b] for lo in blocks])
+    inside = np.concatenate([blk[bins(blk) == b] for blk in blocks()])
     rank = len(inside) - (k - above)
     t = np.partition(inside, rank)[rank]
     return t, above + int(np.count_nonzero(inside > t)), int(np.count_nonzero(inside == t))
@@ -439,7 +483,7 @@ class TaskVectorMerge(Strategy):
         vals = self.model_values(ctx, len(models))
         mergekit = self["conventions"] == "mergekit"
         rules = [
-            self.keep_rule(m - base, v, ctx.name, i, l1=mergekit)
+            self.keep_rule_of(m, base, v, ctx.name, i, l1=mergekit)
             for i, (m, v) in enumerate(zip(models, vals, strict=True))
         ]
         flat_base, flat_models = base.reshape(-1), [m.reshape(-1) for m in models]
@@ -450,6 +494,16 @@ class TaskVectorMerge(Strategy):
             return self._combine(b, taus, vals, mergekit)
 
         return block
+
+    def keep_rule_of(
+        self, model: Tensor, base: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool
+    ) -> KeepRule:
+        """keep_rule of the task vector model - base. No sparsifier: none computed;
+        a subclass that decides in passes over blocks of it overrides this, so that it is never
+        whole in memory."""
+        if self.sparsifier is None:
+            return _identity
+        return self.keep_rule(model - base, v, name, index, l1=l1)
 
     def keep_rule(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> KeepRule:
         """One model's sparsifier as a rule over blocks of its task vector (see KeepRule): the
@@ -552,6 +606,15 @@ class Ties(TaskVectorMerge):
     sparsifier = "magnitude"
     consensus = True
     per_model_params = ("weight", "density")
+
+    def keep_rule_of(
+        self, model: Tensor, base: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool
+    ) -> KeepRule:
+        d, rescale = float(v["density"]), bool(self["rescale"])
+        if l1 or (rescale and d < 1.0):  # a mask of the whole tensor, or its L1 norm, are needed
+            return super().keep_rule_of(model, base, v, name, index, l1=l1)
+        fm, fb = model.reshape(-1), base.reshape(-1)
+        return trim_top_k_rule_of(lambda lo, hi: fm[lo:hi] - fb[lo:hi], fm.numel(), d, model)
 
     def keep_rule(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> KeepRule:
         d, rescale = float(v["density"]), bool(self["rescale"])
