@@ -155,7 +155,9 @@ def _kth_largest_of(
     return torch.tensor(found[0]).to(like.dtype)  # a value of the magnitudes: exact in their dtype
 
 
-RADIX_BLOCK = 1 << 22  # entries a radix selection counts at a time (bounds its scratch memory)
+# entries a radix selection counts at a time: bounds its scratch memory (4 MiB blocks of float32
+# were also faster than 16 MiB ones on a 23M-entry embedding, 7.5 vs 8.4 s for a whole TIES merge)
+RADIX_BLOCK = 1 << 20
 
 
 def _select(values: np.ndarray, k: int) -> tuple[np.floating, int, int] | None:
