@@ -90,7 +90,7 @@ def _produce(slots: list[Slot], store: CachedStore) -> list[tuple[bool, bytes]]:
     def compute(job: Job, data: list[Any], into: bytearray | None) -> bytearray:
         seen.append(into is not None and into is data[2])
         out = into if into is not None else bytearray(N)
-        out[:] = bytes(a ^ b for a, b in zip(bytes(data[1]), bytes(data[2]), strict=True))
+        out[:] = _xor(bytes(data[1]), bytes(data[2]))
         return out
 
     got = [bytes(r) for _, r in _Producer(slots, store, compute)]

@@ -188,7 +188,7 @@ class _Producer:
     """The bytes of each slot in order: existing tensors read ahead on a small pool, merged
     tensors computed one at a time in the consuming thread.
 
-    Once a merged tensor is computed, the decoded objects it read (and the delta bases they
+    Once a slot's inputs are in hand, the decoded objects it read (and the delta bases they
     were decoded from) leave the store's cache unless a later slot reads them too; ours stays,
     since clean reads it again as the parent of the result's delta. The cache then holds what
     is still to come rather than the largest tensor's three versions.
@@ -219,36 +219,32 @@ class _Producer:
             ins += [j.fisher[0], j.fisher[1]]
         return ins, sum(e.length for e in ins if e is not None)
 
-    def _release(self, slot: Slot, done: bool) -> None:
-        """Drop from the cache the delta bases slot's inputs were decoded from (once they are in
-        hand: a strategy that needs the base reads it as an input), and when done its inputs
-        too, ours excepted; anything a later slot reads stays (see the class)."""
+    def _release(self, slot: Slot) -> None:
+        """slot's inputs are in hand: count their reads done, and drop from the cache what they
+        were decoded from (the delta bases; a strategy that needs the base reads it as an input)
+        and the inputs themselves, ours excepted (clean reads it once more, as the parent of the
+        result's delta); anything a later slot reads stays (see the class)."""
+        oids = [e.obj.oid for e in self._inputs(slot)[0] if e is not None]
+        self.reads.subtract(oids)
         if not isinstance(self.store, CachedStore):
             return
-        oids = [e.obj.oid for e in self._inputs(slot)[0] if e is not None]
-        if done:
-            self.reads.subtract(oids)
         keep = {o for o, n in self.reads.items() if n > 0}
         if slot.job is not None:
             ours = slot.job.ours.obj.oid
-            if done and ours not in keep:
+            if ours not in keep:
                 self.store.reader.drop_after(ours, 1)  # clean's read of it as the delta parent
             keep.add(ours)
         self.store.reader.forget(oids, keep)
 
     def _spare(self, slot: Slot, data: list[Buffer | None]) -> bytearray | None:
-        """The last model's decoded buffer, when the result may overwrite it: a bytearray that
-        only `data` holds (the cache let go of it, no read thread has it in hand, no other input
-        is the same object) of an object no later slot reads, and not ours (clean reads ours
-        again). The cache forgets it here, before the compute."""
+        """The last model's decoded buffer, when the result may overwrite it (after _release): a
+        bytearray that only `data` holds (the cache let go of it, no read thread has it in hand,
+        no other input is the same object) of an object no later slot reads, and not ours."""
         job = slot.job
         assert job is not None
         last = job.models[-1].obj.oid
-        if len(job.models) < 2 or last == job.ours.obj.oid or self.reads[last] > 1:
+        if last == job.ours.obj.oid or self.reads[last] > 0:
             return None
-        if isinstance(self.store, CachedStore):
-            keep = {o for o, n in self.reads.items() if n > 0 and o != last}
-            self.store.reader.forget([last], keep)
         buf = data[len(job.models)]  # data: [base or None, *models, *fisher]
         # references: data's, buf's and getrefcount's own; any other holder (the cache's
         # entry, a read thread decoding against it, a second input) makes it more
@@ -275,15 +271,13 @@ class _Producer:
                 data = [f.result() if f is not None else None for f in futs]
                 del futs  # the futures hold the buffers too
                 ahead -= cost
+                self._release(slot)
                 if slot.job is None:
-                    self._release(slot, done=True)
                     yield slot, data[0]  # type: ignore[misc]
                 else:
-                    self._release(slot, done=False)
                     spare = self._spare(slot, data)
                     result = self.compute(slot.job, data, spare)  # type: ignore[arg-type]
                     del data, spare
-                    self._release(slot, done=True)
                     yield slot, result
                     del result
         finally:

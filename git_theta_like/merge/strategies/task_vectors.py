@@ -144,12 +144,9 @@ def _kth_largest_of(
         m = blk if magnitudes else blk.abs()
         return (m if m.dtype in (torch.float32, torch.float64) else m.float()).numpy()
 
-    if like.dtype == torch.float64:
-        found = _select(mags(0, n), k)
-    else:
-        found = _select_blocks(
-            lambda: (mags(lo, min(n, lo + RADIX_BLOCK)) for lo in range(0, n, RADIX_BLOCK)), k
-        )
+    found = (
+        _select(mags(0, n), k) if like.dtype == torch.float64 else _select_blocks(_radix_blocks(mags, n), k)
+    )
     if found is None:
         return None
     return torch.tensor(found[0]).to(like.dtype)  # a value of the magnitudes: exact in their dtype
@@ -175,7 +172,12 @@ def _select(values: np.ndarray, k: int) -> tuple[np.floating, int, int] | None:
             return None
         t = part[n - k]
         return t, int(np.count_nonzero(part[n - k + 1 :] > t)), int(np.count_nonzero(part == t))
-    return _select_blocks(lambda: (values[lo : lo + RADIX_BLOCK] for lo in range(0, n, RADIX_BLOCK)), k)
+    return _select_blocks(_radix_blocks(lambda lo, hi: values[lo:hi], n), k)
+
+
+def _radix_blocks(span: Callable[[int, int], np.ndarray], n: int) -> Callable[[], Iterator[np.ndarray]]:
+    """_select_blocks's input: span(lo, hi) over 0..n, RADIX_BLOCK entries at a time."""
+    return lambda: (span(lo, min(n, lo + RADIX_BLOCK)) for lo in range(0, n, RADIX_BLOCK))
 
 
 def _select_blocks(blocks: Callable[[], Iterator[np.ndarray]], k: int) -> tuple[np.floating, int, int] | None:
@@ -190,12 +192,10 @@ def _select_blocks(blocks: Callable[[], Iterator[np.ndarray]], k: int) -> tuple[
         return (blk.view(np.uint32) >> 16) & 0x7FFF  # cleared (±0 counts as +0)
 
     counts = np.zeros(1 << 15, np.int64)
-    nan = False
     for blk in blocks():
         counts += np.bincount(bins(blk), minlength=1 << 15)
-        nan = nan or bool(counts[0x7F80:].any() and np.isnan(blk).any())  # infinities and NaNs
-    if nan:  # live up there
-        return None
+        if counts[0x7F80:].any() and np.isnan(blk).any():  # infinities and NaNs live up there
+            return None
     at_or_above = np.cumsum(counts[::-1])[::-1]  # entries in bin b or above
     b = int(np.flatnonzero(at_or_above >= k)[-1])
     above = int(at_or_above[b] - counts[b])
