@@ -616,18 +616,18 @@ def _trim_by_sort(tau: torch.Tensor, density: float) -> torch.Tensor:
     return tau * mask.reshape_as(tau)
 
 
-@pytest.mark.parametrize(
-    ("kind", "fast"),
-    [("random", True), ("zeros", True), ("split tie", False), ("whole tie", True), ("nan", False)],
-)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_the_trim_selects_what_the_sort_picks(kind: str, fast: bool, dtype: torch.dtype) -> None:
-    """The selection that replaces mergekit's argsort gives its bytes, and sorts where ties at the
-    threshold make the sort's order decide (a test that fails if either path is wrong)."""
-    from git_theta_like.merge.strategies.task_vectors import _top_k_set, trim_top_k_mergekit
+@pytest.mark.parametrize("kind", ["random", "zeros", "split tie", "whole tie", "nan", "tiny"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_the_trim_selects_what_the_sort_picks(kind: str, dtype: torch.dtype) -> None:
+    """The selection that replaces mergekit's argsort gives its bytes, both ways (the mask of the
+    whole task vector, and the rule over blocks of model - base); where ties at the threshold
+    make the sort's order decide, that order is replayed (a test that fails if it is wrong);
+    a NaN leaves it to the sort."""
+    from git_theta_like.merge.strategies import task_vectors as tv
 
     g = torch.Generator().manual_seed(len(kind))
-    tau = torch.randn(4000, generator=g) * 0.01
+    base = torch.randn(4000, generator=g, dtype=torch.float64)
+    tau = torch.randn(4000, generator=g, dtype=torch.float64) * 0.01
     density = 0.3
     if kind == "zeros":  # most of the task vector unchanged: the k-th largest is 0
         tau[torch.rand(4000, generator=g) < 0.8] = 0.0
@@ -640,11 +640,58 @@ def test_the_trim_selects_what_the_sort_picks(kind: str, fast: bool, dtype: torc
         tau[:1200] = 1.0
     elif kind == "nan":
         tau[3] = float("nan")
-    tau = tau.to(dtype)
+    elif kind == "tiny":  # float64 entries that are 0 in float32: which are kept still matters
+        tiny = torch.rand(4000, generator=g) < 0.8
+        base[tiny], tau[tiny] = 0.0, 1e-300
+    model = (base + tau).to(dtype)
+    base = base.to(dtype)
+    tau = model - base
     k = max(1, int(density * tau.numel()))
-    assert (_top_k_set(tau.abs().float(), k) is not None) == fast or dtype != torch.float32
-    got, want = trim_top_k_mergekit(tau, density, rescale=False), _trim_by_sort(tau, density)
+    keep = tv._top_k_set(tau.abs().float(), k, exact=dtype != torch.float64)
+    assert (keep is None) == (kind == "nan")
+    want = _trim_by_sort(tau, density)
+    got = tv.trim_top_k_mergekit(tau, density, rescale=False)
     assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+    rule = tv.trim_top_k_mergekit_rule_of(model, base, density)
+    assert (rule is None) == (kind == "nan")
+    if rule is not None:
+        fm, fb, parts = model.reshape(-1), base.reshape(-1), []
+        for lo in range(0, 4000, 700):  # blocks that do not divide the tensor
+            hi = min(4000, lo + 700)
+            parts.append(rule(fm[lo:hi] - fb[lo:hi], lo, hi))
+        assert torch.equal(torch.cat(parts).view(torch.uint8), want.view(torch.uint8))
+
+
+def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argsort_ties.tied_in_top_k against torch.argsort(descending=True) itself, on arrays where
+    ties decide: few distinct values, one value over half the array, sparse, sorted either way,
+    sizes around the insertion-sort threshold (16) and scan blocks that do not divide them."""
+    from git_theta_like.merge.strategies import argsort_ties
+
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        n = int(rng.choice([rng.integers(2, 40), rng.integers(2, 3000), rng.integers(2, 20000)]))
+        kind = trial % 6
+        if kind == 0:
+            w = rng.integers(0, 3, n).astype(np.float32)
+        elif kind == 1:
+            w = rng.integers(0, 50, n).astype(np.float32)
+        elif kind == 2:
+            w = np.abs(rng.standard_normal(n)).astype(np.float32)
+            w[rng.random(n) < 0.5] = w[0]
+        elif kind == 3:
+            w = np.zeros(n, np.float32)
+            w[rng.random(n) < 0.1] = 1
+        else:
+            w = np.sort(rng.integers(0, 5, n).astype(np.float32))
+            w = w if kind == 4 else w[::-1].copy()
+        monkeypatch.setattr(argsort_ties, "BLOCK", int(rng.integers(1, 100)) if trial % 3 else 1 << 20)
+        k = int(rng.integers(1, n))
+        first = torch.argsort(torch.from_numpy(w), descending=True)[:k].numpy()
+        t = np.sort(w)[n - k]
+        want = np.sort(first[w[first] == t].astype(np.int64))
+        got = argsort_ties.tied_in_top_k(lambda lo, hi, w=w: w[lo:hi], n, k, t)
+        assert got is not None and np.array_equal(got, want), (trial, n, k)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

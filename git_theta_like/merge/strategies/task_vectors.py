@@ -230,7 +230,7 @@ def trim_top_k_mergekit_rule(tau: torch.Tensor, density: float, rescale: bool) -
     w = tau.abs().reshape(-1)
     if w.device.type == "cpu":
         w = w.float()
-    keep = _top_k_set(w, k)
+    keep = _top_k_set(w, k, exact=tau.dtype != torch.float64)
     if keep is not None:
         del w
         mask = keep  # tau * a bool mask: tau * 1 or tau * 0, as with the 0/1 mask
@@ -242,29 +242,97 @@ def trim_top_k_mergekit_rule(tau: torch.Tensor, density: float, rescale: bool) -
     return _l1_scaled(rule, tau) if rescale else rule
 
 
-def _top_k_set(w: torch.Tensor, k: int) -> torch.Tensor | None:
-    """The entries the first k of a descending argsort of w pick, as a boolean mask, found by a
-    selection (_select, 10-20x faster than the sort on the CPU) where the answer
-    does not depend on how the sort orders ties: t, the k-th largest value; every entry above t
-    is picked and, when no entry equal to t is left out (none among the n - k smallest), so is
-    each of them. When some are left out (the sort's tie order decides which), None: the caller
-    sorts. A tie at t = 0 needs no sort: the entries of magnitude 0 are ±0, and ±0 times 1 or 0
-    is the same ±0. A NaN (the largest, to the sort): None. CPU float32 only, else None."""
+def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density: float) -> KeepRule | None:
+    """trim_top_k_mergekit_rule (no rescale) of model - base, with neither the task vector nor its
+    magnitudes ever whole in memory: the k-th largest magnitude found over blocks (_argsort_top_k),
+    the rule recomputing each block's magnitudes. None off the CPU, for other dtypes, with a NaN
+    among the magnitudes or where the sort's order cannot be replayed: the caller takes the
+    whole-tensor way."""
+    import numpy as np
+    import torch
+
+    if density >= 1:
+        return _identity
+    n = model.numel()
+    if n == 0:
+        return lambda blk, lo, hi: torch.zeros_like(blk)
+    if model.device.type != "cpu" or model.dtype not in (
+        torch.float32,
+        torch.float64,
+        torch.float16,
+        torch.bfloat16,
+    ):
+        return None
+    fm, fb = model.reshape(-1), base.reshape(-1)
+
+    def mags(lo: int, hi: int) -> np.ndarray:  # mergekit's |tau| (in float32 on the CPU)
+        return (fm[lo:hi] - fb[lo:hi]).abs().float().numpy()
+
+    found = _argsort_top_k(mags, n, max(1, int(density * n)), exact=model.dtype != torch.float64)
+    if found is None:
+        return None
+    t = torch.tensor(found[0])  # float32, as the magnitudes compared
+    tied = found[1]
+
+    def rule(blk: Tensor, lo: int, hi: int) -> Tensor:
+        w = blk.abs().float()
+        if tied is None:
+            return blk * (w >= t)
+        m = w > t
+        a, b = np.searchsorted(tied, (lo, hi))
+        if b > a:
+            m[torch.from_numpy(tied[a:b] - lo)] = True
+        return blk * m
+
+    return rule
+
+
+def _argsort_top_k(
+    mags: Callable[[int, int], np.ndarray], n: int, k: int, *, exact: bool
+) -> tuple[np.floating, np.ndarray | None] | None:
+    """What the first k of a descending argsort (torch's, on the CPU) of the n float32 magnitudes
+    mags(lo, hi) gives a block at a time pick, found by a selection (_select_blocks, 10-20x
+    faster than the sort): (t, tied) -- every entry above t, the k-th largest, and of those equal
+    to t the ones `tied` lists (sorted indices), or all of them (tied None: none is left out, or
+    t = 0 where the magnitudes are `exact`ly the task vector's: its entries of magnitude 0 are ±0,
+    and ±0 times 1 or 0 is the same ±0). Where entries equal to t are left out, the sort's tie
+    order decides which: replayed without sorting (argsort_ties). None where a NaN is among the
+    magnitudes or the replay gives up (the caller sorts)."""
+    from git_theta_like.merge.strategies.argsort_ties import tied_in_top_k
+
+    if k >= n:
+        return None
+    found = _select_blocks(_radix_blocks(mags, n), k)
+    if found is None:
+        return None
+    t, above, equal = found
+    if above + equal == k or (t == 0 and exact):
+        return t, None
+    tied = tied_in_top_k(mags, n, k, t)
+    if tied is None or tied.size != k - above:
+        return None
+    return t, tied
+
+
+def _top_k_set(w: torch.Tensor, k: int, *, exact: bool = True) -> torch.Tensor | None:
+    """The entries the first k of a descending argsort of w (CPU float32) pick, as a boolean mask
+    (_argsort_top_k; `exact`: w is the task vector's magnitudes, not rounded); None where it does
+    not apply."""
     import torch
 
     n = w.numel()
     if w.device.type != "cpu" or w.dtype != torch.float32 or k >= n:
         return None
     values = w.numpy()
-    found = _select(values, k)
+    found = _argsort_top_k(lambda lo, hi: values[lo:hi], n, k, exact=exact)
     if found is None:
         return None
-    t, above, equal = found
-    if t == 0:
-        return torch.from_numpy(values > 0)  # the zero entries the sort would add change nothing
-    if above + equal > k:  # some entries equal to t are not among the k
-        return None
-    return torch.from_numpy(values >= t)
+    t, tied = found
+    if tied is None:
+        return torch.from_numpy(values >= t)
+    mask = values > t
+    mask[tied] = True
+    return torch.from_numpy(mask)
 
 
 def breadcrumbs(tau: torch.Tensor, density: float, gamma: float, rescale: bool) -> torch.Tensor:
@@ -613,6 +681,10 @@ class Ties(TaskVectorMerge):
         self, model: Tensor, base: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool
     ) -> KeepRule:
         d, rescale = float(v["density"]), bool(self["rescale"])
+        if l1 and not (rescale and d < 1.0):
+            rule = trim_top_k_mergekit_rule_of(model, base, d)
+            if rule is not None:
+                return rule
         if l1 or (rescale and d < 1.0):  # a mask of the whole tensor, or its L1 norm, are needed
             return super().keep_rule_of(model, base, v, name, index, l1=l1)
         fm, fb = model.reshape(-1), base.reshape(-1)
