@@ -690,7 +690,7 @@ def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytes
         first = torch.argsort(torch.from_numpy(w), descending=True)[:k].numpy()
         t = np.sort(w)[n - k]
         want = np.sort(first[w[first] == t].astype(np.int64))
-        got = argsort_ties.tied_in_top_k(lambda lo, hi, w=w: w[lo:hi], n, k, t)
+        got = argsort_ties.tied_in_top_k(lambda lo, hi, w=w: w[lo:hi], w.__getitem__, n, k, t)
         assert got is not None and np.array_equal(got, want), (trial, n, k)
 
 

@@ -17,7 +17,7 @@ torch.argsort on many arrays with heavy ties.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -26,6 +26,10 @@ BLOCK = 1 << 20  # elements scanned at a time (bounds scratch memory)
 
 # (lo, hi) -> the float32 values of elements lo..hi of the array sorted (a copy or a view)
 Span = Callable[[int, int], np.ndarray]
+# original indices -> their float32 values
+Gather = Callable[[np.ndarray], np.ndarray]
+# a chunk of positions where a scan stops, and their values
+Stops = tuple[np.ndarray, np.ndarray]
 
 
 class _Range:
@@ -33,21 +37,21 @@ class _Range:
 
     size: int
 
-    def point(self, i: int) -> np.float32:
+    def values(self, lo: int, hi: int) -> np.ndarray:
         raise NotImplementedError
+
+    def point(self, i: int) -> np.float32:
+        return np.float32(self.values(i, i + 1)[0])
 
     def swap_first(self, x: int) -> None:
         """Swap positions 0 and x (the median moved to the front)."""
-        raise NotImplementedError
-
-    def values(self, lo: int, hi: int) -> np.ndarray:
         raise NotImplementedError
 
     def ids(self, pos: np.ndarray) -> np.ndarray:
         """The original indices of the elements at positions pos."""
         raise NotImplementedError
 
-    def part(self, lo: int, hi: int) -> _Held:
+    def side(self, lo: int, hi: int) -> _Held:
         """Positions lo..hi as a range of their own (sharing memory where it can)."""
         raise NotImplementedError
 
@@ -55,13 +59,10 @@ class _Range:
 class _Original(_Range):
     """The array as given (the first step): values read a block at a time, never held whole."""
 
-    def __init__(self, span: Span, n: int, idx: type) -> None:
-        self.span, self.size, self.idx = span, n, idx
+    def __init__(self, span: Span, gather: Gather, n: int, idx: type) -> None:
+        self.span, self.gather, self.size, self.idx = span, gather, n, idx
         self.x = 0  # position swapped with 0 (0: none)
         self.v0 = self.vx = np.float32(0)
-
-    def point(self, i: int) -> np.float32:
-        return np.float32(self.values(i, i + 1)[0])
 
     def swap_first(self, x: int) -> None:
         self.v0, self.vx = np.float32(self.span(0, 1)[0]), np.float32(self.span(x, x + 1)[0])
@@ -82,36 +83,33 @@ class _Original(_Range):
         out[pos == 0], out[pos == self.x] = self.x, 0
         return out
 
-    def part(self, lo: int, hi: int) -> _Held:
-        vals = np.empty(hi - lo, np.float32)
-        for a in range(lo, hi, BLOCK):
-            b = min(hi, a + BLOCK)
-            vals[a - lo : b - lo] = self.values(a, b)
-        return _Held(self.ids(np.arange(lo, hi, dtype=self.idx)), vals)
+    def side(self, lo: int, hi: int) -> _Held:
+        ids: np.ndarray = np.arange(lo, hi, dtype=self.idx)
+        for a, b in ((0, self.x), (self.x, 0)):
+            if lo <= a < hi:
+                ids[a - lo] = b
+        return _Held(ids, self.gather)
 
 
 class _Held(_Range):
-    """A range held as arrays of original indices and values, permuted in place."""
+    """A range held as an array of original indices, permuted in place; values gathered."""
 
-    def __init__(self, ids: np.ndarray, vals: np.ndarray) -> None:
-        self.id_of, self.vals, self.size = ids, vals, len(ids)
-
-    def point(self, i: int) -> np.float32:
-        return np.float32(self.vals[i])
+    def __init__(self, ids: np.ndarray, gather: Gather) -> None:
+        self.id_of, self.gather, self.size = ids, gather, len(ids)
 
     def swap_first(self, x: int) -> None:
-        for a in (self.id_of, self.vals):
-            a[0], a[x] = a[x], a[0]
+        a = self.id_of
+        a[0], a[x] = a[x], a[0]
 
     def values(self, lo: int, hi: int) -> np.ndarray:
-        return self.vals[lo:hi]
+        return self.gather(self.id_of[lo:hi])
 
     def ids(self, pos: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.id_of[pos]
         return out
 
-    def part(self, lo: int, hi: int) -> _Held:
-        return _Held(self.id_of[lo:hi], self.vals[lo:hi])
+    def side(self, lo: int, hi: int) -> _Held:
+        return _Held(self.id_of[lo:hi], self.gather)
 
 
 def _median_position(r: _Range) -> int:
@@ -128,34 +126,46 @@ def _median_position(r: _Range) -> int:
     return c if vb > vc else b
 
 
-def _stoppers(r: _Range, p: np.float32, count: int, from_right: bool) -> tuple[np.ndarray, np.ndarray]:
+def _stops(r: _Range, p: np.float32, count: int, from_right: bool) -> Iterator[Stops]:
     """The first `count` positions in 1..size where the partition's left scan stops (value <= p,
-    ascending) or, from_right, where its right scan stops (value >= p, descending), and their
-    values."""
-    pos: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    left = count
+    ascending) or, from_right, where its right scan stops (value >= p, descending), a block at a
+    time, with their values."""
     starts = range(1, r.size, BLOCK)
     for lo in reversed(starts) if from_right else starts:
-        if left <= 0:
-            break
+        if count <= 0:
+            return
         v = r.values(lo, min(r.size, lo + BLOCK))
         hit = np.flatnonzero(v >= p if from_right else v <= p)
-        hit = hit[::-1][:left] if from_right else hit[:left]
-        pos.append(hit + lo)
-        vals.append(v[hit])
-        left -= len(hit)
-    if not pos:
-        return np.empty(0, np.int64), np.empty(0, np.float32)
-    return np.concatenate(pos), np.concatenate(vals)
+        hit = hit[::-1][:count] if from_right else hit[:count]
+        if len(hit):
+            count -= len(hit)
+            yield hit + lo, v[hit]
 
 
-def _swap_count(r: _Range, p: np.float32) -> int:
-    """How many swaps std::__unguarded_partition(first + 1, last, first) makes with pivot value p
-    at position 0: with A the positions its left scan stops at (value <= p, ascending) and B its
+def _pairs(r: _Range, p: np.float32, m: int) -> Iterator[tuple[Stops, Stops]]:
+    """The m swaps of the partition, as chunks of (left positions, values), (right ones)."""
+    lefts, rights = _stops(r, p, m, False), _stops(r, p, m, True)
+    empty = (np.empty(0, np.int64), np.empty(0, np.float32))
+    a, b = empty, empty
+    while True:
+        if not len(a[0]):
+            a = next(lefts, empty)
+        if not len(b[0]):
+            b = next(rights, empty)
+        n = min(len(a[0]), len(b[0]))
+        if n == 0:
+            return
+        yield (a[0][:n], a[1][:n]), (b[0][:n], b[1][:n])
+        a, b = (a[0][n:], a[1][n:]), (b[0][n:], b[1][n:])
+
+
+def _partition(r: _Range, p: np.float32) -> tuple[int, int]:
+    """(M, cut) of std::__unguarded_partition(first + 1, last, first) with pivot value p at
+    position 0. With A the positions its left scan stops at (value <= p, ascending) and B its
     right scan's (value >= p, descending), swap m pairs A[m] and B[m] while A[m] < B[m]; that
-    count M is the largest min(#A below x, #B at or above x) over positions x, found from per-block
-    counts and then within the block where the two counts cross."""
+    count M is the largest min(#A below x, #B at or above x) over positions x, found from
+    per-block counts and then within the block where the two counts cross. The left scan ends,
+    and the cut falls, at A[M] or at B[M-1] (which holds an A-value since the swap)."""
     starts = list(range(1, r.size, BLOCK))
     ca = np.zeros(len(starts), np.int64)
     cb = np.zeros(len(starts), np.int64)
@@ -169,19 +179,36 @@ def _swap_count(r: _Range, p: np.float32) -> int:
     v = r.values(lo, min(r.size, lo + BLOCK))
     a = a_at[j - 1] + np.concatenate([[0], np.cumsum(v <= p)])
     b = b_at[j - 1] - np.concatenate([[0], np.cumsum(v >= p)])
-    return int(np.minimum(a, b).max())
+    m = int(np.minimum(a, b).max())
+
+    def nth(counts: np.ndarray, i: int, right: bool) -> int:  # the i-th stop of a scan
+        if right:
+            i = int(counts.sum()) - 1 - i  # counted from the left
+        j = int(np.searchsorted(np.cumsum(counts), i, side="right"))
+        lo = starts[j]
+        v = r.values(lo, min(r.size, lo + BLOCK))
+        hits = np.flatnonzero(v >= p if right else v <= p)
+        return lo + int(hits[i - int(counts[:j].sum())])
+
+    if m == 0:
+        return 0, nth(ca, 0, False)
+    cut = nth(cb, m - 1, True)
+    if m < ca.sum():
+        cut = min(cut, nth(ca, m, False))
+    return m, cut
 
 
-def tied_in_top_k(span: Span, n: int, k: int, t: np.floating) -> np.ndarray | None:
+def tied_in_top_k(span: Span, gather: Gather, n: int, k: int, t: np.floating) -> np.ndarray | None:
     """The indices (sorted, int64) of the entries equal to t among the first k of
-    torch.argsort(w, descending=True) on the CPU, w the n float32 values (no NaN) span gives,
-    t their k-th largest, 0 < k < n. Every entry above t is among those k, none below it.
-    None where the sort would switch to heapsort (the caller sorts)."""
+    torch.argsort(w, descending=True) on the CPU, w the n float32 values (no NaN) that span
+    gives by position and gather by index, t their k-th largest, 0 < k < n. Every entry above
+    t is among those k, none below it. None where the sort would switch to heapsort (the caller
+    sorts)."""
     if not 0 < k < n:
         raise ValueError(f"k = {k} outside 1..{n - 1}")
     t = np.float32(t)
     idx = np.int32 if n < 2**31 else np.int64
-    r: _Range = _Original(span, n, idx)
+    r: _Range = _Original(span, gather, n, idx)
     depth = 2 * (n.bit_length() - 1)  # std::sort's depth limit, 2 * floor(log2 n)
     kept: list[np.ndarray] = []
     while r.size > THRESHOLD:  # std::__introsort_loop, following the side that holds position k
@@ -190,33 +217,31 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating) -> np.ndarray | No
         depth -= 1
         r.swap_first(_median_position(r))
         p = r.point(0)
-        m = _swap_count(r, p)
-        a_pos, a_val = _stoppers(r, p, m + 1, from_right=False)
-        b_pos, b_val = _stoppers(r, p, m, from_right=True)
-        # where the left scan ends: at A[M], or at B[M-1] (holding an A-value since the swap)
-        cut = int(a_pos[m]) if len(a_pos) > m else int(b_pos[m - 1])
-        if m:
-            cut = min(cut, int(b_pos[m - 1]))
-        a_pos, a_val = a_pos[:m], a_val[:m]
-        if k >= cut:  # the left side is among the first k: its entries equal to t are kept
-            # (t <= p: the left side's smallest value is the pivot's. Left in place there are
-            # the pivot and values > p: every value <= p was swapped out, for one >= p.)
+        m, cut = _partition(r, p)
+        if k < cut:  # the first k are on the left: follow it
+            side = r.side(0, cut)
+            for (a_pos, _), (b_pos, _) in _pairs(r, p, m):
+                side.id_of[a_pos] = r.ids(b_pos)
+            r = side
+            continue
+        # The left side is among the first k: its entries equal to t are kept. t <= p (the
+        # left side's smallest value is the pivot's); left in place there are the pivot and
+        # values > p (every value <= p was swapped out, for one >= p).
+        if t == p:
+            kept.append(r.ids(np.zeros(1, np.int64)))
+        if k == cut:
+            for _, (b_pos, b_val) in _pairs(r, p, m):
+                kept.append(r.ids(b_pos[b_val == t]))
+            return _sorted(kept)
+        side = r.side(cut, r.size)
+        for (a_pos, _), (b_pos, b_val) in _pairs(r, p, m):
             kept.append(r.ids(b_pos[b_val == t]))  # those the swaps brought in
-            if t == p:
-                kept.append(r.ids(np.zeros(1, np.int64)))  # the pivot
-            if k == cut:
-                return _sorted(kept)
-            moved_in, moved_val, at = r.ids(a_pos), a_val, b_pos - cut
-            r, k = r.part(cut, r.size), k - cut
-        else:
-            moved_in, moved_val, at = r.ids(b_pos), b_val, a_pos
-            r = r.part(0, cut)
-        assert isinstance(r, _Held)
-        r.id_of[at], r.vals[at] = moved_in, moved_val
+            side.id_of[b_pos - cut] = r.ids(a_pos)
+        r, k = side, k - cut
     # the final insertion sort: a range this small ends sorted stably, as the steps left it
-    held = r.part(0, r.size)
-    first = np.argsort(-held.vals, kind="stable")[:k]
-    kept.append(held.id_of[first][held.vals[first] == t])
+    ids, vals = r.side(0, r.size).id_of, r.values(0, r.size)
+    first = np.argsort(-vals, kind="stable")[:k]
+    kept.append(ids[first][vals[first] == t])
     return _sorted(kept)
 
 

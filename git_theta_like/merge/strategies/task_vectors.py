@@ -268,7 +268,11 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
     def mags(lo: int, hi: int) -> np.ndarray:  # mergekit's |tau| (in float32 on the CPU)
         return (fm[lo:hi] - fb[lo:hi]).abs().float().numpy()
 
-    found = _argsort_top_k(mags, n, max(1, int(density * n)), exact=model.dtype != torch.float64)
+    def gather(ids: np.ndarray) -> np.ndarray:  # the same, by index
+        i = torch.from_numpy(ids)
+        return (fm.index_select(0, i) - fb.index_select(0, i)).abs().float().numpy()
+
+    found = _argsort_top_k(mags, gather, n, max(1, int(density * n)), exact=model.dtype != torch.float64)
     if found is None:
         return None
     t = torch.tensor(found[0])  # float32, as the magnitudes compared
@@ -288,16 +292,21 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
 
 
 def _argsort_top_k(
-    mags: Callable[[int, int], np.ndarray], n: int, k: int, *, exact: bool
+    mags: Callable[[int, int], np.ndarray],
+    gather: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    k: int,
+    *,
+    exact: bool,
 ) -> tuple[np.floating, np.ndarray | None] | None:
     """What the first k of a descending argsort (torch's, on the CPU) of the n float32 magnitudes
-    mags(lo, hi) gives a block at a time pick, found by a selection (_select_blocks, 10-20x
-    faster than the sort): (t, tied) -- every entry above t, the k-th largest, and of those equal
-    to t the ones `tied` lists (sorted indices), or all of them (tied None: none is left out, or
-    t = 0 where the magnitudes are `exact`ly the task vector's: its entries of magnitude 0 are ±0,
-    and ±0 times 1 or 0 is the same ±0). Where entries equal to t are left out, the sort's tie
-    order decides which: replayed without sorting (argsort_ties). None where a NaN is among the
-    magnitudes or the replay gives up (the caller sorts)."""
+    mags(lo, hi) gives a block at a time (gather(indices): by index) pick, found by a selection
+    (_select_blocks, 10-20x faster than the sort): (t, tied) -- every entry above t, the k-th
+    largest, and of those equal to t the ones `tied` lists (sorted indices), or all of them (tied
+    None: none is left out, or t = 0 where the magnitudes are `exact`ly the task vector's: its
+    entries of magnitude 0 are ±0, and ±0 times 1 or 0 is the same ±0). Where entries equal to t
+    are left out, the sort's tie order decides which: replayed without sorting (argsort_ties).
+    None where a NaN is among the magnitudes or the replay gives up (the caller sorts)."""
     from git_theta_like.merge.strategies.argsort_ties import tied_in_top_k
 
     if k >= n:
@@ -308,7 +317,7 @@ def _argsort_top_k(
     t, above, equal = found
     if above + equal == k or (t == 0 and exact):
         return t, None
-    tied = tied_in_top_k(mags, n, k, t)
+    tied = tied_in_top_k(mags, gather, n, k, t)
     if tied is None or tied.size != k - above:
         return None
     return t, tied
@@ -324,7 +333,7 @@ def _top_k_set(w: torch.Tensor, k: int, *, exact: bool = True) -> torch.Tensor |
     if w.device.type != "cpu" or w.dtype != torch.float32 or k >= n:
         return None
     values = w.numpy()
-    found = _argsort_top_k(lambda lo, hi: values[lo:hi], n, k, exact=exact)
+    found = _argsort_top_k(lambda lo, hi: values[lo:hi], values.__getitem__, n, k, exact=exact)
     if found is None:
         return None
     t, tied = found
