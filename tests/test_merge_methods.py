@@ -662,6 +662,26 @@ def test_the_trim_selects_what_the_sort_picks(kind: str, dtype: torch.dtype) -> 
         assert torch.equal(torch.cat(parts).view(torch.uint8), want.view(torch.uint8))
 
 
+def test_a_torch_that_sorts_otherwise_gets_the_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay is used only when the torch in use orders ties as it replays them (true of the
+    torch these tests run); when the check says otherwise, the trim sorts, with the same bytes."""
+    from git_theta_like.merge.strategies import task_vectors as tv
+
+    assert tv.torch_sorts_as_replayed()
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(3000, generator=g)
+    model = base.clone()
+    model[:1000] += 0.5  # 1000 entries tied, 900 kept
+    tau = model - base
+    want = _trim_by_sort(tau, 0.3)
+    assert tv.trim_top_k_mergekit_rule_of(model, base, 0.3) is not None
+    monkeypatch.setattr(tv, "torch_sorts_as_replayed", lambda: False)
+    assert tv.trim_top_k_mergekit_rule_of(model, base, 0.3) is None
+    assert tv._top_k_set(tau.abs(), 900) is None
+    got = tv.trim_top_k_mergekit(tau, 0.3, rescale=False)
+    assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
+
 def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytest.MonkeyPatch) -> None:
     """argsort_ties.tied_in_top_k against torch.argsort(descending=True) itself, on arrays where
     ties decide: few distinct values, one value over half the array, sparse, sorted either way,
@@ -690,7 +710,7 @@ def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytes
         first = torch.argsort(torch.from_numpy(w), descending=True)[:k].numpy()
         t = np.sort(w)[n - k]
         want = np.sort(first[w[first] == t].astype(np.int64))
-        got = argsort_ties.tied_in_top_k(lambda lo, hi, w=w: w[lo:hi], w.__getitem__, n, k, t)
+        got = argsort_ties.tied_in_top_k(lambda lo, hi, w=w: w[lo:hi], n, k, t)
         assert got is not None and np.array_equal(got, want), (trial, n, k)
 
 

@@ -6,9 +6,10 @@ torch sorts a CPU tensor with libstdc++'s `std::sort` (an introsort) of (value, 
 compared by value alone (`a > b`, NaN first). That algorithm is deterministic, so its choice can
 be replayed: each partition step moves every element to the side it ends on, so only the side
 holding position k needs following, and a step's outcome (which elements swap, where the cut
-falls) follows from counting, per block, the elements that stop its two scans. Memory: the side
-followed, as indices and values (half the tensor after the first step, then in place); time:
-a few passes over the tensor, where the sort of a 23M-entry tensor takes seconds and 0.6 GB.
+falls) follows from counting, per block, the elements that stop its two scans. Only the values
+of the side followed are held (half the tensor after the first step, permuted in place after
+that) and, of the original indices, only those of the entries equal to t; time: a few passes
+over the tensor, where the sort of a 23M-entry tensor takes seconds and 0.6 GB.
 
 The replay gives up (None: the caller sorts) where the introsort would fall back to heapsort
 (its depth limit, 2·log2 n partitions). The values must hold no NaN. A test holds it to
@@ -18,26 +19,35 @@ torch.argsort on many arrays with heavy ties.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 THRESHOLD = 16  # libstdc++'s _S_threshold: ranges this small are left to the final insertion sort
-BLOCK = 1 << 20  # elements scanned at a time (bounds scratch memory)
+BLOCK = 1 << 18  # elements scanned at a time (bounds scratch memory: 2 MiB index arrays)
 
 # (lo, hi) -> the float32 values of elements lo..hi of the array sorted (a copy or a view)
 Span = Callable[[int, int], np.ndarray]
-# original indices -> their float32 values
-Gather = Callable[[np.ndarray], np.ndarray]
 # a chunk of positions where a scan stops, and their values
 Stops = tuple[np.ndarray, np.ndarray]
 
 
 class _Range:
-    """The part of the array that the followed partition holds: positions 0..size of it."""
+    """The part of the array that the followed partition holds (positions 0..size of it), and
+    where in it the entries equal to t are: tpos (sorted positions), tid (their original indices)."""
 
     size: int
+    tpos: np.ndarray
+    tid: np.ndarray
 
     def values(self, lo: int, hi: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _swap_values(self, x: int) -> None:
+        raise NotImplementedError
+
+    def side(self, lo: int, hi: int, tpos: np.ndarray, tid: np.ndarray) -> _Held:
+        """Positions lo..hi as a range of their own (sharing memory where it can), its ties."""
         raise NotImplementedError
 
     def point(self, i: int) -> np.float32:
@@ -45,26 +55,52 @@ class _Range:
 
     def swap_first(self, x: int) -> None:
         """Swap positions 0 and x (the median moved to the front)."""
-        raise NotImplementedError
+        self._swap_values(x)
+        j0, jx = np.searchsorted(self.tpos, (0, x))
+        at0 = j0 < len(self.tpos) and self.tpos[j0] == 0
+        atx = jx < len(self.tpos) and self.tpos[jx] == x
+        if at0 and atx:
+            self.tid[j0], self.tid[jx] = self.tid[jx], self.tid[j0]
+        elif at0 or atx:
+            self.tpos[j0 if at0 else jx] = x if at0 else 0
+            order = np.argsort(self.tpos, kind="stable")
+            self.tpos, self.tid = self.tpos[order], self.tid[order]
 
-    def ids(self, pos: np.ndarray) -> np.ndarray:
-        """The original indices of the elements at positions pos."""
-        raise NotImplementedError
+    def id_at(self, pos: np.ndarray) -> np.ndarray:
+        """The original indices of the entries equal to t at positions pos."""
+        found: np.ndarray = self.tid[np.searchsorted(self.tpos, pos)]
+        return found
 
-    def side(self, lo: int, hi: int) -> _Held:
-        """Positions lo..hi as a range of their own (sharing memory where it can)."""
-        raise NotImplementedError
+    def ties_in(
+        self, lo: int, hi: int, leave: list[np.ndarray], come: list[tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ties of positions lo..hi after the swaps, relative to lo: those there, less the
+        `leave` positions swapped out, and the (position, index) pairs that `come` in."""
+        a, b = np.searchsorted(self.tpos, (lo, hi))
+        pos, ids = self.tpos[a:b], self.tid[a:b]
+        if leave:
+            stay = ~np.isin(pos, np.concatenate(leave))
+            pos, ids = pos[stay], ids[stay]
+        if come:
+            pos = np.concatenate([pos, *(c[0] for c in come)])
+            ids = np.concatenate([ids, *(c[1] for c in come)])
+            order = np.argsort(pos, kind="stable")
+            pos, ids = pos[order], ids[order]
+        return (pos - lo).astype(self.tpos.dtype), ids
 
 
 class _Original(_Range):
     """The array as given (the first step): values read a block at a time, never held whole."""
 
-    def __init__(self, span: Span, gather: Gather, n: int, idx: type) -> None:
-        self.span, self.gather, self.size, self.idx = span, gather, n, idx
+    def __init__(self, span: Span, n: int, t: np.float32, idx: type) -> None:
+        self.span, self.size = span, n
         self.x = 0  # position swapped with 0 (0: none)
         self.v0 = self.vx = np.float32(0)
+        hits = [np.flatnonzero(span(lo, min(n, lo + BLOCK)) == t) + lo for lo in range(0, n, BLOCK)]
+        self.tpos = np.concatenate(hits).astype(idx)
+        self.tid = self.tpos.copy()
 
-    def swap_first(self, x: int) -> None:
+    def _swap_values(self, x: int) -> None:
         self.v0, self.vx = np.float32(self.span(0, 1)[0]), np.float32(self.span(x, x + 1)[0])
         self.x = x
 
@@ -78,38 +114,29 @@ class _Original(_Range):
                 v[self.x - lo] = self.v0
         return v
 
-    def ids(self, pos: np.ndarray) -> np.ndarray:
-        out: np.ndarray = pos.astype(self.idx)
-        out[pos == 0], out[pos == self.x] = self.x, 0
-        return out
-
-    def side(self, lo: int, hi: int) -> _Held:
-        ids: np.ndarray = np.arange(lo, hi, dtype=self.idx)
-        for a, b in ((0, self.x), (self.x, 0)):
-            if lo <= a < hi:
-                ids[a - lo] = b
-        return _Held(ids, self.gather)
+    def side(self, lo: int, hi: int, tpos: np.ndarray, tid: np.ndarray) -> _Held:
+        vals = np.empty(hi - lo, np.float32)
+        for a in range(lo, hi, BLOCK):
+            b = min(hi, a + BLOCK)
+            vals[a - lo : b - lo] = self.values(a, b)
+        return _Held(vals, tpos, tid)
 
 
 class _Held(_Range):
-    """A range held as an array of original indices, permuted in place; values gathered."""
+    """A range held as an array of its values, permuted in place."""
 
-    def __init__(self, ids: np.ndarray, gather: Gather) -> None:
-        self.id_of, self.gather, self.size = ids, gather, len(ids)
+    def __init__(self, vals: np.ndarray, tpos: np.ndarray, tid: np.ndarray) -> None:
+        self.vals, self.size, self.tpos, self.tid = vals, len(vals), tpos, tid
 
-    def swap_first(self, x: int) -> None:
-        a = self.id_of
-        a[0], a[x] = a[x], a[0]
+    def _swap_values(self, x: int) -> None:
+        v = self.vals
+        v[0], v[x] = v[x], v[0]
 
     def values(self, lo: int, hi: int) -> np.ndarray:
-        return self.gather(self.id_of[lo:hi])
+        return self.vals[lo:hi]
 
-    def ids(self, pos: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self.id_of[pos]
-        return out
-
-    def side(self, lo: int, hi: int) -> _Held:
-        return _Held(self.id_of[lo:hi], self.gather)
+    def side(self, lo: int, hi: int, tpos: np.ndarray, tid: np.ndarray) -> _Held:
+        return _Held(self.vals[lo:hi], tpos, tid)
 
 
 def _median_position(r: _Range) -> int:
@@ -129,7 +156,7 @@ def _median_position(r: _Range) -> int:
 def _stops(r: _Range, p: np.float32, count: int, from_right: bool) -> Iterator[Stops]:
     """The first `count` positions in 1..size where the partition's left scan stops (value <= p,
     ascending) or, from_right, where its right scan stops (value >= p, descending), a block at a
-    time, with their values."""
+    time, with their values (copies)."""
     starts = range(1, r.size, BLOCK)
     for lo in reversed(starts) if from_right else starts:
         if count <= 0:
@@ -177,9 +204,12 @@ def _partition(r: _Range, p: np.float32) -> tuple[int, int]:
     j = int(np.flatnonzero(a_at >= b_at)[0])  # a_at[0] = 0 < b_at[0]: the median is in B
     lo = starts[j - 1]
     v = r.values(lo, min(r.size, lo + BLOCK))
-    a = a_at[j - 1] + np.concatenate([[0], np.cumsum(v <= p)])
-    b = b_at[j - 1] - np.concatenate([[0], np.cumsum(v >= p)])
-    m = int(np.minimum(a, b).max())
+    a = np.cumsum(v <= p, dtype=np.int32)  # after each position of the block (before it: the
+    b = np.cumsum(v >= p, dtype=np.int32)  # block's start, counted in a_at, b_at already)
+    m = max(
+        int(min(a_at[j - 1], b_at[j - 1])),
+        int(np.minimum(a_at[j - 1] + a, b_at[j - 1] - b).max()),
+    )
 
     def nth(counts: np.ndarray, i: int, right: bool) -> int:  # the i-th stop of a scan
         if right:
@@ -198,50 +228,61 @@ def _partition(r: _Range, p: np.float32) -> tuple[int, int]:
     return m, cut
 
 
-def tied_in_top_k(span: Span, gather: Gather, n: int, k: int, t: np.floating) -> np.ndarray | None:
+def tied_in_top_k(span: Span, n: int, k: int, t: np.floating) -> np.ndarray | None:
     """The indices (sorted, int64) of the entries equal to t among the first k of
     torch.argsort(w, descending=True) on the CPU, w the n float32 values (no NaN) that span
-    gives by position and gather by index, t their k-th largest, 0 < k < n. Every entry above
-    t is among those k, none below it. None where the sort would switch to heapsort (the caller
-    sorts)."""
+    gives, t their k-th largest, 0 < k < n. Every entry above t is among those k, none below it.
+    None where the sort would switch to heapsort (the caller sorts)."""
     if not 0 < k < n:
         raise ValueError(f"k = {k} outside 1..{n - 1}")
     t = np.float32(t)
-    idx = np.int32 if n < 2**31 else np.int64
-    r: _Range = _Original(span, gather, n, idx)
+    r: _Range = _Original(span, n, t, np.int32 if n < 2**31 else np.int64)
     depth = 2 * (n.bit_length() - 1)  # std::sort's depth limit, 2 * floor(log2 n)
     kept: list[np.ndarray] = []
     while r.size > THRESHOLD:  # std::__introsort_loop, following the side that holds position k
+        if not len(r.tpos):
+            return _sorted(kept)  # no entry equal to t is left to place
         if depth == 0:
             return None  # heapsort from here: not replayed
         depth -= 1
         r.swap_first(_median_position(r))
         p = r.point(0)
         m, cut = _partition(r, p)
-        if k < cut:  # the first k are on the left: follow it
-            side = r.side(0, cut)
-            for (a_pos, _), (b_pos, _) in _pairs(r, p, m):
-                side.id_of[a_pos] = r.ids(b_pos)
+        go_left = k < cut
+        # the side followed is written in place as the swaps come (a _Held's side shares its
+        # values; every read of a position happens before any write to it, see _stops)
+        side = r.side(0, cut, r.tpos, r.tid) if go_left else None
+        if not go_left and k > cut:
+            side = r.side(cut, r.size, r.tpos, r.tid)
+        moves: dict[str, list[Any]] = {"left out": [], "left in": [], "right out": [], "right in": []}
+        for (a_pos, a_val), (b_pos, b_val) in _pairs(r, p, m):
+            if side is not None and go_left:
+                side.vals[a_pos] = b_val
+            elif side is not None:
+                side.vals[b_pos - cut] = a_val
+            ta, tb = a_val == t, b_val == t
+            if ta.any():
+                moves["left out"].append(a_pos[ta])
+                moves["right in"].append((b_pos[ta], r.id_at(a_pos[ta])))
+            if tb.any():
+                moves["right out"].append(b_pos[tb])
+                moves["left in"].append((a_pos[tb], r.id_at(b_pos[tb])))
+        left = r.ties_in(0, cut, moves["left out"], moves["left in"])
+        if go_left:
+            assert side is not None
+            side.tpos, side.tid = left
             r = side
             continue
-        # The left side is among the first k: its entries equal to t are kept. t <= p (the
-        # left side's smallest value is the pivot's); left in place there are the pivot and
-        # values > p (every value <= p was swapped out, for one >= p).
-        if t == p:
-            kept.append(r.ids(np.zeros(1, np.int64)))
+        kept.append(left[1])  # the left side is among the first k, its entries equal to t too
         if k == cut:
-            for _, (b_pos, b_val) in _pairs(r, p, m):
-                kept.append(r.ids(b_pos[b_val == t]))
             return _sorted(kept)
-        side = r.side(cut, r.size)
-        for (a_pos, _), (b_pos, b_val) in _pairs(r, p, m):
-            kept.append(r.ids(b_pos[b_val == t]))  # those the swaps brought in
-            side.id_of[b_pos - cut] = r.ids(a_pos)
+        assert side is not None
+        side.tpos, side.tid = r.ties_in(cut, r.size, moves["right out"], moves["right in"])
         r, k = side, k - cut
     # the final insertion sort: a range this small ends sorted stably, as the steps left it
-    ids, vals = r.side(0, r.size).id_of, r.values(0, r.size)
+    vals = r.values(0, r.size)
     first = np.argsort(-vals, kind="stable")[:k]
-    kept.append(ids[first][vals[first] == t])
+    kept.append(r.id_at(first[vals[first] == t]))
     return _sorted(kept)
 
 

@@ -268,11 +268,7 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
     def mags(lo: int, hi: int) -> np.ndarray:  # mergekit's |tau| (in float32 on the CPU)
         return (fm[lo:hi] - fb[lo:hi]).abs().float().numpy()
 
-    def gather(ids: np.ndarray) -> np.ndarray:  # the same, by index
-        i = torch.from_numpy(ids)
-        return (fm.index_select(0, i) - fb.index_select(0, i)).abs().float().numpy()
-
-    found = _argsort_top_k(mags, gather, n, max(1, int(density * n)), exact=model.dtype != torch.float64)
+    found = _argsort_top_k(mags, n, max(1, int(density * n)), exact=model.dtype != torch.float64)
     if found is None:
         return None
     t = torch.tensor(found[0])  # float32, as the magnitudes compared
@@ -292,16 +288,11 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
 
 
 def _argsort_top_k(
-    mags: Callable[[int, int], np.ndarray],
-    gather: Callable[[np.ndarray], np.ndarray],
-    n: int,
-    k: int,
-    *,
-    exact: bool,
+    mags: Callable[[int, int], np.ndarray], n: int, k: int, *, exact: bool
 ) -> tuple[np.floating, np.ndarray | None] | None:
     """What the first k of a descending argsort (torch's, on the CPU) of the n float32 magnitudes
-    mags(lo, hi) gives a block at a time (gather(indices): by index) pick, found by a selection
-    (_select_blocks, 10-20x faster than the sort): (t, tied) -- every entry above t, the k-th
+    mags(lo, hi) gives a block at a time pick, found by a selection (_select_blocks, 10-20x
+    faster than the sort): (t, tied) -- every entry above t, the k-th
     largest, and of those equal to t the ones `tied` lists (sorted indices), or all of them (tied
     None: none is left out, or t = 0 where the magnitudes are `exact`ly the task vector's: its
     entries of magnitude 0 are ±0, and ±0 times 1 or 0 is the same ±0). Where entries equal to t
@@ -317,10 +308,38 @@ def _argsort_top_k(
     t, above, equal = found
     if above + equal == k or (t == 0 and exact):
         return t, None
-    tied = tied_in_top_k(mags, gather, n, k, t)
+    if not torch_sorts_as_replayed():
+        return None
+    tied = tied_in_top_k(mags, n, k, t)
     if tied is None or tied.size != k - above:
         return None
     return t, tied
+
+
+def _slice(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return a[lo:hi]
+
+
+@functools.cache
+def torch_sorts_as_replayed() -> bool:
+    """Whether the torch in use orders ties in a CPU argsort as argsort_ties replays it (libstdc++'s
+    std::sort), checked once per process on arrays whose ties span several partition steps and
+    the final insertion sort: a torch that sorts differently gets mergekit's sort itself."""
+    import numpy as np
+    import torch
+
+    from git_theta_like.merge.strategies.argsort_ties import tied_in_top_k
+
+    rng = np.random.default_rng(0)
+    for n in (40, 3000):
+        w = rng.integers(0, 4, n).astype(np.float32)
+        k = n // 3
+        first = torch.argsort(torch.from_numpy(w), descending=True)[:k].numpy()
+        t = np.sort(w)[n - k]
+        got = tied_in_top_k(functools.partial(_slice, w), n, k, t)
+        if got is None or not np.array_equal(got, np.sort(first[w[first] == t])):
+            return False
+    return True
 
 
 def _top_k_set(w: torch.Tensor, k: int, *, exact: bool = True) -> torch.Tensor | None:
@@ -333,7 +352,7 @@ def _top_k_set(w: torch.Tensor, k: int, *, exact: bool = True) -> torch.Tensor |
     if w.device.type != "cpu" or w.dtype != torch.float32 or k >= n:
         return None
     values = w.numpy()
-    found = _argsort_top_k(lambda lo, hi: values[lo:hi], values.__getitem__, n, k, exact=exact)
+    found = _argsort_top_k(lambda lo, hi: values[lo:hi], n, k, exact=exact)
     if found is None:
         return None
     t, tied = found
