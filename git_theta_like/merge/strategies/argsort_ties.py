@@ -19,7 +19,6 @@ torch.argsort on many arrays with heavy ties.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 
@@ -248,36 +247,39 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating) -> np.ndarray | No
         r.swap_first(_median_position(r))
         p = r.point(0)
         m, cut = _partition(r, p)
-        go_left = k < cut
-        # the side followed is written in place as the swaps come (a _Held's side shares its
-        # values; every read of a position happens before any write to it, see _stops)
-        side = r.side(0, cut, r.tpos, r.tid) if go_left else None
-        if not go_left and k > cut:
-            side = r.side(cut, r.size, r.tpos, r.tid)
-        moves: dict[str, list[Any]] = {"left out": [], "left in": [], "right out": [], "right in": []}
+        # The side followed (None: the first k end at the cut) is written as the swaps come: a
+        # _Held's side shares its values, and every position is read before it is written.
+        if k < cut:
+            side: _Held | None = r.side(0, cut, r.tpos, r.tid)
+        else:
+            side = r.side(cut, r.size, r.tpos, r.tid) if k > cut else None
+        # the entries equal to t that the swaps take out of each side, and bring in (with ids)
+        left_out: list[np.ndarray] = []
+        right_out: list[np.ndarray] = []
+        left_in: list[tuple[np.ndarray, np.ndarray]] = []
+        right_in: list[tuple[np.ndarray, np.ndarray]] = []
         for (a_pos, a_val), (b_pos, b_val) in _pairs(r, p, m):
-            if side is not None and go_left:
+            if side is not None and k < cut:
                 side.vals[a_pos] = b_val
             elif side is not None:
                 side.vals[b_pos - cut] = a_val
             ta, tb = a_val == t, b_val == t
             if ta.any():
-                moves["left out"].append(a_pos[ta])
-                moves["right in"].append((b_pos[ta], r.id_at(a_pos[ta])))
+                left_out.append(a_pos[ta])
+                right_in.append((b_pos[ta], r.id_at(a_pos[ta])))
             if tb.any():
-                moves["right out"].append(b_pos[tb])
-                moves["left in"].append((a_pos[tb], r.id_at(b_pos[tb])))
-        left = r.ties_in(0, cut, moves["left out"], moves["left in"])
-        if go_left:
+                right_out.append(b_pos[tb])
+                left_in.append((a_pos[tb], r.id_at(b_pos[tb])))
+        left = r.ties_in(0, cut, left_out, left_in)
+        if k < cut:
             assert side is not None
             side.tpos, side.tid = left
             r = side
             continue
         kept.append(left[1])  # the left side is among the first k, its entries equal to t too
-        if k == cut:
+        if side is None:
             return _sorted(kept)
-        assert side is not None
-        side.tpos, side.tid = r.ties_in(cut, r.size, moves["right out"], moves["right in"])
+        side.tpos, side.tid = r.ties_in(cut, r.size, right_out, right_in)
         r, k = side, k - cut
     # the final insertion sort: a range this small ends sorted stably, as the steps left it
     vals = r.values(0, r.size)
