@@ -682,10 +682,31 @@ def test_a_torch_that_sorts_otherwise_gets_the_sort(monkeypatch: pytest.MonkeyPa
     assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
 
 
+def test_where_the_sort_would_heapsort_the_trim_sorts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past std::sort's depth limit the introsort switches to heapsort, which is not replayed:
+    the replay says so (None) and the trim runs the sort, with the sort's bytes."""
+    from git_theta_like.merge.strategies import argsort_ties
+    from git_theta_like.merge.strategies import task_vectors as tv
+
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(3000, generator=g)
+    model = base.clone()
+    model[:1000] += 0.5
+    monkeypatch.setattr(argsort_ties, "depth_limit", lambda n: 1)
+    w = (model - base).abs().numpy()
+    t = np.sort(w)[3000 - 900]
+    assert argsort_ties.tied_in_top_k(lambda lo, hi: w[lo:hi], 3000, 900, t) is None
+    assert tv.trim_top_k_mergekit_rule_of(model, base, 0.3) is None
+    got = tv.trim_top_k_mergekit(model - base, 0.3, rescale=False)
+    want = _trim_by_sort(model - base, 0.3)
+    assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
+
 def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytest.MonkeyPatch) -> None:
     """argsort_ties.tied_in_top_k against torch.argsort(descending=True) itself, on arrays where
     ties decide: few distinct values, one value over half the array, sparse, sorted either way,
-    sizes around the insertion-sort threshold (16) and scan blocks that do not divide them."""
+    infinities, sizes around the insertion-sort threshold (16) and scan blocks that do not
+    divide them."""
     from git_theta_like.merge.strategies import argsort_ties
 
     rng = np.random.default_rng(11)
@@ -705,6 +726,8 @@ def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytes
         else:
             w = np.sort(rng.integers(0, 5, n).astype(np.float32))
             w = w if kind == 4 else w[::-1].copy()
+        if trial % 7 == 0:  # infinities (an overflowed task vector) tie too
+            w[rng.random(n) < 0.2] = np.inf
         monkeypatch.setattr(argsort_ties, "BLOCK", int(rng.integers(1, 100)) if trial % 3 else 1 << 20)
         k = int(rng.integers(1, n))
         first = torch.argsort(torch.from_numpy(w), descending=True)[:k].numpy()

@@ -227,6 +227,11 @@ def _partition(r: _Range, p: np.float32) -> tuple[int, int]:
     return m, cut
 
 
+def depth_limit(n: int) -> int:
+    """std::sort's depth limit: 2 * floor(log2 n) partition steps, then heapsort."""
+    return 2 * (n.bit_length() - 1)
+
+
 def tied_in_top_k(span: Span, n: int, k: int, t: np.floating) -> np.ndarray | None:
     """The indices (sorted, int64) of the entries equal to t among the first k of
     torch.argsort(w, descending=True) on the CPU, w the n float32 values (no NaN) that span
@@ -236,7 +241,7 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating) -> np.ndarray | No
         raise ValueError(f"k = {k} outside 1..{n - 1}")
     t = np.float32(t)
     r: _Range = _Original(span, n, t, np.int32 if n < 2**31 else np.int64)
-    depth = 2 * (n.bit_length() - 1)  # std::sort's depth limit, 2 * floor(log2 n)
+    depth = depth_limit(n)
     kept: list[np.ndarray] = []
     while r.size > THRESHOLD:  # std::__introsort_loop, following the side that holds position k
         if not len(r.tpos):
