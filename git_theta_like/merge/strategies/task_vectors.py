@@ -292,12 +292,12 @@ def _argsort_top_k(
 ) -> tuple[np.floating, np.ndarray | None] | None:
     """What the first k of a descending argsort (torch's, on the CPU) of the n float32 magnitudes
     mags(lo, hi) gives a block at a time pick, found by a selection (_select_blocks, 10-20x
-    faster than the sort): (t, tied) -- every entry above t, the k-th
-    largest, and of those equal to t the ones `tied` lists (sorted indices), or all of them (tied
-    None: none is left out, or t = 0 where the magnitudes are `exact`ly the task vector's: its
-    entries of magnitude 0 are ±0, and ±0 times 1 or 0 is the same ±0). Where entries equal to t
-    are left out, the sort's tie order decides which: replayed without sorting (argsort_ties).
-    None where a NaN is among the magnitudes or the replay gives up (the caller sorts)."""
+    faster than the sort): (t, tied) -- every entry above t, the k-th largest, and of those
+    equal to t the ones `tied` lists (sorted indices), or all of them (tied None: none is left
+    out, or t = 0 where the magnitudes are `exact`ly the task vector's: its entries of magnitude
+    0 are ±0, and ±0 times 1 or 0 is the same ±0). Where entries equal to t are left out, the
+    sort's tie order decides which: replayed without sorting (argsort_ties). None where a NaN is
+    among the magnitudes or the replay gives up (the caller sorts)."""
     from git_theta_like.merge.strategies.argsort_ties import tied_in_top_k
 
     if k >= n:
