@@ -117,6 +117,19 @@ def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     return _kth_largest_of(lambda lo, hi: flat[lo:hi], mag.numel(), k, mag, magnitudes=True)
 
 
+def _selectable(like: torch.Tensor) -> bool:
+    """Whether the selections below take a tensor like this: on the CPU, float32, float64 or a
+    16-bit float (those compared in float32, where they are exact)."""
+    import torch
+
+    return like.device.type == "cpu" and like.dtype in (
+        torch.float32,
+        torch.float64,
+        torch.float16,
+        torch.bfloat16,
+    )
+
+
 def _kth_largest_of(
     span: Callable[[int, int], torch.Tensor],
     n: int,
@@ -131,12 +144,7 @@ def _kth_largest_of(
     the CPU, for other dtypes, or when a NaN is among them."""
     import torch
 
-    if like.device.type != "cpu" or like.dtype not in (
-        torch.float32,
-        torch.float64,
-        torch.float16,
-        torch.bfloat16,
-    ):
+    if not _selectable(like):
         return None
 
     def mags(lo: int, hi: int) -> np.ndarray:
@@ -256,12 +264,7 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
     n = model.numel()
     if n == 0:
         return lambda blk, lo, hi: torch.zeros_like(blk)
-    if model.device.type != "cpu" or model.dtype not in (
-        torch.float32,
-        torch.float64,
-        torch.float16,
-        torch.bfloat16,
-    ):
+    if not _selectable(model):
         return None
     fm, fb = model.reshape(-1), base.reshape(-1)
 
