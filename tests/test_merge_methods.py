@@ -706,7 +706,7 @@ def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytes
     """argsort_ties.tied_in_top_k against torch.argsort(descending=True) itself, on arrays where
     ties decide: few distinct values, one value over half the array, sparse, sorted either way,
     infinities, sizes around the insertion-sort threshold (16) and scan blocks that do not
-    divide them."""
+    divide them; bfloat16 and float16 values with the side held in 2 bytes an entry."""
     from git_theta_like.merge.strategies import argsort_ties
 
     rng = np.random.default_rng(11)
@@ -729,11 +729,15 @@ def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytes
         if trial % 7 == 0:  # infinities (an overflowed task vector) tie too
             w[rng.random(n) < 0.2] = np.inf
         monkeypatch.setattr(argsort_ties, "BLOCK", int(rng.integers(1, 100)) if trial % 3 else 1 << 20)
+        held = ("float32", "bfloat16", "float16")[trial % 3]  # the side kept in 2 bytes an entry
+        if held != "float32":
+            w = (w * np.float32(1.37)).astype(np.float32)  # values the 16-bit floats round
+            w = torch.from_numpy(w).to(getattr(torch, held)).float().numpy()
         k = int(rng.integers(1, n))
         first = torch.argsort(torch.from_numpy(w), descending=True)[:k].numpy()
         t = np.sort(w)[n - k]
         want = np.sort(first[w[first] == t].astype(np.int64))
-        got = argsort_ties.tied_in_top_k(lambda lo, hi, w=w: w[lo:hi], n, k, t)
+        got = argsort_ties.tied_in_top_k(lambda lo, hi, w=w: w[lo:hi], n, k, t, held)
         assert got is not None and np.array_equal(got, want), (trial, n, k)
 
 

@@ -8,7 +8,8 @@ be replayed: each partition step moves every element to the side it ends on, so 
 holding position k needs following, and a step's outcome (which elements swap, where the cut
 falls) follows from counting, per block, the elements that stop its two scans. Only the values
 of the side followed are held (half the tensor after the first step, permuted in place after
-that) and, of the original indices, only those of the entries equal to t; time: a few passes
+that; 2 bytes an entry for the magnitudes of a 16-bit float tensor) and, of the original
+indices, only those of the entries equal to t; time: a few passes
 over the tensor, where the sort of a 23M-entry tensor takes seconds and 0.6 GB.
 
 The replay gives up (None: the caller sorts) where the introsort would fall back to heapsort
@@ -29,6 +30,25 @@ BLOCK = 1 << 18  # elements scanned at a time (bounds scratch memory: 2 MiB inde
 Span = Callable[[int, int], np.ndarray]
 # a chunk of positions where a scan stops, and their values
 Stops = tuple[np.ndarray, np.ndarray]
+
+
+class _Held16:
+    """How a side's values are held: float32, or, where every value is a 16-bit float's
+    (the magnitudes of a bfloat16 or float16 task vector), in 2 bytes each, exactly."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}[dtype]
+        self.bf16 = dtype == "bfloat16"
+
+    def encode(self, v: np.ndarray) -> np.ndarray:
+        if self.bf16:
+            return (v.view(np.uint32) >> 16).astype(np.uint16)
+        return v.astype(self.dtype, copy=False)
+
+    def decode(self, h: np.ndarray) -> np.ndarray:
+        if self.bf16:
+            return (h.astype(np.uint32) << 16).view(np.float32)
+        return h.astype(np.float32, copy=False)
 
 
 class _Range:
@@ -91,8 +111,8 @@ class _Range:
 class _Original(_Range):
     """The array as given (the first step): values read a block at a time, never held whole."""
 
-    def __init__(self, span: Span, n: int, t: np.float32, idx: type) -> None:
-        self.span, self.size = span, n
+    def __init__(self, span: Span, n: int, t: np.float32, idx: type, held: _Held16) -> None:
+        self.span, self.size, self.held = span, n, held
         self.x = 0  # position swapped with 0 (0: none)
         self.v0 = self.vx = np.float32(0)
         hits = [np.flatnonzero(span(lo, min(n, lo + BLOCK)) == t) + lo for lo in range(0, n, BLOCK)]
@@ -114,28 +134,31 @@ class _Original(_Range):
         return v
 
     def side(self, lo: int, hi: int, tpos: np.ndarray, tid: np.ndarray) -> _Held:
-        vals = np.empty(hi - lo, np.float32)
+        vals = np.empty(hi - lo, self.held.dtype)
         for a in range(lo, hi, BLOCK):
             b = min(hi, a + BLOCK)
-            vals[a - lo : b - lo] = self.values(a, b)
-        return _Held(vals, tpos, tid)
+            vals[a - lo : b - lo] = self.held.encode(self.values(a, b))
+        return _Held(vals, tpos, tid, self.held)
 
 
 class _Held(_Range):
-    """A range held as an array of its values, permuted in place."""
+    """A range held as an array of its values (as `held` keeps them), permuted in place."""
 
-    def __init__(self, vals: np.ndarray, tpos: np.ndarray, tid: np.ndarray) -> None:
-        self.vals, self.size, self.tpos, self.tid = vals, len(vals), tpos, tid
+    def __init__(self, vals: np.ndarray, tpos: np.ndarray, tid: np.ndarray, held: _Held16) -> None:
+        self.vals, self.size, self.tpos, self.tid, self.held = vals, len(vals), tpos, tid, held
 
     def _swap_values(self, x: int) -> None:
         v = self.vals
         v[0], v[x] = v[x], v[0]
 
     def values(self, lo: int, hi: int) -> np.ndarray:
-        return self.vals[lo:hi]
+        return self.held.decode(self.vals[lo:hi])
+
+    def write(self, pos: np.ndarray, v: np.ndarray) -> None:
+        self.vals[pos] = self.held.encode(v)
 
     def side(self, lo: int, hi: int, tpos: np.ndarray, tid: np.ndarray) -> _Held:
-        return _Held(self.vals[lo:hi], tpos, tid)
+        return _Held(self.vals[lo:hi], tpos, tid, self.held)
 
 
 def _median_position(r: _Range) -> int:
@@ -232,15 +255,16 @@ def depth_limit(n: int) -> int:
     return 2 * (n.bit_length() - 1)
 
 
-def tied_in_top_k(span: Span, n: int, k: int, t: np.floating) -> np.ndarray | None:
+def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float32") -> np.ndarray | None:
     """The indices (sorted, int64) of the entries equal to t among the first k of
     torch.argsort(w, descending=True) on the CPU, w the n float32 values (no NaN) that span
     gives, t their k-th largest, 0 < k < n. Every entry above t is among those k, none below it.
-    None where the sort would switch to heapsort (the caller sorts)."""
+    `held`: "bfloat16" or "float16" where every value is one (the side followed then takes 2
+    bytes an entry). None where the sort would switch to heapsort (the caller sorts)."""
     if not 0 < k < n:
         raise ValueError(f"k = {k} outside 1..{n - 1}")
     t = np.float32(t)
-    r: _Range = _Original(span, n, t, np.int32 if n < 2**31 else np.int64)
+    r: _Range = _Original(span, n, t, np.int32 if n < 2**31 else np.int64, _Held16(held))
     depth = depth_limit(n)
     kept: list[np.ndarray] = []
     while r.size > THRESHOLD:  # std::__introsort_loop, following the side that holds position k
@@ -265,9 +289,9 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating) -> np.ndarray | No
         right_in: list[tuple[np.ndarray, np.ndarray]] = []
         for (a_pos, a_val), (b_pos, b_val) in _pairs(r, p, m):
             if side is not None and k < cut:
-                side.vals[a_pos] = b_val
+                side.write(a_pos, b_val)
             elif side is not None:
-                side.vals[b_pos - cut] = a_val
+                side.write(b_pos - cut, a_val)
             ta, tb = a_val == t, b_val == t
             if ta.any():
                 left_out.append(a_pos[ta])

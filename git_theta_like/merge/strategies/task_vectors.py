@@ -271,7 +271,13 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
     def mags(lo: int, hi: int) -> np.ndarray:  # mergekit's |tau| (in float32 on the CPU)
         return (fm[lo:hi] - fb[lo:hi]).abs().float().numpy()
 
-    found = _argsort_top_k(mags, n, max(1, int(density * n)), exact=model.dtype != torch.float64)
+    found = _argsort_top_k(
+        mags,
+        n,
+        max(1, int(density * n)),
+        exact=model.dtype != torch.float64,
+        held={torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(model.dtype, "float32"),
+    )
     if found is None:
         return None
     t = torch.tensor(found[0])  # float32, as the magnitudes compared
@@ -291,7 +297,7 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
 
 
 def _argsort_top_k(
-    mags: Callable[[int, int], np.ndarray], n: int, k: int, *, exact: bool
+    mags: Callable[[int, int], np.ndarray], n: int, k: int, *, exact: bool, held: str = "float32"
 ) -> tuple[np.floating, np.ndarray | None] | None:
     """What the first k of a descending argsort (torch's, on the CPU) of the n float32 magnitudes
     mags(lo, hi) gives a block at a time pick, found by a selection (_select_blocks, 10-20x
@@ -299,8 +305,9 @@ def _argsort_top_k(
     equal to t the ones `tied` lists (sorted indices), or all of them (tied None: none is left
     out, or t = 0 where the magnitudes are `exact`ly the task vector's: its entries of magnitude
     0 are ±0, and ±0 times 1 or 0 is the same ±0). Where entries equal to t are left out, the
-    sort's tie order decides which: replayed without sorting (argsort_ties). None where a NaN is
-    among the magnitudes or the replay gives up (the caller sorts)."""
+    sort's tie order decides which: replayed without sorting (argsort_ties; `held`: see
+    tied_in_top_k). None where a NaN is among the magnitudes or the replay gives up (the caller
+    sorts)."""
     from git_theta_like.merge.strategies.argsort_ties import tied_in_top_k
 
     if k >= n:
@@ -313,7 +320,7 @@ def _argsort_top_k(
         return t, None
     if not torch_sorts_as_replayed():
         return None
-    tied = tied_in_top_k(mags, n, k, t)
+    tied = tied_in_top_k(mags, n, k, t, held)
     if tied is None or tied.size != k - above:
         return None
     return t, tied
