@@ -9,8 +9,8 @@ holding position k needs following, and a step's outcome (which elements swap, w
 falls) follows from counting, per block, the elements that stop its two scans. Only the values
 of the side followed are held (half the tensor after the first step, permuted in place after
 that; 2 bytes an entry for the magnitudes of a 16-bit float tensor) and, of the original
-indices, only those of the entries equal to t; time: a few passes
-over the tensor, where the sort of a 23M-entry tensor takes seconds and 0.6 GB.
+indices, only those of the entries equal to t; time: a few passes over the tensor, where the
+sort of a 23M-entry tensor takes seconds and 0.6 GB.
 
 The replay gives up (None: the caller sorts) where the introsort would fall back to heapsort
 (its depth limit, 2·log2 n partitions). The values must hold no NaN. A test holds it to
@@ -32,7 +32,7 @@ Span = Callable[[int, int], np.ndarray]
 Stops = tuple[np.ndarray, np.ndarray]
 
 
-class _Held16:
+class _Storage:
     """How a side's values are held: float32, or, where every value is a 16-bit float's
     (the magnitudes of a bfloat16 or float16 task vector), in 2 bytes each, exactly."""
 
@@ -65,8 +65,9 @@ class _Range:
     def _swap_values(self, x: int) -> None:
         raise NotImplementedError
 
-    def side(self, lo: int, hi: int, tpos: np.ndarray, tid: np.ndarray) -> _Held:
-        """Positions lo..hi as a range of their own (sharing memory where it can), its ties."""
+    def side(self, lo: int, hi: int) -> _Held:
+        """Positions lo..hi as a range of their own (sharing memory where it can); its ties are
+        the caller's to set (ties_in), once the partition's swaps are known."""
         raise NotImplementedError
 
     def point(self, i: int) -> np.float32:
@@ -111,7 +112,7 @@ class _Range:
 class _Original(_Range):
     """The array as given (the first step): values read a block at a time, never held whole."""
 
-    def __init__(self, span: Span, n: int, t: np.float32, idx: type, held: _Held16) -> None:
+    def __init__(self, span: Span, n: int, t: np.float32, idx: type, held: _Storage) -> None:
         self.span, self.size, self.held = span, n, held
         self.x = 0  # position swapped with 0 (0: none)
         self.v0 = self.vx = np.float32(0)
@@ -133,18 +134,18 @@ class _Original(_Range):
                 v[self.x - lo] = self.v0
         return v
 
-    def side(self, lo: int, hi: int, tpos: np.ndarray, tid: np.ndarray) -> _Held:
+    def side(self, lo: int, hi: int) -> _Held:
         vals = np.empty(hi - lo, self.held.dtype)
         for a in range(lo, hi, BLOCK):
             b = min(hi, a + BLOCK)
             vals[a - lo : b - lo] = self.held.encode(self.values(a, b))
-        return _Held(vals, tpos, tid, self.held)
+        return _Held(vals, self.tpos[:0], self.tid[:0], self.held)
 
 
 class _Held(_Range):
     """A range held as an array of its values (as `held` keeps them), permuted in place."""
 
-    def __init__(self, vals: np.ndarray, tpos: np.ndarray, tid: np.ndarray, held: _Held16) -> None:
+    def __init__(self, vals: np.ndarray, tpos: np.ndarray, tid: np.ndarray, held: _Storage) -> None:
         self.vals, self.size, self.tpos, self.tid, self.held = vals, len(vals), tpos, tid, held
 
     def _swap_values(self, x: int) -> None:
@@ -157,8 +158,8 @@ class _Held(_Range):
     def write(self, pos: np.ndarray, v: np.ndarray) -> None:
         self.vals[pos] = self.held.encode(v)
 
-    def side(self, lo: int, hi: int, tpos: np.ndarray, tid: np.ndarray) -> _Held:
-        return _Held(self.vals[lo:hi], tpos, tid, self.held)
+    def side(self, lo: int, hi: int) -> _Held:
+        return _Held(self.vals[lo:hi], self.tpos[:0], self.tid[:0], self.held)
 
 
 def _median_position(r: _Range) -> int:
@@ -264,7 +265,7 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float
     if not 0 < k < n:
         raise ValueError(f"k = {k} outside 1..{n - 1}")
     t = np.float32(t)
-    r: _Range = _Original(span, n, t, np.int32 if n < 2**31 else np.int64, _Held16(held))
+    r: _Range = _Original(span, n, t, np.int32 if n < 2**31 else np.int64, _Storage(held))
     depth = depth_limit(n)
     kept: list[np.ndarray] = []
     while r.size > THRESHOLD:  # std::__introsort_loop, following the side that holds position k
@@ -279,9 +280,9 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float
         # The side followed (None: the first k end at the cut) is written as the swaps come: a
         # _Held's side shares its values, and every position is read before it is written.
         if k < cut:
-            side: _Held | None = r.side(0, cut, r.tpos, r.tid)
+            side: _Held | None = r.side(0, cut)
         else:
-            side = r.side(cut, r.size, r.tpos, r.tid) if k > cut else None
+            side = r.side(cut, r.size) if k > cut else None
         # the entries equal to t that the swaps take out of each side, and bring in (with ids)
         left_out: list[np.ndarray] = []
         right_out: list[np.ndarray] = []
