@@ -227,26 +227,27 @@ def trim_top_k_mergekit(tau: torch.Tensor, density: float, rescale: bool) -> tor
 
 
 def trim_top_k_mergekit_rule(tau: torch.Tensor, density: float, rescale: bool) -> KeepRule:
-    """trim_top_k_mergekit as a rule: the mask (and L1 factor) of the whole tensor."""
+    """trim_top_k_mergekit as a rule over the whole tensor (and its L1 factor): what the sort
+    keeps, found without it where _kept_by_sort applies, else the sort's 0/1 mask."""
     import torch
 
     if density >= 1:
         return _identity
     if tau.numel() == 0:
         return lambda blk, lo, hi: torch.zeros_like(blk)
-    k = max(1, int(density * tau.numel()))
-    w = tau.abs().reshape(-1)
-    if w.device.type == "cpu":
-        w = w.float()
-    keep = _top_k_set(w, k, exact=tau.dtype != torch.float64)
-    if keep is not None:
-        del w
-        mask = keep  # tau * a bool mask: tau * 1 or tau * 0, as with the 0/1 mask
-    else:
-        mask = torch.zeros(tau.numel(), dtype=tau.dtype, device=tau.device)
+    n = tau.numel()
+    k = max(1, int(density * n))
+    flat = tau.reshape(-1)
+    mags = lambda lo, hi: flat[lo:hi].abs().float().numpy()  # noqa: E731
+    rule = _kept_by_sort(mags, n, k, tau) if _selectable(tau) else None
+    if rule is None:
+        w = flat.abs()
+        if w.device.type == "cpu":
+            w = w.float()
+        mask = torch.zeros(n, dtype=tau.dtype, device=tau.device)
         mask[torch.argsort(w, descending=True)[:k]] = 1
         del w
-    rule: KeepRule = lambda blk, lo, hi: blk * mask[lo:hi]  # noqa: E731
+        rule = lambda blk, lo, hi: blk * mask[lo:hi]  # noqa: E731
     return _l1_scaled(rule, tau) if rescale else rule
 
 
@@ -256,7 +257,6 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
     the rule recomputing each block's magnitudes. None off the CPU, for other dtypes, with a NaN
     among the magnitudes or where the sort's order cannot be replayed: the caller takes the
     whole-tensor way."""
-    import numpy as np
     import torch
 
     if density >= 1:
@@ -271,12 +271,22 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
     def mags(lo: int, hi: int) -> np.ndarray:  # mergekit's |tau| (in float32 on the CPU)
         return (fm[lo:hi] - fb[lo:hi]).abs().float().numpy()
 
+    return _kept_by_sort(mags, n, max(1, int(density * n)), model)
+
+
+def _kept_by_sort(mags: Callable[[int, int], np.ndarray], n: int, k: int, like: Tensor) -> KeepRule | None:
+    """The rule keeping what the first k of mergekit's sort of the magnitudes mags(lo, hi) pick
+    (_argsort_top_k), each block's magnitudes recomputed from the block; `like`: a tensor of
+    the task vector's dtype. None where _argsort_top_k does not apply."""
+    import numpy as np
+    import torch
+
     found = _argsort_top_k(
         mags,
         n,
-        max(1, int(density * n)),
-        exact=model.dtype != torch.float64,
-        held={torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(model.dtype, "float32"),
+        k,
+        exact=like.dtype != torch.float64,
+        held={torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(like.dtype, "float32"),
     )
     if found is None:
         return None
@@ -350,27 +360,6 @@ def torch_sorts_as_replayed() -> bool:
         if got is None or not np.array_equal(got, np.sort(first[w[first] == t])):
             return False
     return True
-
-
-def _top_k_set(w: torch.Tensor, k: int, *, exact: bool = True) -> torch.Tensor | None:
-    """The entries the first k of a descending argsort of w (CPU float32) pick, as a boolean mask
-    (_argsort_top_k; `exact`: w is the task vector's magnitudes, not rounded); None where it does
-    not apply."""
-    import torch
-
-    n = w.numel()
-    if w.device.type != "cpu" or w.dtype != torch.float32 or k >= n:
-        return None
-    values = w.numpy()
-    found = _argsort_top_k(lambda lo, hi: values[lo:hi], n, k, exact=exact)
-    if found is None:
-        return None
-    t, tied = found
-    if tied is None:
-        return torch.from_numpy(values >= t)
-    mask = values > t
-    mask[tied] = True
-    return torch.from_numpy(mask)
 
 
 def breadcrumbs(tau: torch.Tensor, density: float, gamma: float, rescale: bool) -> torch.Tensor:
