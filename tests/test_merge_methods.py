@@ -455,9 +455,23 @@ TIES_CASES = [
 ]
 
 
+def stream_the_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small tensors' sides streamed (argsort_ties._Side), as a large tensor's are, over scan
+    blocks that do not divide them."""
+    from git_theta_like.merge.strategies import argsort_ties
+
+    monkeypatch.setattr(argsort_ties, "HOLD_ANYWAY", 0)
+    monkeypatch.setattr(argsort_ties, "BLOCK", 301)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
 @pytest.mark.parametrize(("n", "weights", "dens", "extra", "dtype", "quantize"), TIES_CASES)
-def test_ties_conventions_mergekit_is_mergekit_bit_for_bit(n, weights, dens, extra, dtype, quantize) -> None:  # type: ignore[no-untyped-def]
+def test_ties_conventions_mergekit_is_mergekit_bit_for_bit(
+    n, weights, dens, extra, dtype, quantize, streamed, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     merge = mergekit_api()
+    if streamed:
+        stream_the_replay(monkeypatch)
     ts = mk_tensors(n * 7 + len(extra), n, (64, 48), dtype, quantize)
     params = {"weight": weights, "density": dens, **extra}
     want = merge(
@@ -616,14 +630,20 @@ def _trim_by_sort(tau: torch.Tensor, density: float) -> torch.Tensor:
     return tau * mask.reshape_as(tau)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
 @pytest.mark.parametrize("kind", ["random", "zeros", "split tie", "whole tie", "nan", "tiny"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-def test_the_trim_selects_what_the_sort_picks(kind: str, dtype: torch.dtype) -> None:
+def test_the_trim_selects_what_the_sort_picks(
+    kind: str, dtype: torch.dtype, streamed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The selection that replaces mergekit's argsort gives its bytes, both ways (the mask of the
     whole task vector, and the rule over blocks of model - base); where ties at the threshold
-    make the sort's order decide, that order is replayed (a test that fails if it is wrong);
-    a NaN leaves it to the sort."""
+    make the sort's order decide, that order is replayed (a test that fails if it is wrong),
+    its first sides held or streamed; a NaN leaves it to the sort."""
     from git_theta_like.merge.strategies import task_vectors as tv
+
+    if streamed:
+        stream_the_replay(monkeypatch)
 
     g = torch.Generator().manual_seed(len(kind))
     base = torch.randn(4000, generator=g, dtype=torch.float64)
@@ -708,7 +728,8 @@ def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytes
     """argsort_ties.tied_in_top_k against torch.argsort(descending=True) itself, on arrays where
     ties decide: few distinct values, one value over half the array, sparse, sorted either way,
     infinities, sizes around the insertion-sort threshold (16) and scan blocks that do not
-    divide them; bfloat16 and float16 values with the side held in 2 bytes an entry."""
+    divide them; bfloat16 and float16 values with the side held in 2 bytes an entry; sides held
+    from the first step, streamed while large, and streamed to the end."""
     from git_theta_like.merge.strategies import argsort_ties
 
     rng = np.random.default_rng(11)
@@ -733,6 +754,10 @@ def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytes
         blocks = (1, 100) if n <= 3000 else (500, 3000)  # scan blocks that do not divide n
         monkeypatch.setattr(argsort_ties, "BLOCK", int(rng.integers(*blocks)) if trial % 3 else 1 << 20)
         held = ("float32", "bfloat16", "float16")[trial % 3]  # the side kept in 2 bytes an entry
+        # sides held from the start, streamed while large (the default), streamed to the end
+        monkeypatch.setattr(argsort_ties, "HOLD", (1, 4, 1 << 40)[trial % 5 % 3])
+        monkeypatch.setattr(argsort_ties, "HOLD_ANYWAY", 0 if trial % 4 else 1000)
+        monkeypatch.setattr(argsort_ties, "MAX_STREAMED", 4 if trial % 2 else 64)
         if held != "float32":
             w = (w * np.float32(1.37)).astype(np.float32)  # values the 16-bit floats round
             w = torch.from_numpy(w).to(getattr(torch, held)).float().numpy()

@@ -6,11 +6,14 @@ torch sorts a CPU tensor with libstdc++'s `std::sort` (an introsort) of (value, 
 compared by value alone (`a > b`, NaN first). That algorithm is deterministic, so its choice can
 be replayed: each partition step moves every element to the side it ends on, so only the side
 holding position k needs following, and a step's outcome (which elements swap, where the cut
-falls) follows from counting, per block, the elements that stop its two scans. Only the values
-of the side followed are held (half the tensor after the first step, permuted in place after
-that; 2 bytes an entry for the magnitudes of a 16-bit float tensor) and, of the original
-indices, only those of the entries equal to t; time: a few passes over the tensor, where the
-sort of a 23M-entry tensor takes seconds and 0.6 GB.
+falls) follows from counting, per block, the elements that stop its two scans. The first sides
+followed are not held either (_Side): a side's value at a position the step swapped is the i-th
+stop of the other scan's, found from the step's per-block counts, so a block of it is computed
+from a block or two of the range it was cut from. Once a side has at most n / HOLD entries (or
+after MAX_STREAMED such steps) its values are held, permuted in place from then on (2 bytes an
+entry for the magnitudes of a 16-bit float tensor), and of the original indices only those of
+the entries equal to t; time: a few passes over the tensor, where the sort of a 23M-entry
+tensor takes seconds and 0.6 GB.
 
 The replay gives up (None: the caller sorts) where the introsort would fall back to heapsort
 (its depth limit, 2·log2 n partitions). The values must hold no NaN. A test holds it to
@@ -25,6 +28,15 @@ import numpy as np
 
 THRESHOLD = 16  # libstdc++'s _S_threshold: ranges this small are left to the final insertion sort
 BLOCK = 1 << 18  # elements scanned at a time (bounds scratch memory: 2 MiB index arrays)
+# A side followed is held (its values in an array) once it has at most n / HOLD entries or
+# HOLD_ANYWAY, or after MAX_STREAMED steps that streamed theirs (each streamed level reads its
+# parent's blocks once more, about 1 + 2m / size of them per pass, and a replay takes about
+# twice as long): on a BERT embedding's task vector (23.4M entries, sides of 20.4M, 17.6M, 9.2M,
+# 5.1M ...) the largest array held goes from 78 to 19 MiB. A tensor whose sides are small is
+# never streamed: the peak is the largest tensor's.
+HOLD = 4
+HOLD_ANYWAY = 1 << 22  # entries (16 MiB of float32)
+MAX_STREAMED = 4
 
 # (lo, hi) -> the float32 values of elements lo..hi of the array sorted (a copy or a view)
 Span = Callable[[int, int], np.ndarray]
@@ -109,23 +121,24 @@ class _Range:
         return (pos - lo).astype(self.tpos.dtype), ids
 
 
-class _Original(_Range):
-    """The array as given (the first step): values read a block at a time, never held whole."""
+class _Streamed(_Range):
+    """A range whose values are computed a block at a time (_read), never held whole: the array
+    as given, or a side of a streamed range (_Side). The median's swap into position 0 is kept as
+    two values on top."""
 
-    def __init__(self, span: Span, n: int, t: np.float32, idx: type, held: _Storage) -> None:
-        self.span, self.size, self.held = span, n, held
-        self.x = 0  # position swapped with 0 (0: none)
-        self.v0 = self.vx = np.float32(0)
-        hits = [np.flatnonzero(span(lo, min(n, lo + BLOCK)) == t) + lo for lo in range(0, n, BLOCK)]
-        self.tpos = np.concatenate(hits).astype(idx)
-        self.tid = self.tpos.copy()
+    held: _Storage
+    x = 0  # position swapped with 0 (0: none)
+    v0 = vx = np.float32(0)
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        raise NotImplementedError
 
     def _swap_values(self, x: int) -> None:
-        self.v0, self.vx = np.float32(self.span(0, 1)[0]), np.float32(self.span(x, x + 1)[0])
+        self.v0, self.vx = np.float32(self._read(0, 1)[0]), np.float32(self._read(x, x + 1)[0])
         self.x = x
 
     def values(self, lo: int, hi: int) -> np.ndarray:
-        v = self.span(lo, hi)
+        v = self._read(lo, hi)
         if self.x and (lo == 0 or lo <= self.x < hi):
             v = v.copy()
             if lo == 0:
@@ -140,6 +153,115 @@ class _Original(_Range):
             b = min(hi, a + BLOCK)
             vals[a - lo : b - lo] = self.held.encode(self.values(a, b))
         return _Held(vals, self.tpos[:0], self.tid[:0], self.held)
+
+
+class _Original(_Streamed):
+    """The array as given (the first step)."""
+
+    def __init__(self, span: Span, n: int, t: np.float32, idx: type, held: _Storage) -> None:
+        self.span, self.size, self.held = span, n, held
+        hits = [np.flatnonzero(span(lo, min(n, lo + BLOCK)) == t) + lo for lo in range(0, n, BLOCK)]
+        self.tpos = np.concatenate(hits).astype(idx)
+        self.tid = self.tpos.copy()
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        return self.span(lo, hi)
+
+
+class _Step:
+    """A partition step of the streamed range r with pivot p: m swaps, the cut, and per block of
+    r (those the scans count, starting at 1) how many of its elements stop the left scan (value
+    <= p) and the right one (value >= p). The left scan's i-th stop A[i] (ascending) swapped with
+    the right scan's i-th B[i] (descending), for i < m."""
+
+    def __init__(self, r: _Streamed, p: np.float32, m: int, cut: int, ca: np.ndarray, cb: np.ndarray) -> None:
+        self.r, self.p, self.m, self.cut = r, p, m, cut
+        self.cum = {False: np.concatenate([[0], np.cumsum(ca)]), True: np.concatenate([[0], np.cumsum(cb)])}
+        self._blocks: dict[tuple[bool, int], np.ndarray] = {}  # the last few blocks' stops
+
+    def is_stop(self, v: np.ndarray, right: bool) -> np.ndarray:
+        return v >= self.p if right else v <= self.p
+
+    def before(self, x: int, right: bool) -> int:
+        """How many stops of a scan (right: B, else A) lie at positions 1..x-1 of r."""
+        if x <= 1:
+            return 0
+        if x >= self.r.size:
+            return int(self.cum[right][-1])
+        j = (x - 1) // BLOCK
+        lo = 1 + j * BLOCK
+        n = int(self.cum[right][j])
+        return n + int(np.count_nonzero(self.is_stop(self.r.values(lo, x), right))) if x > lo else n
+
+    def _stops_of(self, j: int, right: bool) -> np.ndarray:
+        key = (right, j)
+        if key not in self._blocks:
+            if len(self._blocks) >= 4:
+                del self._blocks[next(iter(self._blocks))]
+            lo = 1 + j * BLOCK
+            v = self.r.values(lo, min(self.r.size, lo + BLOCK))
+            self._blocks[key] = v[self.is_stop(v, right)]  # a copy
+        return self._blocks[key]
+
+    def stop_values(self, q0: int, q1: int, right: bool) -> np.ndarray:
+        """The values of a scan's stops q0..q1-1, counted by ascending position."""
+        cum = self.cum[right]
+        j = int(np.searchsorted(cum, q0, side="right")) - 1
+        parts = []
+        while q0 < q1:
+            s = self._stops_of(j, right)
+            a, b = q0 - int(cum[j]), min(len(s), q1 - int(cum[j]))
+            if b > a:
+                parts.append(s[a:b])
+                q0 += b - a
+            j += 1
+        return np.concatenate(parts)
+
+
+class _Side(_Streamed):
+    """One side of a streamed range after its partition step, not held: a block of it is read
+    from the same positions of the range, with the values the step's swaps brought in taken from
+    where they came from (the left side's A[i] holds B[i]'s value, the right side's B[i] A[i]'s)."""
+
+    def __init__(self, step: _Step, left: bool) -> None:
+        self.step, self.left = step, left
+        parent = step.r
+        self.off = 0 if left else step.cut
+        self.size = step.cut if left else parent.size - step.cut
+        self.held = parent.held
+        self.tpos, self.tid = parent.tpos[:0], parent.tid[:0]
+        self._rank: dict[int, int] = {}  # parent position -> stops of the scan swapped here before it
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        st = self.step
+        x0, x1 = self.off + lo, self.off + hi
+        v = st.r.values(x0, x1)  # the parent's, maybe a view of the caller's array: copied if changed
+        right = not self.left  # the left side's swapped positions are A stops, the right's B
+        first = 1 if x0 == 0 else 0  # position 0, the pivot, stops no scan
+        idx = np.flatnonzero(st.is_stop(v[first:], right)) + first
+        if len(self._rank) > 64:
+            self._rank.clear()
+        if self.left:  # stops counted from the left: ranks r0, r0 + 1, ... ascending
+            r0 = self._rank.get(x0)
+            if r0 is None:
+                r0 = self._rank[x1] - len(idx) if x1 in self._rank else st.before(x0, False)
+            self._rank[x0], self._rank[x1] = r0, r0 + len(idx)
+            cnt = max(0, min(len(idx), st.m - r0))
+            if cnt:  # A[r0 + q] holds B[r0 + q]'s value: B's ranks run down from the top
+                nb = int(st.cum[True][-1])
+                v = v.copy()
+                v[idx[:cnt]] = st.stop_values(nb - r0 - cnt, nb - r0, True)[::-1]
+        else:  # B stops: the highest position has the lowest rank, j_hi
+            total = int(st.cum[True][-1])
+            j_hi = self._rank.get(x1)
+            if j_hi is None:
+                j_hi = self._rank[x0] - len(idx) if x0 in self._rank else total - st.before(x1, True)
+            self._rank[x1], self._rank[x0] = j_hi, j_hi + len(idx)
+            cnt = max(0, min(len(idx), st.m - j_hi))
+            if cnt:  # B[j_hi + q] (the q-th from the top here) holds A[j_hi + q]'s value
+                v = v.copy()
+                v[idx[len(idx) - cnt :]] = st.stop_values(j_hi, j_hi + cnt, False)[::-1]
+        return v
 
 
 class _Held(_Range):
@@ -209,13 +331,14 @@ def _pairs(r: _Range, p: np.float32, m: int) -> Iterator[tuple[Stops, Stops]]:
         a, b = (a[0][n:], a[1][n:]), (b[0][n:], b[1][n:])
 
 
-def _partition(r: _Range, p: np.float32) -> tuple[int, int]:
-    """(M, cut) of std::__unguarded_partition(first + 1, last, first) with pivot value p at
+def _partition(r: _Range, p: np.float32) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(M, cut, ca, cb) of std::__unguarded_partition(first + 1, last, first) with pivot value p at
     position 0. With A the positions its left scan stops at (value <= p, ascending) and B its
     right scan's (value >= p, descending), swap m pairs A[m] and B[m] while A[m] < B[m]; that
     count M is the largest min(#A below x, #B at or above x) over positions x, found from
     per-block counts and then within the block where the two counts cross. The left scan ends,
-    and the cut falls, at A[M] or at B[M-1] (which holds an A-value since the swap)."""
+    and the cut falls, at A[M] or at B[M-1] (which holds an A-value since the swap). ca, cb:
+    the per-block counts of A and B (blocks of BLOCK from position 1)."""
     starts = list(range(1, r.size, BLOCK))
     ca = np.zeros(len(starts), np.int64)
     cb = np.zeros(len(starts), np.int64)
@@ -244,11 +367,11 @@ def _partition(r: _Range, p: np.float32) -> tuple[int, int]:
         return lo + int(hits[i - int(counts[:j].sum())])
 
     if m == 0:
-        return 0, nth(ca, 0, False)
+        return 0, nth(ca, 0, False), ca, cb
     cut = nth(cb, m - 1, True)
     if m < ca.sum():
         cut = min(cut, nth(ca, m, False))
-    return m, cut
+    return m, cut, ca, cb
 
 
 def depth_limit(n: int) -> int:
@@ -267,6 +390,7 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float
     t = np.float32(t)
     r: _Range = _Original(span, n, t, np.int32 if n < 2**31 else np.int64, _Storage(held))
     depth = depth_limit(n)
+    streamed = 0
     kept: list[np.ndarray] = []
     while r.size > THRESHOLD:  # std::__introsort_loop, following the side that holds position k
         if not len(r.tpos):
@@ -276,23 +400,30 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float
         depth -= 1
         r.swap_first(_median_position(r))
         p = r.point(0)
-        m, cut = _partition(r, p)
-        # The side followed (None: the first k end at the cut) is written as the swaps come: a
-        # _Held's side shares its values, and every position is read before it is written.
-        if k < cut:
-            side: _Held | None = r.side(0, cut)
+        m, cut, ca, cb = _partition(r, p)
+        # The side followed (None: the first k end at the cut): streamed while it is large, else
+        # held and written as the swaps come (a _Held's side shares its values, and every
+        # position is read before it is written).
+        lo, hi = (0, cut) if k < cut else (cut, r.size)
+        side: _Range | None = None
+        if k == cut:
+            pass
+        elif isinstance(r, _Streamed) and hi - lo > max(n // HOLD, HOLD_ANYWAY) and streamed < MAX_STREAMED:
+            side = _Side(_Step(r, p, m, cut, ca, cb), left=k < cut)
+            streamed += 1
         else:
-            side = r.side(cut, r.size) if k > cut else None
+            side = r.side(lo, hi)
+        write = side.write if isinstance(side, _Held) else None
         # the entries equal to t that the swaps take out of each side, and bring in (with ids)
         left_out: list[np.ndarray] = []
         right_out: list[np.ndarray] = []
         left_in: list[tuple[np.ndarray, np.ndarray]] = []
         right_in: list[tuple[np.ndarray, np.ndarray]] = []
         for (a_pos, a_val), (b_pos, b_val) in _pairs(r, p, m):
-            if side is not None and k < cut:
-                side.write(a_pos, b_val)
-            elif side is not None:
-                side.write(b_pos - cut, a_val)
+            if write is not None and k < cut:
+                write(a_pos, b_val)
+            elif write is not None:
+                write(b_pos - cut, a_val)
             ta, tb = a_val == t, b_val == t
             if ta.any():
                 left_out.append(a_pos[ta])
