@@ -490,6 +490,75 @@ def test_ties_conventions_mergekit_is_mergekit_bit_for_bit(
         assert not torch.equal(paper, want)
 
 
+SIXTEEN_BIT_CASES = [
+    # (ours, mergekit's, our parameters, per-model values, mergekit's parameters, with the base)
+    (
+        "linear",
+        "linear",
+        {"conventions": "mergekit"},
+        [{"weight": 0.7}, {"weight": 0.3}],
+        {"weight": [0.7, 0.3]},
+        False,
+    ),
+    (
+        "task-arithmetic",
+        "task_arithmetic",
+        {"conventions": "mergekit"},
+        [{"weight": 0.8}, {"weight": 0.6}],
+        {"weight": [0.8, 0.6]},
+        True,
+    ),
+    (
+        "ties",
+        "ties",
+        {"conventions": "mergekit"},
+        [{"weight": 1.0, "density": 0.3}, {"weight": 0.5, "density": 0.6}],
+        {"weight": [1.0, 0.5], "density": [0.3, 0.6]},
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+@pytest.mark.parametrize("stored", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize(("ours", "theirs", "params", "per", "mk_params", "use_base"), SIXTEEN_BIT_CASES)
+def test_16_bit_precision_computes_as_mergekits_dtype(  # type: ignore[no-untyped-def]
+    ours, theirs, params, per, mk_params, use_base, stored, precision
+) -> None:
+    """A recipe's `dtype: bfloat16` / `float16` computes as mergekit does, bit for bit: the task
+    vector methods with every operation rounded to it (our precision bfloat16 / float16), linear
+    in float32 (mergekit's dtype only rounds its inputs and result); the result in the stored
+    dtype (mergekit's `out_dtype` cast, where the file's dtype differs; for linear, whose dtype
+    would round float32 inputs first, what mergekit gives them unrounded). The other precision
+    gives other bits, so the test sees which one ran."""
+    from git_theta_like.merge import mergekit as mergekit_module
+
+    merge = mergekit_api()
+    ts = mk_tensors(17, 2, (64, 48), stored, True)
+    half = getattr(torch, precision)
+    inputs = ts if use_base else ts[1:]
+    want = merge(
+        inputs, theirs, parameters=mk_params, base_index=0 if use_base else None, dtype=half, out_dtype=half
+    )
+    base_model = "base_model: o\n" if use_base else ""
+    recipe = mergekit_module.load_recipe(
+        f"merge_method: {theirs}\n{base_model}models: [a, b]\ndtype: {precision}\n", "r"
+    )
+    if recipe.precision == "float32":  # mergekit's linear: dtype rounds its inputs and result only
+        assert theirs in mergekit_module.FLOAT32_METHODS
+        if stored != half:  # a merge keeps the stored inputs as they are: mergekit without dtype
+            want = merge(inputs, theirs, parameters=mk_params, base_index=None).to(stored)
+            assert not torch.equal(want, merge(inputs, theirs, parameters=mk_params, dtype=half).to(stored))
+    else:
+        assert recipe.precision == precision
+    got = merge_many_tensors(ts[0], ts[1:], ours, per_model=per, precision=recipe.precision, **params)
+    assert got.dtype == stored
+    assert torch.equal(got.view(torch.uint8), want.to(stored).view(torch.uint8))
+    other = "float32" if recipe.precision != "float32" else precision
+    in_other = merge_many_tensors(ts[0], ts[1:], ours, per_model=per, precision=other, **params)
+    assert not torch.equal(in_other, got)
+
+
 def test_ties_conventions_mergekit_sign_ties_and_count(models) -> None:  # type: ignore[no-untyped-def]
     merge = mergekit_api()
     from mergekit.merge_methods.generalized_task_arithmetic import (

@@ -202,6 +202,9 @@ def test_recipe_errors_name_the_problem(history: Path, tmp_path: Path) -> None:
     git(repo, "checkout", "-q", "main")
     with pytest.raises(MergeConfigError, match="out_dtype"):
         heads(ties + "main\nout_dtype: bfloat16")
+    with pytest.raises(MergeConfigError, match="out_dtype float16"):
+        heads(ties + "main\ndtype: bfloat16\nout_dtype: float16")
+    assert heads(ties + "main\ndtype: bfloat16\nout_dtype: bfloat16") == ["a", "b", "c"]  # mergekit's default
     with pytest.raises(MergeConfigError, match="are not the recipe's models"):
         config.recipe_heads(Repo(repo), load_recipe(ties + "main", "r.yml"), ["a", "b"])
 
@@ -285,3 +288,72 @@ def test_a_recipe_configures_the_merge_as_the_equivalent_toml_does() -> None:
     ]
     with pytest.raises(MergeConfigError, match=r"model\(s\) d are not among the recipe's models"):
         config.MergeConfig(recipe=load_recipe(RECIPE, "merge.yml")).bind_models(["a", "b", "c", "d"])
+
+
+def bf16_model(seed: int | None) -> bytes:
+    """model(seed) with every tensor in bfloat16."""
+    import torch
+    from safetensors.torch import load
+
+    return safetensors_bytes(
+        {
+            n: ("BF16", tuple(t.shape), t.to(torch.bfloat16).view(torch.uint8).numpy().tobytes())
+            for n, t in load(model(seed)).items()
+        }
+    )
+
+
+def test_a_bfloat16_recipe_merges_as_mergekit_and_show_says_so(repo: Path, tmp_path: Path) -> None:
+    """`dtype: bfloat16` (most mergekit configs on the Hub say it): a bfloat16 model merged with
+    every operation in bfloat16, bit for bit what mergekit's merge gives; the precision recorded
+    (merge-precision) and shown again as the recipe's dtype, which merges the same again."""
+    import torch
+    from safetensors.torch import load
+
+    api = pytest.importorskip("mergekit.merge_methods.api", reason="mergekit is not installed")
+    for branch, seed in (("main", None), ("a", 1), ("b", 2)):
+        if branch != "main":
+            git(repo, "checkout", "-qb", branch, "main")
+        (repo / F).write_bytes(bf16_model(seed))
+        git(repo, "add", F)
+        git(repo, "commit", "-qm", branch)
+    git(repo, "checkout", "-q", "main")
+    text = (
+        "merge_method: ties\nbase_model: main\nmodels:\n"
+        "  - model: a\n    parameters: {weight: 0.7, density: 0.4}\n"
+        "  - model: b\n    parameters: {weight: 0.5, density: 0.6}\n"
+        "dtype: bfloat16\nout_dtype: bfloat16\n"
+    )
+    recipe = tmp_path / "bf16.yml"
+    recipe.write_text(text)
+    git(repo, "checkout", "-qb", "merged", "main")
+    gtl(repo, "merge", "--recipe", str(recipe))
+    lines = [ln for ln in manifest_at(repo, "HEAD").splitlines() if "merge=ties" in ln]
+    assert len(lines) == LAYERS + 2 and all("merge-precision=bfloat16" in ln for ln in lines)
+    got = load((repo / F).read_bytes())
+    sides = [load(bf16_model(s)) for s in (None, 1, 2)]
+    for name, t in got.items():
+        want = api.merge_tensors(
+            [sd[name] for sd in sides],
+            "ties",
+            parameters={"weight": [0.7, 0.5], "density": [0.4, 0.6]},
+            base_index=0,
+            dtype=torch.bfloat16,
+            out_dtype=torch.bfloat16,
+        )
+        assert t.dtype == torch.bfloat16 and torch.equal(t.view(torch.uint8), want.view(torch.uint8)), name
+    assert "conventions=mergekit in bfloat16]" in gtl(repo, "ls-files", "-v").stdout
+    shown = gtl(repo, "show", "merged", "--recipe").stdout
+    assert "dtype: bfloat16" in shown
+    again = tmp_path / "again.yml"
+    again.write_text(shown)
+    git(repo, "checkout", "-qb", "again", "main")
+    gtl(repo, "merge", "--recipe", str(again))
+    assert manifest_at(repo, "HEAD") == manifest_at(repo, "merged")
+    # the same recipe computed in float32 gives other bits: the precision is what ran
+    git(repo, "checkout", "-qb", "in-f32", "main")
+    recipe.write_text(text.replace("dtype: bfloat16\nout_dtype: bfloat16\n", "dtype: float32\n"))
+    gtl(repo, "merge", "--recipe", str(recipe))
+    in_f32 = load((repo / F).read_bytes())
+    assert any(not torch.equal(in_f32[n], t) for n, t in got.items())
+    assert "merge-precision" not in manifest_at(repo, "HEAD")

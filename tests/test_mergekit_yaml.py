@@ -56,6 +56,16 @@ def test_a_ties_config_parses_into_a_recipe() -> None:
     assert r.params == {"normalize": True}
     assert r.implied["conventions"] == "mergekit" and r.implied["density"] == 1.0  # mergekit's default
     assert (r.dtype, r.out_dtype, r.precision) == ("float32", "bfloat16", "float32")
+    # 16-bit dtypes: the precision the method computes in, as mergekit's (linear: float32)
+    for method, dtype, precision in (
+        ("ties", "bfloat16", "bfloat16"),
+        ("task_arithmetic", "float16", "float16"),
+        ("linear", "bfloat16", "float32"),
+        ("linear", "float64", "float64"),
+    ):
+        base = "base_model: o\n" if method != "linear" else ""
+        got = load_recipe(f"merge_method: {method}\n{base}models: [a, b]\ndtype: {dtype}\n", "m.yaml")
+        assert (got.dtype, got.precision) == (dtype, precision)
     s = r.strategy("model.layers.3.self_attn.q_proj.weight", 0.5)
     assert s.describe() == "ties density=1.0 lambda=1.0 conventions=mergekit"
     assert r.per_model("model.layers.3.self_attn.q_proj.weight", 0.5) == [
@@ -313,10 +323,6 @@ TWO = "models: [{model: x}, {model: y}]\nbase_model: b\n"
             "merge_method: linear\n"
             "models: [{model: x, parameters: {weight: 1}}, {model: y, parameters: {weight: -1}}]\n",
             "m.yaml: linear weights sum to 0 and normalize is true",
-        ),
-        (
-            TWO + "merge_method: ties\ndtype: bfloat16\n",
-            "m.yaml: dtype bfloat16 is not supported: merges compute in float32 or float64",
         ),
         (
             TWO + "merge_method: ties\ndtype: float8\n",

@@ -14,6 +14,7 @@ import click
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.merge import config
 from git_theta_like.merge.strategies import catalogue
+from git_theta_like.merge.strategies.base import PRECISIONS
 
 
 def _strategies_help() -> str:
@@ -50,7 +51,9 @@ def _strategies_help() -> str:
 )
 @click.option("--device", metavar="DEVICE", help="auto (default: CUDA when present), cpu, cuda, cuda:N.")
 @click.option(
-    "--precision", type=click.Choice(["float32", "float64"]), help="Compute precision (default float32)."
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    help="Compute precision (default float32; bfloat16, float16: each step rounded, as mergekit's dtype).",
 )
 @click.option("-m", "--message", help="The merge commit message.")
 @click.option("--edit/--no-edit", default=False, help="Open an editor for the message (default: no).")

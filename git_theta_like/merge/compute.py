@@ -18,7 +18,7 @@ from git_theta_like.errors import DeviceError, ThetaLikeError
 from git_theta_like.extras import require
 from git_theta_like.merge.strategies import base as strategy_base
 from git_theta_like.merge.strategies import make_strategy, parse_value
-from git_theta_like.merge.strategies.base import Blocks, Strategy, TensorContext, Value
+from git_theta_like.merge.strategies.base import PRECISIONS, Blocks, Strategy, TensorContext, Value
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 # safetensors dtype name -> torch dtype attribute
 TORCH_DTYPES = dtypes.TORCH_FLOAT_NAMES
-PRECISIONS = ("float32", "float64")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -74,6 +73,9 @@ def compute_dtype(dtype: str, precision: str = "float32") -> torch.dtype:
 
     if precision not in PRECISIONS:
         raise ThetaLikeError(f"merge precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision in ("bfloat16", "float16"):  # every tensor, as mergekit's dtype converts them all
+        half: torch.dtype = getattr(torch, precision)
+        return half
     return torch.float64 if dtype == "F64" or precision == "float64" else torch.float32
 
 
@@ -332,7 +334,7 @@ def merge_tensors(
     if not o.is_floating_point():
         raise ThetaLikeError(f"merge_tensors: {o.dtype} tensors cannot be merged arithmetically")
     dev = resolve_device(device) if device else o.device
-    cd = torch.float64 if o.dtype == torch.float64 or precision == "float64" else torch.float32
+    cd = compute_dtype("F64" if o.dtype == torch.float64 else "F32", precision)
     f = None
     if fisher is not None:
         f = (tt(fisher[0]).to(dev, cd), tt(fisher[1]).to(dev, cd))
@@ -417,7 +419,7 @@ def merge_many_tensors(
     if not first.is_floating_point():
         raise ThetaLikeError(f"merge_many_tensors: {first.dtype} tensors cannot be merged arithmetically")
     dev = resolve_device(device) if device else first.device
-    cd = torch.float64 if first.dtype == torch.float64 or precision == "float64" else torch.float32
+    cd = compute_dtype("F64" if first.dtype == torch.float64 else "F32", precision)
     values = tuple(
         {k: parse_value(type(strat), k, v, f"merge_many_tensors: model {i + 1}") for k, v in d.items()}
         for i, d in enumerate(per_model)

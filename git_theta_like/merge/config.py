@@ -21,6 +21,7 @@ tables keyed by the merged models as named on the command line (`weights = {ours
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import os
@@ -39,7 +40,7 @@ from git_theta_like.merge.strategies import (
     make_strategy,
     strategy_class,
 )
-from git_theta_like.merge.strategies.base import Param, Strategy, Value
+from git_theta_like.merge.strategies.base import PRECISIONS, Param, Strategy, Value
 
 TOML_NAME = ".theta-like.toml"
 ENV_STRATEGY = "GIT_THETA_LIKE_MERGE_STRATEGY"
@@ -485,9 +486,9 @@ def load(repo: Any, env: Mapping[str, str] | None = None, toml_text: str | None 
     cfg.precision = (
         env.get(ENV_PRECISION) or recipe_dtype or repo.config_get(CONFIG_PRECISION) or "float32"
     ).lower()
-    if cfg.precision not in ("float32", "float64"):
+    if cfg.precision not in PRECISIONS:
         raise MergeConfigError(
-            f"theta-like.merge.precision must be float32 or float64, not {cfg.precision!r}"
+            f"theta-like.merge.precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r}"
         )
     cfg.pick_strategy = (repo.config_get(CONFIG_PICK) or "patch").strip().lower()
     if cfg.pick_strategy not in PICK_STRATEGIES:
@@ -608,9 +609,10 @@ def recipe_heads(repo: Any, recipe: Recipe, given: Sequence[str] = ()) -> list[s
     from git_theta_like.gitio.scan import resolve_commit
 
     where = recipe.where
-    if recipe.out_dtype is not None:
+    if recipe.out_dtype is not None and recipe.out_dtype != (recipe.dtype or "float32"):
         raise MergeConfigError(
-            f"{where}: out_dtype: a merge keeps each tensor's dtype (and the file's layout); remove it"
+            f"{where}: out_dtype {recipe.out_dtype}: a merge keeps each tensor's dtype (and the file's "
+            "layout), its values computed in dtype; remove out_dtype"
         )
 
     def commit(rev: str, what: str) -> str:
@@ -677,10 +679,11 @@ def pygit2_oid(hexsha: str) -> Any:
     return pygit2.Oid(hex=hexsha)
 
 
-def parse_recorded(t: Any, where: str) -> tuple[Strategy, int, tuple[dict[str, Value], ...]] | None:
+def parse_recorded(t: Any, where: str) -> tuple[Strategy, int, tuple[dict[str, Value], ...], str] | None:
     """A manifest tensor line's recorded recipe (`merge=`, `merge-params=`, `merge-models=`,
-    `merge-per-model=`), checked as any configuration is (a manifest may lie): the strategy with
-    its values, the number of models and the per-model values; None: the line records none."""
+    `merge-per-model=`, `merge-precision=`), checked as any configuration is (a manifest may lie):
+    the strategy with its values, the number of models, the per-model values and the compute
+    precision; None: the line records none."""
     fields = dict(t.obj.extra)
     name = fields.get("merge")
     if name is None:
@@ -709,7 +712,10 @@ def parse_recorded(t: Any, where: str) -> tuple[Strategy, int, tuple[dict[str, V
         for i, x in enumerate(vals):
             if x != "-":
                 per[i][k] = declared[k].parse(x, f"{at} (recorded, model {i + 1})")
-    return strategy, n, tuple(per)
+    precision = fields.get("merge-precision", "float32")
+    if precision not in PRECISIONS:
+        raise MergeConfigError(f"{at}: merge-precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    return strategy, n, tuple(per), precision
 
 
 def recorded_recipe(repo: Any, rev: str, path: str | None = None) -> Recipe:
@@ -732,6 +738,7 @@ def recorded_recipe(repo: Any, rev: str, path: str | None = None) -> Recipe:
     if path is not None and not files:
         raise MergeConfigError(f"{path} is not a tracked checkpoint at {rev}")
     merged: list[tuple[str, MergedTensor, int]] = []
+    precisions: set[str] = set()
     names: set[str] = set()
     seen: dict[str, tuple[Strategy, tuple[dict[str, Value], ...]]] = {}
     for f in files:
@@ -742,7 +749,8 @@ def recorded_recipe(repo: Any, rev: str, path: str | None = None) -> Recipe:
             got = parse_recorded(t, f"{rev}:{f.path}")
             if got is None:
                 continue
-            strategy, n, per = got
+            strategy, n, per, precision = got
+            precisions.add(precision)
             if seen.setdefault(t.name, (strategy, per)) != (strategy, per):
                 raise MergeConfigError(
                     f"{rev}: tensor {t.name} was merged differently in two files: give the PATH of one"
@@ -784,6 +792,10 @@ def recorded_recipe(repo: Any, rev: str, path: str | None = None) -> Recipe:
         layer_count(names),
         where,
     )
+    if len(precisions) > 1:
+        raise MergeConfigError(f"{where}: tensors were computed in {', '.join(sorted(precisions))}")
+    if (precision := precisions.pop()) != "float32":
+        recipe = dataclasses.replace(recipe, dtype=precision)
     # the check: the recipe, as a merge configuration, gives every merged tensor its record
     cfg = MergeConfig(recipe=recipe)
     cfg.bind_models(recipe_models(recipe))

@@ -40,7 +40,7 @@ from git_theta_like.store.local import LocalStore
 from git_theta_like.store.reader import CachedStore
 from git_theta_like.threads import reuse_freed_memory
 
-RECIPE_KEYS = ("merge", "merge-params", "merge-models", "merge-per-model")
+RECIPE_KEYS = ("merge", "merge-params", "merge-models", "merge-per-model", "merge-precision")
 # bytes of tensor data read ahead of the one being merged (at least the next tensor): 64 -> 16 MiB
 # lowered the driver's peak by ~30 MiB on a 418 MiB BERT merge and cost no time
 READ_AHEAD = 16 * 1024 * 1024
@@ -64,12 +64,17 @@ if TYPE_CHECKING:
 
 
 def with_recipe(
-    ref: ObjectRef, strategy: Strategy, models: int = 2, per_model: Sequence[Mapping[str, Value]] = ()
+    ref: ObjectRef,
+    strategy: Strategy,
+    models: int = 2,
+    per_model: Sequence[Mapping[str, Value]] = (),
+    precision: str = "float32",
 ) -> ObjectRef:
     """The object reference with `merge=<strategy> merge-params=<k:v,...>` fields, and for a
     merge of more than two models `merge-models=<n>`; per-model parameters as
     `merge-per-model=<k>:<v0>/<v1>/...,...` (one value per model, in the order of the merge
-    commit's parents; `-` where a model takes the strategy's value)."""
+    commit's parents; `-` where a model takes the strategy's value); a tensor computed in another
+    precision than float32 (the default) `merge-precision=<p>`."""
     extra = [kv for kv in ref.extra if kv[0] not in RECIPE_KEYS]
     extra.append(("merge", strategy.name))
     if params := strategy.recipe():
@@ -82,6 +87,8 @@ def with_recipe(
             f"{k}:" + "/".join(format_value(d[k]) if k in d else "-" for d in per_model) for k in keys
         )
         extra.append(("merge-per-model", text))
+    if precision != "float32":
+        extra.append(("merge-precision", precision))
     return replace(ref, extra=tuple(extra))
 
 
@@ -93,7 +100,11 @@ def annotate(m: Manifest, plan: Plan) -> Manifest:
         assert s.choice is not None
         job = s.job
         models = len(job.models) if job is not None else len(plan.heads)
-        return replace(t, obj=with_recipe(t.obj, s.choice.strategy, models, job.per_model if job else ()))
+        computed = job is not None and not s.choice.strategy.bitwise
+        precision = plan.precision if computed else "float32"
+        return replace(
+            t, obj=with_recipe(t.obj, s.choice.strategy, models, job.per_model if job else (), precision)
+        )
 
     m.tensors = [recipe(t) if t.name in chosen else t for t in m.tensors]
     return m

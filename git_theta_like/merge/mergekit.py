@@ -6,8 +6,8 @@ validated `Recipe`: the method's name in our registry, the parameters as written
 gradients, `filter` conditions), per model, and the values that make our strategy compute what
 mergekit computes (mergekit's defaults where ours differ, `conventions = "mergekit"`).
 `to_yaml(recipe)` writes it back as a mergekit config. What we do not support (slices, modules,
-passthrough, tokenizer settings, LoRA model references, 16-bit compute dtypes, methods without a
-counterpart here) is a MergeConfigError that names it; nothing is half-parsed.
+passthrough, tokenizer settings, LoRA model references, an out_dtype other than the dtype,
+methods without a counterpart here) is a MergeConfigError that names it; nothing is half-parsed.
 
 Parameter names are mergekit's (ours are the same where they mean the same). A setting is a
 scalar; a list of numbers, a gradient over the layers (mergekit interpolates it at the layer's
@@ -69,7 +69,7 @@ class MethodSpec:
 
 _GTA = {"conventions": "mergekit"}
 METHODS: dict[str, MethodSpec] = {
-    "linear": MethodSpec("linear", {"normalize": True}),
+    "linear": MethodSpec("linear", {**_GTA, "normalize": True}),
     "task_arithmetic": MethodSpec("task-arithmetic", {**_GTA, "normalize": False}),
     "ties": MethodSpec("ties", {**_GTA, "density": 1.0, "normalize": True, "rescale": False}),
     "dare_linear": MethodSpec("dare", {**_GTA, "density": 1.0, "normalize": False, "rescale": True}),
@@ -110,7 +110,8 @@ OURS_ONLY = {
     "use_base": "implied by base_model being given or not",
 }
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-COMPUTE_DTYPES = ("float32", "float64")
+# mergekit methods that compute in float32 (float64 for float64 tensors) whatever the dtype
+FLOAT32_METHODS = {"linear", "slerp"}
 _TOP_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype")
 _NOT_SUPPORTED_KEYS = {
     "slices": "slices (layer ranges from several models) are not supported: merge whole models",
@@ -139,13 +140,17 @@ class Recipe:
     base_model: str | None = None
     params: Mapping[str, Setting] = field(default_factory=dict)  # top-level parameters
     implied: Mapping[str, Value] = field(default_factory=dict)  # so that we compute as mergekit does
-    dtype: str | None = None  # mergekit's compute dtype (float32 or float64 here)
+    dtype: str | None = None  # mergekit's compute dtype: our precision (base.PRECISIONS)
     out_dtype: str | None = None
     where: str = "recipe"
 
     @property
     def precision(self) -> str:
-        """Our compute precision for this recipe (mergekit's dtype; float32 when unset)."""
+        """Our compute precision for this recipe: mergekit's dtype (float32 when unset), except
+        that mergekit's linear and slerp compute in float32 whatever a 16-bit dtype says (dtype
+        only rounds their inputs and result), and so do we."""
+        if self.dtype in ("bfloat16", "float16") and self.mergekit_method in FLOAT32_METHODS:
+            return "float32"
         return self.dtype or "float32"
 
     def strategy(self, tensor: str = "", t: float = 0.0) -> Strategy:
@@ -314,12 +319,7 @@ def load_recipe(text: str | bytes, where: str = "mergekit config") -> Recipe:
     _check_arity(spec, cls, base, models, where)
     params = _params(doc.get("parameters"), cls, f"{where}: parameters", budget, per_model=False)
 
-    dtype = _dtype(doc.get("dtype"), f"{where}: dtype")
-    if dtype is not None and dtype not in COMPUTE_DTYPES:
-        raise MergeConfigError(
-            f"{where}: dtype {dtype} is not supported: merges compute in float32 or float64 and cast "
-            "each result back to its tensor's dtype (use dtype: float32)"
-        )
+    dtype = _dtype(doc.get("dtype"), f"{where}: dtype")  # our compute precision, any of DTYPES
     implied = dict(spec.implied)
     if cls.name == "nuslerp" and base is None:
         implied["use_base"] = False  # mergekit slerps the models themselves

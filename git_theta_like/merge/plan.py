@@ -101,6 +101,7 @@ class Plan:
     n_layers: int = 0  # layers of the model (config.layer_count): where gradients are evaluated
     others: list[Manifest] = field(default_factory=list)  # an N-way merge: the heads after theirs
     labels: list[str] = field(default_factory=lambda: ["ours", "theirs"])  # the models' names
+    precision: str = "float32"  # what the jobs compute in (MergeConfig.precision), recorded
 
     @property
     def heads(self) -> list[Manifest]:
@@ -199,7 +200,7 @@ def plan_merge(
     """The plan for merging one checkpoint. With fallback_ours, tensor conflicts take ours
     (listed in `fallbacks`) so that a best-effort result can be built (mergetool's MERGED).
     n_layers: the model's layer count when the file is one shard of it (default: the file's)."""
-    plan = Plan(path, base, ours, theirs)
+    plan = Plan(path, base, ours, theirs, precision=cfg.precision)
     key_o, key_t = _content_key(ours), _content_key(theirs)
     if key_o == key_t or (base is not None and _content_key(base) == key_t):
         plan.whole = ours
@@ -418,7 +419,9 @@ def plan_many(
     cannot merge N models (max_models, bitwise, Fisher) or pick one head ("theirs").
     """
     assert len(heads) == len(labels) >= 2
-    plan = Plan(path, base, heads[0], heads[1], others=list(heads[2:]), labels=list(labels))
+    plan = Plan(
+        path, base, heads[0], heads[1], others=list(heads[2:]), labels=list(labels), precision=cfg.precision
+    )
     keys = [_content_key(m) for m in heads]
     changed = [i for i, k in enumerate(keys) if k != _content_key(base)]
     if len({keys[i] for i in changed}) <= 1:

@@ -36,9 +36,12 @@ def describe(m: Manifest, path: str) -> str:
 
 def merge_recipe(extra: tuple[tuple[str, str], ...]) -> str | None:
     """`ties density=0.2 lambda=1.0` from a tensor line's `merge=` / `merge-params=` fields (the
-    merge driver records them on the tensors a strategy chose), else None."""
+    merge driver records them on the tensors a strategy chose; `... in bfloat16` where it records
+    a precision), else None."""
     fields = dict(extra)
     if "merge" not in fields:
         return None
     args = " ".join(p.replace(":", "=", 1) for p in fields.get("merge-params", "").split(",") if p)
+    if "merge-precision" in fields:
+        args += f" in {fields['merge-precision']}"
     return f"{fields['merge']} {args}".strip()

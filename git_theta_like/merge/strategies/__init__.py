@@ -2,7 +2,7 @@
 
 Each strategy is a small class with its parameters declared (`Param`: type, default, range),
 validated when the strategy is made (`make_strategy`), before any work starts. `merge()` works
-on torch tensors that share one compute dtype (float32 or float64) and one device; the merge
+on torch tensors that share one compute dtype (base.PRECISIONS) and one device; the merge
 base is θ₀, the pre-trained model, so the task vectors are τ_ours = ours - base and
 τ_theirs = theirs - base. Formulas are in docs/merging.md; each one is tested against an
 independent float64 reference (tests/test_merge_strategies.py).

@@ -18,6 +18,11 @@ from git_theta_like.errors import MergeConfigError
 # 1 << 18 puts 10 (a BERT-base TIES merge: 601 -> 560 MiB, in the same time).
 BLOCK_ELEMENTS = 1 << 18
 
+# What a merge may compute in (`theta-like.merge.precision`, `--precision`, a mergekit config's
+# `dtype`): float32 (the default; float64 for F64 tensors), float64, or a 16-bit float as mergekit
+# computes with `dtype: bfloat16` (each operation rounded to it, then cast back to the stored dtype)
+PRECISIONS = ("float32", "float64", "bfloat16", "float16")
+
 Value = float | int | bool | str
 # (lo, hi) -> elements lo..hi of a merged tensor, flat, in the compute dtype (Strategy.prepare_many)
 Blocks = Callable[[int, int], "torch.Tensor"]

@@ -63,6 +63,14 @@ class Linear(Strategy):
         Param("theirs", float, 0.5, "weight of their version"),
         Param("normalize", bool, True, "divide by the sum of the weights"),
         Param("weight", float, 1.0, "N-way merges: weight of each model (set per model)", option=True),
+        Param(
+            "conventions",
+            str,
+            "paper",
+            "paper, or mergekit: mergekit's operations (Σ w_i θ_i accumulated from 0, then / Σ w_i)",
+            choices=("paper", "mergekit"),
+            option=True,
+        ),
     )
     max_models = None
     per_model_params = ("weight",)
@@ -73,6 +81,8 @@ class Linear(Strategy):
 
     def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
         wo, wt = float(self["ours"]), float(self["theirs"])
+        if self["conventions"] == "mergekit":
+            return self._mergekit([ours, theirs], [wo, wt])
         if self["normalize"]:
             s = wo + wt
             wo, wt = wo / s, wt / s
@@ -84,9 +94,27 @@ class Linear(Strategy):
         if len(models) == 2 and not any(ctx.per_model):
             return self.merge(base, models[0], models[1], ctx)
         weights = [float(v["weight"]) for v in self.model_values(ctx, len(models))]
+        if self["normalize"] and sum(weights) == 0:
+            raise MergeConfigError("strategy linear: weights sum to 0 and normalize is true")
+        if self["conventions"] == "mergekit":
+            return self._mergekit(models, weights)
         if self["normalize"]:
             total = sum(weights)
-            if total == 0:
-                raise MergeConfigError("strategy linear: weights sum to 0 and normalize is true")
             weights = [w / total for w in weights]
         return functools.reduce(operator.add, [m * w for m, w in zip(models, weights, strict=True)])
+
+    def _mergekit(self, models: Sequence[Tensor], weights: list[float]) -> Tensor:
+        """mergekit's linear_merge, operation for operation: the weights a tensor of the compute
+        dtype, each w_i θ_i added into zeros with addcmul_, then divided by their sum (the same
+        bits as mergekit, where w_o θ_o + w_t θ_t with normalized weights differs in the last
+        bit for most weights that are not powers of two)."""
+        import torch
+
+        first = models[0]
+        w = torch.tensor(weights, dtype=first.dtype, device=first.device)
+        result = torch.zeros_like(first)
+        for m, c in zip(models, w.unbind(0), strict=True):
+            result.addcmul_(m, c)
+        if self["normalize"]:
+            result.div_(w.sum(dim=0))
+        return result
