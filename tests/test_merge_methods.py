@@ -105,6 +105,21 @@ def ref_slerp(t: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (math.sin((1 - t) * om) * a + math.sin(t * om) * b) / math.sin(om)
 
 
+def ref_multislerp(xs: list[np.ndarray], w: list[float], normalize: bool = True) -> np.ndarray:
+    """Multi-SLERP (Goddard): the unit vectors' weighted mean mu, normalized; their weighted
+    tangent vector at mu mapped back by the exponential map; scaled by the weighted mean norm
+    (without the implementation's eps, which the float64 comparison sets to 0)."""
+    a = np.array(w) / (sum(w) if normalize else 1.0)
+    norms = [float(np.linalg.norm(x)) for x in xs]
+    us = [x.ravel() / n for x, n in zip(xs, norms, strict=True)]
+    mu = sum(ai * u for ai, u in zip(a, us, strict=True))
+    mu = mu / np.linalg.norm(mu)
+    tangent = sum(ai * (u - float(u @ mu) * mu) for ai, u in zip(a, us, strict=True))
+    s = float(np.linalg.norm(tangent))
+    out = math.cos(s) * mu + math.sin(s) * tangent / s
+    return (float(a @ np.array(norms)) * out).reshape(xs[0].shape)
+
+
 def ref_karcher(xs: list[np.ndarray], w: list[float], iters: int = 200) -> np.ndarray:
     """The weighted Riemannian mean on the unit sphere (fixed point of the gradient step
     mu <- exp_mu(sum a_i log_mu(u_i))), scaled by the weighted mean norm."""
@@ -342,6 +357,36 @@ def test_karcher(models) -> None:  # type: ignore[no-untyped-def]
     b = xs[1] * (np.linalg.norm(a) / np.linalg.norm(xs[1]))
     got = merge_tensors(base, a.astype(np.float32), b.astype(np.float32), "karcher", tol=1e-9, max_iter=50)
     assert rel_err(got, ref_slerp(0.5, a, b)) < RTOL
+
+
+def test_multislerp(models) -> None:  # type: ignore[no-untyped-def]
+    """Around the base (the task vectors) and of the models themselves, weights normalized or
+    not, against the float64 formula; two models of one norm at equal weights: slerp at 1/2;
+    weighted directions that cancel: linear for two models, an error for more."""
+    base, tunes = models
+    per = [{"weight": w} for w in WEIGHTS]
+    got = merge_many_tensors(f64(base), [f64(t) for t in tunes], "multislerp", per_model=per, eps=0.0)
+    assert rel_err(got, f64(base) + ref_multislerp(taus_of(base, tunes), WEIGHTS)) < 1e-12
+    got = merge_many_tensors(base, tunes, "multislerp", per_model=per)
+    assert rel_err(got, f64(base) + ref_multislerp(taus_of(base, tunes), WEIGHTS)) < RTOL
+    got = merge_many_tensors(base, tunes, "multislerp", per_model=per, use_base=False)
+    assert rel_err(got, ref_multislerp([f64(t) for t in tunes], WEIGHTS)) < RTOL
+    halves = [{"weight": w / 2} for w in WEIGHTS]
+    got = merge_many_tensors(base, tunes, "multislerp", per_model=halves, normalize_weights=False)
+    want = f64(base) + ref_multislerp(taus_of(base, tunes), [w / 2 for w in WEIGHTS], normalize=False)
+    assert rel_err(got, want) < RTOL
+    a, b = taus_of(base, tunes[:2])
+    b = b * (np.linalg.norm(a) / np.linalg.norm(b))
+    got = merge_tensors(np.zeros_like(base), a.astype(np.float32), b.astype(np.float32), "multislerp")
+    assert rel_err(got, ref_slerp(0.5, a, b)) < RTOL
+    x = taus_of(base, tunes[:1])[0].astype(np.float32)
+    zero = np.zeros_like(x)
+    got = merge_tensors(zero, x, -x, "multislerp")  # cancel: (x - x) / 2
+    assert np.array_equal(got, zero)
+    with pytest.raises(MergeConfigError, match="directions cancel"):
+        merge_many_tensors(
+            zero, [x, -x, x * 0], "multislerp", per_model=[{"weight": 1}, {"weight": 1}, {"weight": 0}]
+        )
 
 
 # ------------------------------------------------------------------ two models: merge_many is merge
@@ -624,6 +669,8 @@ def test_other_task_vector_methods_conventions_mergekit_bit_for_bit(
         ("model-stock", "model_stock", {"filter_wise": True}, {"filter_wise": True}, True),
         ("sce", "sce", {"select_topk": 0.4}, {"select_topk": 0.4}, True),
         ("karcher", "karcher", {}, {}, False),
+        ("multislerp", "multislerp", {}, {}, True),
+        ("multislerp", "multislerp", {"use_base": False}, {}, False),
         ("nuslerp", "nuslerp", {"nuslerp_flatten": False}, {"nuslerp_flatten": False}, True),
         (
             "nuslerp",
@@ -644,7 +691,7 @@ def test_methods_agree_with_mergekit(
     n = 2 if ours == "nuslerp" else 3
     tunes = [base + shared + torch.randn(36, 28, generator=g) * 0.01 for _ in range(n)]
     weights = [0.6, 0.4] if n == 2 else [0.5, 0.3, 0.2]
-    if ours in ("linear", "nuslerp"):
+    if ours in ("linear", "nuslerp", "multislerp"):
         mk_params = {**mk_params, "weight": weights}
         per = [{"weight": w} for w in weights]
     else:
@@ -670,6 +717,7 @@ def test_methods_agree_with_mergekit(
         "sce",
         "model-stock",
         "karcher",
+        "multislerp",
         "linear",
     ],
 )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from conftest import git, gtl_here
+from conftest import git, gtl, gtl_here
 from fixtures import safetensors_bytes
 from safetensors.numpy import load as st_load
 
@@ -530,3 +530,19 @@ def test_sharded_model_octopus_with_a_model_wide_gradient(repo: Path, strategy_o
             want = mean(base[n], [sd[n] for sd in sds.values()], [1, 1, 1], t)
             np.testing.assert_allclose(got[n], want, rtol=1e-5, atol=1e-7, err_msg=n)
     assert git(repo, "status", "--porcelain").stdout == ""
+
+
+def test_octopus_multislerp_through_git(repo: Path) -> None:
+    """A built-in N-model geometric method through real git: `git merge a b c` with multislerp
+    gives, per tensor changed in several heads, merge_many_tensors of the three (a head that
+    left it unchanged contributing the base's value), recorded as multislerp of 3 models."""
+    from git_theta_like.merge.compute import merge_many_tensors
+
+    sds = three_finetunes(repo, '[merge]\nstrategy = "multislerp"\n')
+    gtl(repo, "merge", "a", "b", "c")
+    got = load(repo)
+    for name in ("model.layers.0.mlp.weight", "model.layers.1.mlp.weight"):
+        want = merge_many_tensors(sds["base"][name], [sds[h][name] for h in "abc"], "multislerp")
+        assert got[name].tobytes() == want.tobytes(), name
+        assert recipe(repo, name)["merge"] == "multislerp" and recipe(repo, name)["merge-models"] == "3"
+    assert got["model.norm.weight"].tobytes() == sds["c"]["model.norm.weight"].tobytes()  # one side

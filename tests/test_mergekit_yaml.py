@@ -99,6 +99,10 @@ CONFIGS = [
     "merge_method: model_stock\nbase_model: b\nmodels: [x, y, {model: z}]\n",
     "merge_method: sce\nbase_model: b\nmodels: [x, y]\nparameters: {select_topk: 0.1}\n",
     "merge_method: karcher\nmodels: [x, y]\nparameters: {max_iter: 20, tol: 1.0e-7}\n",
+    "merge_method: multislerp\nbase_model: b\nmodels:\n"
+    "  - {model: x, parameters: {weight: 0.5}}\n  - {model: y, parameters: {weight: 0.3}}\n"
+    "  - {model: z, parameters: {weight: 0.2}}\n",
+    "merge_method: multislerp\nmodels: [x, y]\nparameters: {normalize_weights: false, eps: 1.0e-6}\n",
     "merge_method: breadcrumbs_ties\nbase_model: b\nmodels:\n"
     "  - {model: x, parameters: {weight: 1, gamma: 0.02}}\n"
     "  - {model: y, parameters: {weight: 1}}\nparameters: {density: 0.8}\n",
@@ -149,6 +153,31 @@ def test_a_parsed_config_merges_bit_for_bit_as_mergekit() -> None:
         "ties",
         parameters={"weight": [0.6, 0.4, 0.5], "density": [0.3, 1.0, 0.55], "lambda": 1.1},
         base_index=0,
+    )
+    got = merge_many_tensors(base, tunes, r.strategy("w"), per_model=r.per_model("w"), precision=r.precision)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("with_base", [True, False])
+def test_a_parsed_multislerp_config_merges_bit_for_bit_as_mergekit(with_base: bool) -> None:
+    """multislerp around base_model (the task vectors) or, without one, of the models themselves."""
+    api = pytest.importorskip("mergekit.merge_methods.api", reason="mergekit is not installed")
+    text = (
+        "merge_method: multislerp\n"
+        + ("base_model: b\n" if with_base else "")
+        + (
+            "models:\n  - {model: x, parameters: {weight: 0.5}}\n  - {model: y, parameters: {weight: 0.3}}\n"
+            "  - {model: z, parameters: {weight: 0.2}}\n"
+        )
+    )
+    r = load_recipe(text, "c.yaml")
+    assert r.strategy("w")["use_base"] is with_base
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(40, 32, generator=g) * 0.05
+    tunes = [base + torch.randn(40, 32, generator=g) * 0.01 for _ in range(3)]
+    inputs = [base, *tunes] if with_base else tunes
+    want = api.merge_tensors(
+        inputs, "multislerp", parameters={"weight": [0.5, 0.3, 0.2]}, base_index=0 if with_base else None
     )
     got = merge_many_tensors(base, tunes, r.strategy("w"), per_model=r.per_model("w"), precision=r.precision)
     assert torch.equal(got, want)

@@ -90,11 +90,11 @@ METHODS: dict[str, MethodSpec] = {
     "model_stock": MethodSpec("model-stock", {"filter_wise": False}),
     "nuslerp": MethodSpec("nuslerp", {"nuslerp_flatten": True, "nuslerp_row_wise": False}),
     "karcher": MethodSpec("karcher", {"max_iter": 10, "tol": 1e-5}),
+    "multislerp": MethodSpec("multislerp", {"normalize_weights": True, "eps": 1e-8}),
     "slerp": MethodSpec("slerp", {}, "base_model is the t = 0 end (ours), the other model t = 1 (theirs)"),
 }
 UNSUPPORTED_METHODS = {
     "passthrough": "it assembles layers from models (slices), it does not merge tensors",
-    "multislerp": "not implemented here",
     "nearswap": "not implemented here",
     "ram": "not implemented here",
     "ramplus_tl": "not implemented here",
@@ -321,7 +321,7 @@ def load_recipe(text: str | bytes, where: str = "mergekit config") -> Recipe:
 
     dtype = _dtype(doc.get("dtype"), f"{where}: dtype")  # our compute precision, any of DTYPES
     implied = dict(spec.implied)
-    if cls.name == "nuslerp" and base is None:
+    if cls.name in ("nuslerp", "multislerp") and base is None:
         implied["use_base"] = False  # mergekit slerps the models themselves
     recipe = Recipe(
         method=cls.name,
@@ -366,7 +366,7 @@ def _check_arity(
     spec: MethodSpec, cls: type[Strategy], base: str | None, models: list[ModelSpec], where: str
 ) -> None:
     n = len(models)
-    if cls.needs_base and base is None and spec.ours not in ("nuslerp",):
+    if cls.needs_base and base is None and spec.ours not in ("nuslerp", "multislerp"):
         raise MergeConfigError(f"{where}: merge_method {spec.ours} needs a base_model (the merge base)")
     if spec.ours == "slerp":
         if base is None or n != 1:
@@ -585,7 +585,7 @@ def from_merged(
         )
     implied: dict[str, Value] = dict(spec.implied)
     declared = {p.name: p for p in cls.params}
-    if ours == "nuslerp":
+    if ours in ("nuslerp", "multislerp"):
         use_base = {bool(m.strategy["use_base"]) for m in merged}
         if use_base == {False}:
             base_model = None

@@ -9,7 +9,7 @@ independent float64 reference (tests/test_merge_strategies.py).
 
 The strategies live one family per module (basic; task_vectors: the generalized task-vector
 method and its configurations task-arithmetic, ties, dare, dare-ties, breadcrumbs, della, ...;
-slerp; geometric: model-stock, nuslerp, karcher; sce; fisher; patch; the base class in base.py);
+slerp; geometric: model-stock, nuslerp, multislerp, karcher; sce; fisher; patch; the base class in base.py);
 this package is their registry. `merge_many` merges N models where a strategy's `max_models`
 allows it (None: any number). They import torch only inside the functions that
 compute, so that declaring, listing and validating strategies (CLI, config) stays cheap.
@@ -25,7 +25,7 @@ from git_theta_like.errors import MergeConfigError
 from git_theta_like.merge.strategies.base import Param, Strategy, Value, format_value
 from git_theta_like.merge.strategies.basic import Average, Base, Linear, Ours, Theirs
 from git_theta_like.merge.strategies.fisher import Fisher
-from git_theta_like.merge.strategies.geometric import Karcher, ModelStock, NuSlerp
+from git_theta_like.merge.strategies.geometric import Karcher, ModelStock, MultiSlerp, NuSlerp
 from git_theta_like.merge.strategies.patch import Patch
 from git_theta_like.merge.strategies.sce import Sce
 from git_theta_like.merge.strategies.slerp import Slerp
@@ -67,6 +67,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         ModelStock,
         Slerp,
         NuSlerp,
+        MultiSlerp,
         Karcher,
         Fisher,
         Patch,

@@ -1,7 +1,7 @@
 """Strategies that work on angles between models or task vectors: Model Stock (interpolation
 toward the base by the angle of the task vectors), NuSLERP (mergekit's spherical interpolation
-of two task vectors, whole, row- or column-wise) and the Karcher mean (the Riemannian mean of N
-models on the sphere)."""
+of two task vectors, whole, row- or column-wise), Multi-SLERP (barycentric interpolation of N on
+the sphere) and the Karcher mean (the Riemannian mean of N models on the sphere)."""
 
 from __future__ import annotations
 
@@ -131,6 +131,68 @@ class NuSlerp(Strategy):
         if base is None:
             raise MergeConfigError("strategy nuslerp needs the tensor in the merge base (or use_base=false)")
         return base + nuslerp(t, models[0] - base, models[1] - base, flatten, row_wise)
+
+
+class MultiSlerp(Strategy):
+    name = "multislerp"
+    summary = (
+        "Multi-SLERP: the N task vectors (or models) interpolated on the sphere, scaled by their mean norm"
+    )
+    params = (
+        Param("weight", float, 1.0, "weight of each model (set per model)", option=True),
+        Param("normalize_weights", bool, True, "divide the weights by their sum"),
+        Param("eps", float, 1e-8, "added to norms before dividing by them", 0),
+        Param("use_base", bool, True, "interpolate the task vectors around the base (false: the models)"),
+    )
+    needs_base = True
+    max_models = None
+    per_model_params = ("weight",)
+
+    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
+        return self.merge_many(base, [ours, theirs], ctx)
+
+    def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
+        """mergekit's multislerp, operation for operation (Goddard's Multi-SLERP): with
+        α = w / Σ w (normalize_weights) and x_i the task vectors (or the models), u_i = x_i / (‖x_i‖
+        + eps); μ = Σ α_i u_i / ‖Σ α_i u_i‖; the tangent τ = Σ α_i (u_i - ⟨u_i, μ⟩ μ) mapped back,
+        μ cos ‖τ‖ + τ sin ‖τ‖ / ‖τ‖ (‖τ‖ + eps), times Σ α_i ‖x_i‖. Where Σ α_i u_i vanishes (antipodal
+        models): two models are interpolated linearly, more are an error."""
+        import torch
+
+        weights = [float(v["weight"]) for v in self.model_values(ctx, len(models))]
+        use_base = bool(self["use_base"])
+        if use_base and base is None:
+            raise MergeConfigError(
+                "strategy multislerp needs the tensor in the merge base (or use_base=false)"
+            )
+        eps = float(self["eps"])
+        xs = torch.stack(list(models), dim=0)
+        if use_base:
+            assert base is not None
+            xs -= base
+        flat = xs.view(xs.shape[0], -1)
+        w = torch.tensor(weights, dtype=flat.dtype, device=flat.device)
+        if self["normalize_weights"]:
+            w = w / w.sum()
+        norms = torch.norm(flat, dim=-1, keepdim=True)
+        units = flat / (norms + eps)
+        mean = (units * w.view(-1, 1)).sum(0)
+        mean_norm = torch.norm(mean)
+        if mean_norm < eps:
+            if len(models) != 2:
+                raise MergeConfigError(
+                    "strategy multislerp: the weighted directions cancel (antipodal models whose "
+                    "weights balance): give other weights"
+                )
+            res = (xs[0] * w[0] + xs[1] * w[1]).view(xs.shape[1:])
+        else:
+            mean = mean / mean_norm
+            dots = (units * mean).sum(-1, keepdim=True)
+            tangent = ((units - dots * mean) * w.view(-1, 1)).sum(0)
+            t_norm = torch.norm(tangent) + eps
+            res = mean * torch.cos(t_norm) + tangent * (torch.sin(t_norm) / t_norm)
+            res = (res * (norms.squeeze(-1) * w).sum()).view(xs.shape[1:])
+        return res + base if base is not None and use_base else res
 
 
 class Karcher(Strategy):
