@@ -1,8 +1,9 @@
 """Running strategies on tensors: bytes <-> torch, device choice, compute precision, cast back.
 
 Tensors are computed one at a time in float32 (float64 for F64 tensors, or everywhere with
-precision "float64") on the chosen device, and cast back exactly to the stored dtype with
-torch's round-to-nearest-even (float8 results saturate to the type's finite range).
+precision "float64"; every tensor in bfloat16 or float16 with those precisions, as mergekit's
+`dtype`) on the chosen device, and cast back exactly to the stored dtype with torch's
+round-to-nearest-even (float8 results saturate to the type's finite range).
 """
 
 from __future__ import annotations

@@ -209,6 +209,7 @@ class _Step:
         j = int(np.searchsorted(cum, q0, side="right")) - 1
         parts = []
         while q0 < q1:
+            assert j + 1 < len(cum), "stops asked for past the range's last block"
             s = self._stops_of(j, right)
             a, b = q0 - int(cum[j]), min(len(s), q1 - int(cum[j]))
             if b > a:
