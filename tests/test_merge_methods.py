@@ -886,6 +886,30 @@ def test_the_replayed_sort_picks_the_ties_torch_argsort_picks(monkeypatch: pytes
         assert got is not None and np.array_equal(got, want), (trial, n, k)
 
 
+def test_the_replay_follows_a_few_ties_by_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a real task vector's are: distinct magnitudes but for a handful equal to the k-th
+    largest, which the replay follows through the steps by their ranks (no scan of the swaps)
+    while it streams or only cuts; against torch.argsort."""
+    from git_theta_like.merge.strategies import argsort_ties
+
+    rng = np.random.default_rng(23)
+    monkeypatch.setattr(argsort_ties, "HOLD_ANYWAY", 0)
+    for trial in range(120):
+        n = int(rng.integers(300, 6000))
+        w = np.abs(rng.standard_normal(n)).astype(np.float32)
+        k = int(rng.integers(1, n))
+        t = np.sort(w)[n - k]
+        copies = rng.choice(n, int(rng.integers(2, 12)), replace=False)
+        w[copies] = t  # a few entries equal to the k-th largest, anywhere
+        t = np.sort(w)[n - k]
+        monkeypatch.setattr(argsort_ties, "BLOCK", int(rng.integers(5, 60)))
+        monkeypatch.setattr(argsort_ties, "HOLD", (4, 1 << 40)[trial % 2])
+        first = torch.argsort(torch.from_numpy(w), descending=True)[:k].numpy()
+        want = np.sort(first[w[first] == t].astype(np.int64))
+        got = argsort_ties.tied_in_top_k(lambda lo, hi, w=w: w[lo:hi], n, k, t)
+        assert got is not None and np.array_equal(got, want), (trial, n, k)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_selection_finds_the_kth_largest_and_counts_its_ties(
     dtype: type, monkeypatch: pytest.MonkeyPatch

@@ -169,12 +169,12 @@ class _Original(_Streamed):
 
 
 class _Step:
-    """A partition step of the streamed range r with pivot p: m swaps, the cut, and per block of
-    r (those the scans count, starting at 1) how many of its elements stop the left scan (value
-    <= p) and the right one (value >= p). The left scan's i-th stop A[i] (ascending) swapped with
-    the right scan's i-th B[i] (descending), for i < m."""
+    """A partition step of the range r with pivot p: m swaps, the cut, and per block of r (those
+    the scans count, starting at 1) how many of its elements stop the left scan (value <= p) and
+    the right one (value >= p). The left scan's i-th stop A[i] (ascending) swapped with the right
+    scan's i-th B[i] (descending), for i < m."""
 
-    def __init__(self, r: _Streamed, p: np.float32, m: int, cut: int, ca: np.ndarray, cb: np.ndarray) -> None:
+    def __init__(self, r: _Range, p: np.float32, m: int, cut: int, ca: np.ndarray, cb: np.ndarray) -> None:
         self.r, self.p, self.m, self.cut = r, p, m, cut
         self.cum = {False: np.concatenate([[0], np.cumsum(ca)]), True: np.concatenate([[0], np.cumsum(cb)])}
         self._blocks: dict[tuple[bool, int], np.ndarray] = {}  # the last few blocks' stops
@@ -203,6 +203,40 @@ class _Step:
             self._blocks[key] = v[self.is_stop(v, right)]  # a copy
         return self._blocks[key]
 
+    def stop_position(self, q: int, right: bool) -> int:
+        """The position of a scan's stop q, counted by ascending position."""
+        cum = self.cum[right]
+        j = int(np.searchsorted(cum, q, side="right")) - 1
+        lo = 1 + j * BLOCK
+        v = self.r.values(lo, min(self.r.size, lo + BLOCK))
+        return lo + int(np.flatnonzero(self.is_stop(v, right))[q - int(cum[j])])
+
+    def swapped_ties(
+        self, pos: np.ndarray, t: np.float32
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Of the entries equal to t at positions pos (sorted), those the swaps move, and where
+        to: (left ones, their new positions), (right ones, theirs). A swapped A stop lies before
+        the cut and goes to the B stop of its rank, a swapped B stop at or after it goes to the A
+        stop of its rank; found from ranks, a block or two per entry, without the scan."""
+        nb = int(self.cum[True][-1])
+        empty = pos[:0]
+        a_from = a_to = b_from = b_to = empty
+        if t <= self.p:
+            xs = pos[(pos >= 1) & (pos < self.cut)]
+            ranks = np.array([self.before(int(x), False) for x in xs], np.int64)
+            xs = xs[ranks < self.m]
+            a_from = xs
+            a_to = np.array(
+                [self.stop_position(nb - 1 - int(q), True) for q in ranks[ranks < self.m]], pos.dtype
+            )
+        if t >= self.p:
+            xs = pos[pos >= self.cut]
+            ranks = np.array([nb - self.before(int(x) + 1, True) for x in xs], np.int64)
+            xs = xs[ranks < self.m]
+            b_from = xs
+            b_to = np.array([self.stop_position(int(q), False) for q in ranks[ranks < self.m]], pos.dtype)
+        return a_from, a_to, b_from, b_to
+
     def stop_values(self, q0: int, q1: int, right: bool) -> np.ndarray:
         """The values of a scan's stops q0..q1-1, counted by ascending position."""
         cum = self.cum[right]
@@ -227,6 +261,7 @@ class _Side(_Streamed):
     def __init__(self, step: _Step, left: bool) -> None:
         self.step, self.left = step, left
         parent = step.r
+        assert isinstance(parent, _Streamed), "only a streamed range's sides are streamed"
         self.off = 0 if left else step.cut
         self.size = step.cut if left else parent.size - step.cut
         self.held = parent.held
@@ -420,7 +455,18 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float
         right_out: list[np.ndarray] = []
         left_in: list[tuple[np.ndarray, np.ndarray]] = []
         right_in: list[tuple[np.ndarray, np.ndarray]] = []
-        for (a_pos, a_val), (b_pos, b_val) in _pairs(r, p, m):
+        # nothing to write and few such entries: track them by rank rather than scan the swaps
+        by_rank = write is None and 2 * len(r.tpos) < r.size // BLOCK
+        if by_rank:
+            st = side.step if isinstance(side, _Side) else _Step(r, p, m, cut, ca, cb)
+            a_from, a_to, b_from, b_to = st.swapped_ties(r.tpos, t)
+            if len(a_from):
+                left_out.append(a_from)
+                right_in.append((a_to, r.id_at(a_from)))
+            if len(b_from):
+                right_out.append(b_from)
+                left_in.append((b_to, r.id_at(b_from)))
+        for (a_pos, a_val), (b_pos, b_val) in () if by_rank else _pairs(r, p, m):
             if write is not None and k < cut:
                 write(a_pos, b_val)
             elif write is not None:
