@@ -172,10 +172,12 @@ class _Step:
     """A partition step of the range r with pivot p: m swaps, the cut, and per block of r (those
     the scans count, starting at 1) how many of its elements stop the left scan (value <= p) and
     the right one (value >= p). The left scan's i-th stop A[i] (ascending) swapped with the right
-    scan's i-th B[i] (descending), for i < m."""
+    scan's i-th B[i] (descending), for i < m. Made by _partition, which sets m and cut."""
 
-    def __init__(self, r: _Range, p: np.float32, m: int, cut: int, ca: np.ndarray, cb: np.ndarray) -> None:
-        self.r, self.p, self.m, self.cut = r, p, m, cut
+    m = cut = 0
+
+    def __init__(self, r: _Range, p: np.float32, ca: np.ndarray, cb: np.ndarray) -> None:
+        self.r, self.p = r, p
         self.cum = {False: np.concatenate([[0], np.cumsum(ca)]), True: np.concatenate([[0], np.cumsum(cb)])}
         self._blocks: dict[tuple[bool, int], np.ndarray] = {}  # the last few blocks' stops
 
@@ -367,14 +369,14 @@ def _pairs(r: _Range, p: np.float32, m: int) -> Iterator[tuple[Stops, Stops]]:
         a, b = (a[0][n:], a[1][n:]), (b[0][n:], b[1][n:])
 
 
-def _partition(r: _Range, p: np.float32) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """(M, cut, ca, cb) of std::__unguarded_partition(first + 1, last, first) with pivot value p at
+def _partition(r: _Range, p: np.float32) -> _Step:
+    """The step (M, cut) of std::__unguarded_partition(first + 1, last, first) with pivot value p at
     position 0. With A the positions its left scan stops at (value <= p, ascending) and B its
     right scan's (value >= p, descending), swap m pairs A[m] and B[m] while A[m] < B[m]; that
     count M is the largest min(#A below x, #B at or above x) over positions x, found from
     per-block counts and then within the block where the two counts cross. The left scan ends,
-    and the cut falls, at A[M] or at B[M-1] (which holds an A-value since the swap). ca, cb:
-    the per-block counts of A and B (blocks of BLOCK from position 1)."""
+    and the cut falls, at A[M] or at B[M-1] (which holds an A-value since the swap). The step
+    keeps the per-block counts of A and B (blocks of BLOCK from position 1)."""
     starts = list(range(1, r.size, BLOCK))
     ca = np.zeros(len(starts), np.int64)
     cb = np.zeros(len(starts), np.int64)
@@ -393,21 +395,15 @@ def _partition(r: _Range, p: np.float32) -> tuple[int, int, np.ndarray, np.ndarr
         int(np.minimum(a_at[j - 1] + a, b_at[j - 1] - b).max()),
     )
 
-    def nth(counts: np.ndarray, i: int, right: bool) -> int:  # the i-th stop of a scan
-        if right:
-            i = int(counts.sum()) - 1 - i  # counted from the left
-        j = int(np.searchsorted(np.cumsum(counts), i, side="right"))
-        lo = starts[j]
-        v = r.values(lo, min(r.size, lo + BLOCK))
-        hits = np.flatnonzero(v >= p if right else v <= p)
-        return lo + int(hits[i - int(counts[:j].sum())])
-
+    st = _Step(r, p, ca, cb)
+    st.m = m
     if m == 0:
-        return 0, nth(ca, 0, False), ca, cb
-    cut = nth(cb, m - 1, True)
+        st.cut = st.stop_position(0, False)
+        return st
+    st.cut = st.stop_position(int(cb.sum()) - m, True)  # B[m - 1], counted from the top
     if m < ca.sum():
-        cut = min(cut, nth(ca, m, False))
-    return m, cut, ca, cb
+        st.cut = min(st.cut, st.stop_position(m, False))
+    return st
 
 
 def depth_limit(n: int) -> int:
@@ -436,7 +432,8 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float
         depth -= 1
         r.swap_first(_median_position(r))
         p = r.point(0)
-        m, cut, ca, cb = _partition(r, p)
+        st = _partition(r, p)
+        m, cut = st.m, st.cut
         # The side followed (None: the first k end at the cut): streamed while it is large, else
         # held and written as the swaps come (a _Held's side shares its values, and every
         # position is read before it is written).
@@ -445,7 +442,7 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float
         if k == cut:
             pass
         elif isinstance(r, _Streamed) and hi - lo > max(n // HOLD, HOLD_ANYWAY) and streamed < MAX_STREAMED:
-            side = _Side(_Step(r, p, m, cut, ca, cb), left=k < cut)
+            side = _Side(st, left=k < cut)
             streamed += 1
         else:
             side = r.side(lo, hi)
@@ -458,7 +455,6 @@ def tied_in_top_k(span: Span, n: int, k: int, t: np.floating, held: str = "float
         # nothing to write and few such entries: track them by rank rather than scan the swaps
         by_rank = write is None and 2 * len(r.tpos) < r.size // BLOCK
         if by_rank:
-            st = side.step if isinstance(side, _Side) else _Step(r, p, m, cut, ca, cb)
             a_from, a_to, b_from, b_to = st.swapped_ties(r.tpos, t)
             if len(a_from):
                 left_out.append(a_from)
