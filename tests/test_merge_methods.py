@@ -945,6 +945,54 @@ def test_the_selection_finds_the_kth_largest_and_counts_its_ties(
     assert task_vectors._select(x, 1) is None
 
 
+def test_the_sampled_bracket_selects_what_the_radix_selection_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_select_span with a sample (the bracket drawn from SAMPLE positions, one pass) against a
+    full sort, for the magnitudes of the test above and brackets that hold (the radix selection
+    not asked), that miss (too narrow: it is) and that would reach the smallest; a NaN anywhere
+    (sampled or not): None."""
+    from git_theta_like.merge.strategies import task_vectors
+
+    radix = task_vectors._select_blocks
+    asked: list[int] = []
+    monkeypatch.setattr(task_vectors, "_select_blocks", lambda b, k: asked.append(k) or radix(b, k))
+    monkeypatch.setattr(task_vectors, "SAMPLE", 1024)
+    rng = np.random.default_rng(11)
+    answered = 0
+    for trial in range(300):
+        n = int(rng.integers(8192, 20000))
+        x = np.abs(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3)).astype(np.float32)
+        if trial % 5 == 1:
+            x[rng.random(n) < 0.5] = 0
+            x[rng.random(n) < 0.2] = -0.0
+        elif trial % 5 == 2:
+            x = np.round(x * 3) / 3
+        elif trial % 5 == 3:
+            x[: n // 2] = x[0]
+        elif trial % 5 == 4:
+            x[rng.random(n) < 0.1] = np.inf
+        sigmas = (5.0, 0.0, 1e6)[trial % 3]
+        monkeypatch.setattr(task_vectors, "SAMPLE_SIGMAS", sigmas)
+        monkeypatch.setattr(task_vectors, "RADIX_BLOCK", int(rng.integers(50, 5000)))
+        k = int(rng.integers(1, n))
+        t = np.sort(x)[n - k]
+        want = (t, int(np.count_nonzero(x > t)), int(np.count_nonzero(x == t)))
+        del asked[:]
+        got = task_vectors._select_span(lambda lo, hi, x=x: x[lo:hi], n, k, lambda idx, x=x: x[idx])
+        assert got is not None and (got[0], got[1], got[2]) == want, (trial, got, want)
+        if sigmas == 1e6:
+            assert asked == [k]
+        answered += sigmas == 5.0 and not asked
+    assert answered >= 95, answered  # of 100: the bracket held nearly always
+    x = np.abs(rng.standard_normal(9000)).astype(np.float32)
+    for where in (0, 1234, 8999):
+        y = x.copy()
+        y[where] = np.nan
+        monkeypatch.setattr(task_vectors, "SAMPLE_SIGMAS", 5.0)
+        assert task_vectors._select_span(lambda lo, hi, y=y: y[lo:hi], 9000, 800, y.__getitem__) is None
+        y[:] = np.nan
+        assert task_vectors._select_span(lambda lo, hi, y=y: y[lo:hi], 9000, 800, y.__getitem__) is None
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_the_paper_trim_threshold_is_kthvalue(dtype: torch.dtype) -> None:
     """The selection that finds the paper trim's threshold gives kthvalue's value, ties included;

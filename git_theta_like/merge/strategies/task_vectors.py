@@ -85,22 +85,27 @@ def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
 def trim_top_k_rule(tau: torch.Tensor, density: float) -> KeepRule:
     """trim_top_k as a rule: the threshold of the whole tensor, kept entry by entry."""
     flat = tau.reshape(-1)
-    return trim_top_k_rule_of(lambda lo, hi: flat[lo:hi], tau.numel(), density, tau)
+    return trim_top_k_rule_of(lambda lo, hi: flat[lo:hi], tau.numel(), density, tau, at=flat.__getitem__)
 
 
 def trim_top_k_rule_of(
-    span: Callable[[int, int], torch.Tensor], n: int, density: float, like: torch.Tensor
+    span: Callable[[int, int], torch.Tensor],
+    n: int,
+    density: float,
+    like: torch.Tensor,
+    at: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> KeepRule:
     """trim_top_k_rule of the task vector whose elements lo..hi (flat) span(lo, hi) gives: a merge
     passes model[lo:hi] - base[lo:hi], so that on the CPU neither the task vector nor its
-    magnitudes are ever whole in memory (the threshold is found in two passes over blocks).
-    `like`: a tensor of the task vector's dtype and device."""
+    magnitudes are ever whole in memory (the threshold is found in passes over blocks).
+    `like`: a tensor of the task vector's dtype and device; `at`, where given: its elements at
+    some positions (an index tensor; see _select_span)."""
     import torch
 
     if density >= 1.0 or n == 0:
         return _identity
     k = max(1, round(density * n))
-    threshold = _kth_largest_of(span, n, k, like)
+    threshold = _kth_largest_of(span, n, k, like, at=at)
     if threshold is None:
         mag = span(0, n).abs()
         threshold = torch.kthvalue(mag.cpu() if mag.device.type == "mps" else mag, n - k + 1).values
@@ -114,7 +119,8 @@ def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     """The k-th largest of mag (CPU, no NaN) by a selection (_select), several times faster than
     torch.kthvalue; None where it does not apply (the caller asks kthvalue)."""
     flat = mag.reshape(-1)
-    return _kth_largest_of(lambda lo, hi: flat[lo:hi], mag.numel(), k, mag, magnitudes=True)
+    span = lambda lo, hi: flat[lo:hi]  # noqa: E731
+    return _kth_largest_of(span, mag.numel(), k, mag, magnitudes=True, at=flat.__getitem__)
 
 
 def _selectable(like: torch.Tensor) -> bool:
@@ -137,23 +143,33 @@ def _kth_largest_of(
     like: torch.Tensor,
     *,
     magnitudes: bool = False,
+    at: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """The k-th largest magnitude of the n values span(lo, hi) gives (`magnitudes`: they are
-    magnitudes already) as a 0-d tensor of like's dtype, by _select: block by block for float32
-    and the 16-bit floats (compared in float32, where they are exact), float64 whole. None off
-    the CPU, for other dtypes, or when a NaN is among them."""
+    magnitudes already; `at`: the values at an index tensor's positions, for a sample) as a 0-d
+    tensor of like's dtype: block by block for float32 and the 16-bit floats (_select_span,
+    compared in float32, where they are exact), float64 whole (_select). None off the CPU, for
+    other dtypes, or when a NaN is among them."""
     import torch
 
     if not _selectable(like):
         return None
 
-    def mags(lo: int, hi: int) -> np.ndarray:
-        blk = span(lo, hi)
+    def magnitudes_of(blk: torch.Tensor) -> np.ndarray:
         m = blk if magnitudes else blk.abs()
         return (m if m.dtype in (torch.float32, torch.float64) else m.float()).numpy()
 
+    def mags(lo: int, hi: int) -> np.ndarray:
+        return magnitudes_of(span(lo, hi))
+
+    def mags_at(idx: np.ndarray) -> np.ndarray:
+        assert at is not None
+        return magnitudes_of(at(torch.from_numpy(idx)))
+
     found = (
-        _select(mags(0, n), k) if like.dtype == torch.float64 else _select_blocks(_radix_blocks(mags, n), k)
+        _select(mags(0, n), k)
+        if like.dtype == torch.float64
+        else _select_span(mags, n, k, None if at is None else mags_at)
     )
     if found is None:
         return None
@@ -186,6 +202,87 @@ def _select(values: np.ndarray, k: int) -> tuple[np.floating, int, int] | None:
 def _radix_blocks(span: Callable[[int, int], np.ndarray], n: int) -> Callable[[], Iterator[np.ndarray]]:
     """_select_blocks's input: span(lo, hi) over 0..n, RADIX_BLOCK entries at a time."""
     return lambda: (span(lo, min(n, lo + RADIX_BLOCK)) for lo in range(0, n, RADIX_BLOCK))
+
+
+# entries sampled to bracket the k-th largest (_select_bracketed), and how many standard
+# deviations of the sample's count above it the bracket spans on either side
+SAMPLE = 1 << 15
+SAMPLE_SIGMAS = 5.0
+
+
+def _select_span(
+    mags: Callable[[int, int], np.ndarray],
+    n: int,
+    k: int,
+    mags_at: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.floating, int, int] | None:
+    """_select of the n float32 magnitudes mags(lo, hi) gives a block at a time: where their
+    values at sampled positions can be had (`mags_at`, an index array -> those magnitudes) and
+    the tensor is large, in one pass that counts the entries above a bracket drawn from a sample
+    and keeps the few inside it (_select_bracketed), else (or where the bracket misses) by the
+    radix selection's two passes (_select_blocks). The same answer either way."""
+    if mags_at is not None and n >= 8 * SAMPLE and k < n:
+        found = _select_bracketed(mags, n, k, mags_at)
+        if found is not False:
+            return found
+    return _select_blocks(_radix_blocks(mags, n), k)
+
+
+def _select_bracketed(
+    mags: Callable[[int, int], np.ndarray], n: int, k: int, mags_at: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.floating, int, int] | None | bool:
+    """_select_span by a sample: SAMPLE positions drawn (a fixed seed, with replacement) give
+    magnitudes whose order statistics bracket the k-th largest with SAMPLE_SIGMAS standard
+    deviations of the sample's count above it to spare on each side; one pass over the blocks
+    counts the entries above the bracket and equal to either end (where a value many entries
+    share falls) and keeps those strictly inside it (about 2% of them at density 0.2), where the
+    k-th largest is then selected. False where the bracket does not hold it or would keep too
+    many (the caller takes the radix selection); None where a NaN is among the magnitudes.
+    Exact whatever the sample: the counts say whether the bracket holds it."""
+    import numpy as np
+
+    s = SAMPLE
+    idx = np.sort(np.random.default_rng(n).integers(0, n, s))
+    sample = np.sort(mags_at(idx))  # ascending
+    if np.isnan(sample[-1]):
+        return None
+    expected = s * k / n  # sample entries at or above the k-th largest, on average
+    spread = SAMPLE_SIGMAS * (expected * (1 - k / n)) ** 0.5 + 1
+    upper, lower = int(expected - spread), int(expected + spread) + 1  # counts from the top
+    hi = sample[s - upper] if upper >= 1 else np.float32(np.inf)
+    if lower >= s:
+        return False  # the bracket would reach the smallest: no pass saved
+    lo = sample[s - lower]
+    limit = n // 8 + s  # most entries kept strictly inside the bracket
+    above = at_hi = at_lo = kept = 0  # entries above hi, equal to hi, equal to lo, between them
+    inside: list[np.ndarray] = []
+    for start in range(0, n, RADIX_BLOCK):
+        blk = mags(start, min(n, start + RADIX_BLOCK))
+        if np.isnan(blk.max()):
+            return None
+        over, from_hi = int(np.count_nonzero(blk > hi)), blk >= hi
+        above += over
+        at_hi += int(np.count_nonzero(from_hi)) - over
+        if lo == hi:
+            continue
+        past_lo = blk > lo
+        at_lo += int(np.count_nonzero(blk >= lo)) - int(np.count_nonzero(past_lo))
+        part = blk[past_lo ^ from_hi]  # lo < entry < hi
+        kept += part.size
+        if kept > limit:
+            return False
+        inside.append(part)
+    # the k-th largest: above the bracket (missed), hi, inside it, lo or below it (missed)
+    if k <= above or k > above + at_hi + kept + at_lo:
+        return False
+    if k <= above + at_hi:
+        return hi, above, at_hi
+    if k > above + at_hi + kept:
+        return lo, above + at_hi + kept, at_lo
+    values = np.concatenate(inside)
+    rank = values.size - (k - above - at_hi)
+    t = np.partition(values, rank)[rank]
+    return t, above + at_hi + int(np.count_nonzero(values > t)), int(np.count_nonzero(values == t))
 
 
 def _select_blocks(blocks: Callable[[], Iterator[np.ndarray]], k: int) -> tuple[np.floating, int, int] | None:
@@ -239,7 +336,8 @@ def trim_top_k_mergekit_rule(tau: torch.Tensor, density: float, rescale: bool) -
     k = max(1, int(density * n))
     flat = tau.reshape(-1)
     mags = lambda lo, hi: flat[lo:hi].abs().float().numpy()  # noqa: E731
-    rule = _kept_by_sort(mags, n, k, tau) if _selectable(tau) else None
+    mags_at = lambda idx: flat[torch.from_numpy(idx)].abs().float().numpy()  # noqa: E731
+    rule = _kept_by_sort(mags, n, k, tau, mags_at) if _selectable(tau) else None
     if rule is None:
         w = flat.abs()
         if w.device.type == "cpu":
@@ -271,13 +369,24 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
     def mags(lo: int, hi: int) -> np.ndarray:  # mergekit's |tau| (in float32 on the CPU)
         return (fm[lo:hi] - fb[lo:hi]).abs().float().numpy()
 
-    return _kept_by_sort(mags, n, max(1, int(density * n)), model)
+    def mags_at(idx: np.ndarray) -> np.ndarray:
+        at = torch.from_numpy(idx)
+        return (fm[at] - fb[at]).abs().float().numpy()
+
+    return _kept_by_sort(mags, n, max(1, int(density * n)), model, mags_at)
 
 
-def _kept_by_sort(mags: Callable[[int, int], np.ndarray], n: int, k: int, like: Tensor) -> KeepRule | None:
+def _kept_by_sort(
+    mags: Callable[[int, int], np.ndarray],
+    n: int,
+    k: int,
+    like: Tensor,
+    mags_at: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> KeepRule | None:
     """The rule keeping what the first k of mergekit's sort of the magnitudes mags(lo, hi) pick
     (_argsort_top_k), each block's magnitudes recomputed from the block; `like`: a tensor of
-    the task vector's dtype. None where _argsort_top_k does not apply."""
+    the task vector's dtype; `mags_at`: the magnitudes at given positions (see _select_span).
+    None where _argsort_top_k does not apply."""
     import numpy as np
     import torch
 
@@ -287,6 +396,7 @@ def _kept_by_sort(mags: Callable[[int, int], np.ndarray], n: int, k: int, like: 
         k,
         exact=like.dtype != torch.float64,
         held={torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(like.dtype, "float32"),
+        mags_at=mags_at,
     )
     if found is None:
         return None
@@ -307,22 +417,28 @@ def _kept_by_sort(mags: Callable[[int, int], np.ndarray], n: int, k: int, like: 
 
 
 def _argsort_top_k(
-    mags: Callable[[int, int], np.ndarray], n: int, k: int, *, exact: bool, held: str = "float32"
+    mags: Callable[[int, int], np.ndarray],
+    n: int,
+    k: int,
+    *,
+    exact: bool,
+    held: str = "float32",
+    mags_at: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.floating, np.ndarray | None] | None:
     """What the first k of a descending argsort (torch's, on the CPU) of the n float32 magnitudes
-    mags(lo, hi) gives a block at a time pick, found by a selection (_select_blocks, 10-20x
-    faster than the sort): (t, tied) -- every entry above t, the k-th largest, and of those
-    equal to t the ones `tied` lists (sorted indices), or all of them (tied None: none is left
-    out, or t = 0 where the magnitudes are `exact`ly the task vector's: its entries of magnitude
-    0 are ±0, and ±0 times 1 or 0 is the same ±0). Where entries equal to t are left out, the
-    sort's tie order decides which: replayed without sorting (argsort_ties; `held`: see
+    mags(lo, hi) gives a block at a time pick, found by a selection (_select_span, 10-20x faster
+    than the sort; `mags_at`: see there): (t, tied) -- every entry above t, the k-th largest, and
+    of those equal to t the ones `tied` lists (sorted indices), or all of them (tied None: none
+    is left out, or t = 0 where the magnitudes are `exact`ly the task vector's: its entries of
+    magnitude 0 are ±0, and ±0 times 1 or 0 is the same ±0). Where entries equal to t are left
+    out, the sort's tie order decides which: replayed without sorting (argsort_ties; `held`: see
     tied_in_top_k). None where a NaN is among the magnitudes or the replay gives up (the caller
     sorts)."""
     from git_theta_like.merge.strategies.argsort_ties import tied_in_top_k
 
     if k >= n:
         return None
-    found = _select_blocks(_radix_blocks(mags, n), k)
+    found = _select_span(mags, n, k, mags_at)
     if found is None:
         return None
     t, above, equal = found
@@ -715,7 +831,9 @@ class Ties(TaskVectorMerge):
         if l1 or (rescale and d < 1.0):  # a mask of the whole tensor, or its L1 norm, are needed
             return super().keep_rule_of(model, base, v, name, index, l1=l1)
         fm, fb = model.reshape(-1), base.reshape(-1)
-        return trim_top_k_rule_of(lambda lo, hi: fm[lo:hi] - fb[lo:hi], fm.numel(), d, model)
+        return trim_top_k_rule_of(
+            lambda lo, hi: fm[lo:hi] - fb[lo:hi], fm.numel(), d, model, at=lambda idx: fm[idx] - fb[idx]
+        )
 
     def keep_rule(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> KeepRule:
         d, rescale = float(v["density"]), bool(self["rescale"])
