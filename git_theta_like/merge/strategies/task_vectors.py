@@ -23,7 +23,7 @@ import functools
 import hashlib
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from git_theta_like.errors import MergeConfigError
 from git_theta_like.merge.strategies.base import Blocks, Param, Strategy, TensorContext, Value
@@ -230,7 +230,7 @@ def _select_span(
 
 def _select_bracketed(
     mags: Callable[[int, int], np.ndarray], n: int, k: int, mags_at: Callable[[np.ndarray], np.ndarray]
-) -> tuple[np.floating, int, int] | None | bool:
+) -> tuple[np.floating, int, int] | None | Literal[False]:
     """_select_span by a sample: SAMPLE positions drawn (a fixed seed, with replacement) give
     magnitudes whose order statistics bracket the k-th largest with SAMPLE_SIGMAS standard
     deviations of the sample's count above it to spare on each side; one pass over the blocks
