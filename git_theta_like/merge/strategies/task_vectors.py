@@ -85,7 +85,9 @@ def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
 def trim_top_k_rule(tau: torch.Tensor, density: float) -> KeepRule:
     """trim_top_k as a rule: the threshold of the whole tensor, kept entry by entry."""
     flat = tau.reshape(-1)
-    return trim_top_k_rule_of(lambda lo, hi: flat[lo:hi], tau.numel(), density, tau, at=flat.__getitem__)
+    return trim_top_k_rule_of(
+        lambda lo, hi: flat[lo:hi], tau.numel(), density, tau, at=functools.partial(flat.index_select, 0)
+    )
 
 
 def trim_top_k_rule_of(
@@ -120,7 +122,9 @@ def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     torch.kthvalue; None where it does not apply (the caller asks kthvalue)."""
     flat = mag.reshape(-1)
     span = lambda lo, hi: flat[lo:hi]  # noqa: E731
-    return _kth_largest_of(span, mag.numel(), k, mag, magnitudes=True, at=flat.__getitem__)
+    return _kth_largest_of(
+        span, mag.numel(), k, mag, magnitudes=True, at=functools.partial(flat.index_select, 0)
+    )
 
 
 def _selectable(like: torch.Tensor) -> bool:
@@ -336,7 +340,7 @@ def trim_top_k_mergekit_rule(tau: torch.Tensor, density: float, rescale: bool) -
     k = max(1, int(density * n))
     flat = tau.reshape(-1)
     mags = lambda lo, hi: flat[lo:hi].abs().float().numpy()  # noqa: E731
-    mags_at = lambda idx: flat[torch.from_numpy(idx)].abs().float().numpy()  # noqa: E731
+    mags_at = lambda idx: flat.index_select(0, torch.from_numpy(idx)).abs().float().numpy()  # noqa: E731
     rule = _kept_by_sort(mags, n, k, tau, mags_at) if _selectable(tau) else None
     if rule is None:
         w = flat.abs()
@@ -371,7 +375,7 @@ def trim_top_k_mergekit_rule_of(model: torch.Tensor, base: torch.Tensor, density
 
     def mags_at(idx: np.ndarray) -> np.ndarray:
         at = torch.from_numpy(idx)
-        return (fm[at] - fb[at]).abs().float().numpy()
+        return (fm.index_select(0, at) - fb.index_select(0, at)).abs().float().numpy()
 
     return _kept_by_sort(mags, n, max(1, int(density * n)), model, mags_at)
 
@@ -832,7 +836,11 @@ class Ties(TaskVectorMerge):
             return super().keep_rule_of(model, base, v, name, index, l1=l1)
         fm, fb = model.reshape(-1), base.reshape(-1)
         return trim_top_k_rule_of(
-            lambda lo, hi: fm[lo:hi] - fb[lo:hi], fm.numel(), d, model, at=lambda idx: fm[idx] - fb[idx]
+            lambda lo, hi: fm[lo:hi] - fb[lo:hi],
+            fm.numel(),
+            d,
+            model,
+            at=lambda idx: fm.index_select(0, idx) - fb.index_select(0, idx),
         )
 
     def keep_rule(self, tau: Tensor, v: Mapping[str, Value], name: str, index: int, *, l1: bool) -> KeepRule:
