@@ -910,6 +910,22 @@ def test_the_replay_follows_a_few_ties_by_rank(monkeypatch: pytest.MonkeyPatch) 
         assert got is not None and np.array_equal(got, want), (trial, n, k)
 
 
+def _test_magnitudes(rng: np.random.Generator, n: int, trial: int) -> np.ndarray:
+    """n float32 gaussian magnitudes over many scales; by trial: half of them zero (some -0),
+    coarse values (many ties), one value over half the tensor, infinities."""
+    x = np.abs(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3)).astype(np.float32)
+    if trial % 5 == 1:
+        x[rng.random(n) < 0.5] = 0
+        x[rng.random(n) < 0.2] = -0.0
+    elif trial % 5 == 2:
+        x = np.round(x * 3) / 3
+    elif trial % 5 == 3:
+        x[: n // 2] = x[0]
+    elif trial % 5 == 4:
+        x[rng.random(n) < 0.1] = np.inf
+    return x
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_selection_finds_the_kth_largest_and_counts_its_ties(
     dtype: type, monkeypatch: pytest.MonkeyPatch
@@ -923,15 +939,7 @@ def test_the_selection_finds_the_kth_largest_and_counts_its_ties(
     rng = np.random.default_rng(5)
     for trial in range(200):
         n = int(rng.integers(1, 3000))
-        x = np.abs(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3)).astype(np.float32)
-        if trial % 5 == 1:
-            x[rng.random(n) < 0.5] = 0
-        elif trial % 5 == 2:
-            x = np.round(x * 3) / 3
-        elif trial % 5 == 3:
-            x[: n // 2] = x[0]
-        elif trial % 5 == 4:
-            x[rng.random(n) < 0.1] = np.inf
+        x = _test_magnitudes(rng, n, trial)
         if trial % 7 == 0:
             x[rng.integers(0, n)] = -0.0
         x = x.astype(dtype)
@@ -960,16 +968,7 @@ def test_the_sampled_bracket_selects_what_the_radix_selection_does(monkeypatch: 
     answered = 0
     for trial in range(300):
         n = int(rng.integers(8192, 20000))
-        x = np.abs(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3)).astype(np.float32)
-        if trial % 5 == 1:
-            x[rng.random(n) < 0.5] = 0
-            x[rng.random(n) < 0.2] = -0.0
-        elif trial % 5 == 2:
-            x = np.round(x * 3) / 3
-        elif trial % 5 == 3:
-            x[: n // 2] = x[0]
-        elif trial % 5 == 4:
-            x[rng.random(n) < 0.1] = np.inf
+        x = _test_magnitudes(rng, n, trial)
         sigmas = (5.0, 0.0, 1e6)[trial % 3]
         monkeypatch.setattr(task_vectors, "SAMPLE_SIGMAS", sigmas)
         monkeypatch.setattr(task_vectors, "RADIX_BLOCK", int(rng.integers(50, 5000)))
