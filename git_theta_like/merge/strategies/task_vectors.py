@@ -257,7 +257,7 @@ def _select_bracketed(
     if lower >= s:
         return False  # the bracket would reach the smallest: no pass saved
     lo = sample[s - lower]
-    limit = n // 8 + s  # most entries kept strictly inside the bracket
+    limit = 2 * (lower - upper) * n // s + s  # twice the entries the bracket should keep, at most
     above = at_hi = at_lo = kept = 0  # entries above hi, equal to hi, equal to lo, between them
     inside: list[np.ndarray] = []
     for start in range(0, n, RADIX_BLOCK):
