@@ -501,12 +501,14 @@ TIES_CASES = [
 
 
 def stream_the_replay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small tensors' sides streamed (argsort_ties._Side), as a large tensor's are, over scan
-    blocks that do not divide them."""
-    from git_theta_like.merge.strategies import argsort_ties
+    """Small tensors handled as a large tensor is: the replay's sides streamed
+    (argsort_ties._Side) over scan blocks that do not divide them, and the trim's threshold
+    bracketed from a sample (task_vectors._select_bracketed; 2048 entries or more)."""
+    from git_theta_like.merge.strategies import argsort_ties, task_vectors
 
     monkeypatch.setattr(argsort_ties, "HOLD_ANYWAY", 0)
     monkeypatch.setattr(argsort_ties, "BLOCK", 301)
+    monkeypatch.setattr(task_vectors, "SAMPLE", 256)
 
 
 @pytest.mark.parametrize("streamed", [False, True])
