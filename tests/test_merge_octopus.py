@@ -30,7 +30,7 @@ from git_theta_like.manifest import Manifest, ObjectRef, TensorEntry
 from git_theta_like.merge import config
 from git_theta_like.merge.plan import plan_many
 from git_theta_like.merge.strategies import STRATEGIES
-from git_theta_like.merge.strategies.base import Param, Strategy, TensorContext
+from git_theta_like.merge.strategies.base import ManyModels, Param, Strategy, TensorContext
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 F = "model.safetensors"
 
 
-class TestMean(Strategy):
+class TestMean(ManyModels):
     """base + scale * sum_i(w_i * tau_i) / sum_i(w_i), over every model."""
 
     __test__ = False  # not a test class
@@ -48,9 +48,6 @@ class TestMean(Strategy):
     needs_base = True
     max_models = None
     per_model_params = ("weight",)
-
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return self.merge_many(base, [ours, theirs], ctx)
 
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
         assert base is not None

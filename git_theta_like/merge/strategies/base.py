@@ -245,3 +245,13 @@ class Strategy:
     def merge_bits(self, base: Buffer, ours: Buffer, theirs: Buffer, dtype: str, name: str = "") -> Buffer:
         """The merged raw bytes, for `bitwise` strategies."""
         raise NotImplementedError
+
+
+class ManyModels(Strategy):
+    """A strategy written as merge_many (any number of models, or two with per-model values):
+    its three-way merge is merge_many of [ours, theirs]. Subclasses override merge_many."""
+
+    def merge(
+        self, base: torch.Tensor | None, ours: torch.Tensor, theirs: torch.Tensor, ctx: TensorContext
+    ) -> torch.Tensor:
+        return self.merge_many(base, [ours, theirs], ctx)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from git_theta_like.errors import MergeConfigError
-from git_theta_like.merge.strategies.base import Param, Strategy, TensorContext
+from git_theta_like.merge.strategies.base import ManyModels, Param, TensorContext
 from git_theta_like.merge.strategies.slerp import dot64
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(1, -1) if t.dim() < 2 else t.reshape(-1, t.shape[-1])
 
 
-class ModelStock(Strategy):
+class ModelStock(ManyModels):
     name = "model-stock"
     summary = "t * mean(models) + (1 - t) * base, t = k cos / (1 + (k-1) cos)  (Jang et al. 2024)"
     params = (
@@ -35,9 +35,6 @@ class ModelStock(Strategy):
     )
     needs_base = True
     max_models = None
-
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return self.merge_many(base, [ours, theirs], ctx)
 
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
         """cos θ: the mean cosine between the task vectors, pair by pair (norms floored at
@@ -105,7 +102,7 @@ def nuslerp(t: float, v0: torch.Tensor, v1: torch.Tensor, flatten: bool, row_wis
     return out.reshape(shape)
 
 
-class NuSlerp(Strategy):
+class NuSlerp(ManyModels):
     name = "nuslerp"
     summary = "mergekit's NuSLERP: slerp of the two task vectors, t = w_theirs / (w_ours + w_theirs)"
     params = (
@@ -116,9 +113,6 @@ class NuSlerp(Strategy):
     )
     needs_base = True
     per_model_params = ("weight",)
-
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return self.merge_many(base, [ours, theirs], ctx)
 
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
         if len(models) != 2:
@@ -133,7 +127,7 @@ class NuSlerp(Strategy):
         return base + nuslerp(t, models[0] - base, models[1] - base, flatten, row_wise)
 
 
-class MultiSlerp(Strategy):
+class MultiSlerp(ManyModels):
     name = "multislerp"
     summary = (
         "Multi-SLERP: the N task vectors (or models) interpolated on the sphere, scaled by their mean norm"
@@ -147,9 +141,6 @@ class MultiSlerp(Strategy):
     needs_base = True
     max_models = None
     per_model_params = ("weight",)
-
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return self.merge_many(base, [ours, theirs], ctx)
 
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
         """mergekit's multislerp, operation for operation (Goddard's Multi-SLERP): with
@@ -195,7 +186,7 @@ class MultiSlerp(Strategy):
         return res + base if base is not None and use_base else res
 
 
-class Karcher(Strategy):
+class Karcher(ManyModels):
     name = "karcher"
     summary = "Karcher (Riemannian) mean of the models' directions, scaled by their mean norm"
     params = (
@@ -205,9 +196,6 @@ class Karcher(Strategy):
     )
     max_models = None
     per_model_params = ("weight",)
-
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return self.merge_many(base, [ours, theirs], ctx)
 
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
         """u_i = θ_i / ‖θ_i‖; μ ← exp_μ(Σ α_i θ_i/sin θ_i (u_i - cos θ_i μ)), cos θ_i = ⟨μ, u_i⟩,

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from git_theta_like.errors import MergeConfigError
-from git_theta_like.merge.strategies.base import Param, Strategy, TensorContext
+from git_theta_like.merge.strategies.base import ManyModels, Param, TensorContext
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 
-class Sce(Strategy):
+class Sce(ManyModels):
     name = "sce"
     summary = "select by variance, calculate weights, erase minority signs  (Wan et al. 2024)"
     params = (
@@ -29,9 +29,6 @@ class Sce(Strategy):
     )
     needs_base = True
     max_models = None
-
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return self.merge_many(base, [ours, theirs], ctx)
 
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
         """S: keep the k = int(select_topk · #{var ≠ 0}) entries of largest variance Var_i(τ_i)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from git_theta_like.errors import MergeConfigError
-from git_theta_like.merge.strategies.base import Blocks, Param, Strategy, TensorContext, Value
+from git_theta_like.merge.strategies.base import Blocks, ManyModels, Param, TensorContext, Value
 
 if TYPE_CHECKING:
     import numpy as np
@@ -674,7 +674,7 @@ def density_param(default: float, text: str) -> Param:
     return Param("density", float, default, text, 0, 1, lo_open=True)
 
 
-class TaskVectorMerge(Strategy):
+class TaskVectorMerge(ManyModels):
     """θ₀ + λ · combine(w_i · sparsify(τ_i)); subclasses choose `sparsifier` and `consensus`."""
 
     sparsifier: ClassVar[str | None] = None  # None, "magnitude", "random", "breadcrumbs", "della"
@@ -682,9 +682,6 @@ class TaskVectorMerge(Strategy):
     needs_base = True
     max_models = None
     per_model_params: ClassVar[tuple[str, ...]] = ("weight",)
-
-    def merge(self, base: Tensor | None, ours: Tensor, theirs: Tensor, ctx: TensorContext) -> Tensor:
-        return self.merge_many(base, [ours, theirs], ctx)
 
     def merge_many(self, base: Tensor | None, models: Sequence[Tensor], ctx: TensorContext) -> Tensor:
         blocks = self.prepare_many(base, models, ctx)
