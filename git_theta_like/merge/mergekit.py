@@ -112,6 +112,9 @@ OURS_ONLY = {
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 # mergekit methods that compute in float32 (float64 for float64 tensors) whatever the dtype
 FLOAT32_METHODS = {"linear", "slerp"}
+# our strategies that mergekit runs with or without a base_model (use_base: without one, it
+# interpolates the models themselves)
+BASE_OPTIONAL = ("nuslerp", "multislerp")
 _TOP_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype")
 _NOT_SUPPORTED_KEYS = {
     "slices": "slices (layer ranges from several models) are not supported: merge whole models",
@@ -321,7 +324,7 @@ def load_recipe(text: str | bytes, where: str = "mergekit config") -> Recipe:
 
     dtype = _dtype(doc.get("dtype"), f"{where}: dtype")  # our compute precision, any of DTYPES
     implied = dict(spec.implied)
-    if cls.name in ("nuslerp", "multislerp") and base is None:
+    if cls.name in BASE_OPTIONAL and base is None:
         implied["use_base"] = False  # mergekit slerps the models themselves
     recipe = Recipe(
         method=cls.name,
@@ -366,7 +369,7 @@ def _check_arity(
     spec: MethodSpec, cls: type[Strategy], base: str | None, models: list[ModelSpec], where: str
 ) -> None:
     n = len(models)
-    if cls.needs_base and base is None and spec.ours not in ("nuslerp", "multislerp"):
+    if cls.needs_base and base is None and spec.ours not in BASE_OPTIONAL:
         raise MergeConfigError(f"{where}: merge_method {spec.ours} needs a base_model (the merge base)")
     if spec.ours == "slerp":
         if base is None or n != 1:
@@ -585,7 +588,7 @@ def from_merged(
         )
     implied: dict[str, Value] = dict(spec.implied)
     declared = {p.name: p for p in cls.params}
-    if ours in ("nuslerp", "multislerp"):
+    if ours in BASE_OPTIONAL:
         use_base = {bool(m.strategy["use_base"]) for m in merged}
         if use_base == {False}:
             base_model = None
