@@ -357,3 +357,15 @@ def test_a_bfloat16_recipe_merges_as_mergekit_and_show_says_so(repo: Path, tmp_p
     in_f32 = load((repo / F).read_bytes())
     assert any(not torch.equal(in_f32[n], t) for n, t in got.items())
     assert "merge-precision" not in manifest_at(repo, "HEAD")
+
+
+def test_a_recorded_recipe_reads_as_one_line_of_words() -> None:
+    """The listing's recipe of a tensor line: the strategy, its parameters as k=v, `in P` for a
+    recorded precision, one space between words (a strategy with no parameters too)."""
+    from git_theta_like.semdiff.listing import merge_recipe
+
+    assert merge_recipe((("merge", "average"), ("merge-precision", "bfloat16"))) == "average in bfloat16"
+    assert merge_recipe((("merge", "average"),)) == "average"
+    ties = (("merge", "ties"), ("merge-params", "density:0.2,lambda:1.0"), ("merge-precision", "float16"))
+    assert merge_recipe(ties) == "ties density=0.2 lambda=1.0 in float16"
+    assert merge_recipe((("size", "12"),)) is None

@@ -41,7 +41,10 @@ def merge_recipe(extra: tuple[tuple[str, str], ...]) -> str | None:
     fields = dict(extra)
     if "merge" not in fields:
         return None
-    args = " ".join(p.replace(":", "=", 1) for p in fields.get("merge-params", "").split(",") if p)
+    words = [
+        fields["merge"],
+        *(p.replace(":", "=", 1) for p in fields.get("merge-params", "").split(",") if p),
+    ]
     if "merge-precision" in fields:
-        args += f" in {fields['merge-precision']}"
-    return f"{fields['merge']} {args}".strip()
+        words += ["in", fields["merge-precision"]]
+    return " ".join(words)
